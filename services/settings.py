@@ -18,7 +18,8 @@ class Settings(BaseSettings):
 
     # --- storage -------------------------------------------------------------------------------
     qdrant_path: Path = Field(
-        Path("./data/qdrant"), description="Folder of the embedded Qdrant Edge store (used unless a URL is set)."
+        Path("./data/qdrant"),
+        description="Folder of the embedded Qdrant Edge store (used unless a URL is set).",
     )
     qdrant_url: str | None = Field(None, description="URL of a Qdrant server, e.g. http://localhost:6333.")
     qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")

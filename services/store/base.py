@@ -70,7 +70,7 @@ class StoredHash:
     edition: str
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     DENSE = "dense"
     SPARSE = "sparse"
     HYBRID = "hybrid"
@@ -130,3 +130,68 @@ class VectorStore(Protocol):
     def retrieve(self, name: str, filter: PointFilter, limit: int = 1000) -> list[Hit]: ...
     def editions(self, name: str) -> dict[str, int]: ...
     def close(self) -> None: ...
+
+
+# --- Helpers both adapters share: one copy of the rules, not two -----------------------------------
+
+
+def missing_collection_error(name: str, location: str) -> StoreError:
+    return StoreError(
+        f"No collection or alias named {name!r} in the Qdrant store at {location}. "
+        "Run `tafsir ingest` to build it (or check TAFSIR_COLLECTION)."
+    )
+
+
+def check_search_request(request: SearchRequest) -> None:
+    """Raise ``ValueError`` when the request lacks the vector its mode needs."""
+    if request.limit < 1:
+        raise ValueError(f"limit must be at least 1, got {request.limit}")
+    if request.mode in (Mode.DENSE, Mode.HYBRID) and request.dense is None:
+        raise ValueError(f"a {request.mode.value} search needs a dense query vector")
+    if request.mode in (Mode.SPARSE, Mode.HYBRID) and request.sparse is None:
+        raise ValueError(f"a {request.mode.value} search needs a sparse query vector")
+    if request.mode is Mode.HYBRID and request.prefetch_limit < 1:
+        raise ValueError(f"prefetch_limit must be at least 1, got {request.prefetch_limit}")
+
+
+def candidate_limit(request: SearchRequest) -> int:
+    """How many points to ask Qdrant for, so that ties can be broken here rather than by Qdrant.
+
+    Qdrant orders equal scores in no fixed way (RRF most of all: ranks tie by construction), so a
+    cut at ``limit`` inside Qdrant could keep a different tied point each time. Hybrid asks for every
+    fused candidate (each point appears in at most two prefetch lists); single modes for a margin.
+    """
+    if request.mode is Mode.HYBRID:
+        return max(2 * request.prefetch_limit, request.limit)
+    return request.limit + max(request.limit, 16)
+
+
+def rank_hits(hits: Iterable[Hit], request: SearchRequest) -> list[Hit]:
+    """Deterministic order: best score first, ties by id; then the threshold and the limit."""
+    threshold = request.score_threshold
+    kept = [hit for hit in hits if threshold is None or hit.score >= threshold]
+    kept.sort(key=lambda hit: (-hit.score, hit.id))
+    return kept[: request.limit]
+
+
+def reading_order(hit: Hit) -> tuple[Any, ...]:
+    """Order of ``retrieve``: edition, then the mushaf order, then chunks of one ayah."""
+    payload = hit.payload
+    return (
+        str(payload.get("edition", "")),
+        int(payload.get("surah", 0)),
+        int(payload.get("ayah", 0)),
+        int(payload.get("chunk", 0)),
+        hit.id,
+    )
+
+
+def matches_nothing(point_filter: PointFilter | None) -> bool:
+    """An empty list of allowed values admits no point (Qdrant would read an empty OR as "any")."""
+    if point_filter is None:
+        return False
+    lists = (point_filter.surahs, point_filter.editions, point_filter.ayat)
+    if any(values is not None and len(values) == 0 for values in lists):
+        return True
+    low, high = point_filter.ayah_min, point_filter.ayah_max
+    return low is not None and high is not None and low > high

@@ -1,0 +1,164 @@
+"""Ayah tafsir → chunks of at most the model's token limit, with deterministic ids and hashes.
+
+Pure functions: the only collaborator is a ``tokenizers.Tokenizer`` (the model's own, in memory).
+One ayah's tafsir is one chunk, as in the seed model's training data. A longer one is split into
+windows of at most ``limit`` tokens *including* the special tokens the model adds, overlapping by
+``overlap`` tokens and preferring sentence ends. Chunk text is cut from the original string by the
+tokenizer's character offsets, never decoded from tokens, so it is exactly the source text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tokenizers import Tokenizer
+
+    from ingest.sources import Ayah
+
+# Fixed namespace: UUIDv5("edition:surah:ayah:chunk") is the same on every machine and every run,
+# so re-ingestion overwrites points instead of duplicating them.
+POINT_NAMESPACE = uuid.UUID("6f1c7a52-3e0b-5d8e-9a41-7d2b1c9e4f30")
+
+_SENTENCE_END = frozenset(".!?")
+_CLAUSE_END = frozenset(",;:)")
+
+
+@dataclass(frozen=True)
+class ChunkingParams:
+    limit: int  # tokens per chunk, special tokens included
+    overlap: int  # tokens shared by consecutive windows
+    special_tokens: int  # tokens the model adds to every text ([CLS], [SEP])
+
+    @property
+    def budget(self) -> int:
+        """Text tokens per chunk: the limit less the special tokens (e.g. 512 - 2 for BERT)."""
+        return self.limit - self.special_tokens
+
+
+@dataclass(frozen=True)
+class Chunk:
+    edition: str
+    surah: int
+    ayah: int
+    chunk: int  # 0-based position within the ayah
+    chunks: int  # how many chunks the ayah has
+    text: str
+    char_start: int  # text == ayah_text[char_start:char_end]
+    char_end: int
+    tokens: int  # tokens the model sees, special tokens included
+
+    @property
+    def id(self) -> str:
+        return point_id(self.edition, self.surah, self.ayah, self.chunk)
+
+
+def point_id(edition: str, surah: int, ayah: int, chunk: int) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{edition}:{surah}:{ayah}:{chunk}"))
+
+
+def content_hash(*parts: str) -> str:
+    """Hash of everything that determines a stored point; unchanged hash → nothing to embed again."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum()
+
+
+def windows(text: str, offsets: Sequence[tuple[int, int]], params: ChunkingParams) -> list[tuple[int, int]]:
+    """Token windows ``[start, end)`` over one text's tokens (no special tokens in ``offsets``)."""
+    n = len(offsets)
+    budget = params.budget
+    if n <= budget:
+        return [(0, n)]
+    result: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end = start + budget
+        if end >= n:
+            result.append((start, n))
+            return result
+        end = _best_cut(text, offsets, start, end)
+        result.append((start, end))
+        start = _next_start(text, offsets, start, end, params.overlap)
+
+
+def _best_cut(text: str, offsets: Sequence[tuple[int, int]], start: int, end: int) -> int:
+    """Latest cut in the second half of the window after a sentence end, else a clause end, else a word end."""
+    floor = start + (end - start) // 2
+    for stops in (_SENTENCE_END, _CLAUSE_END):
+        for cut in range(end, floor, -1):
+            if text[offsets[cut - 1][1] - 1] in stops:
+                return cut
+    for cut in range(end, floor, -1):  # never split a word: cut where the next token starts a new word
+        if offsets[cut][0] > offsets[cut - 1][1] or not _is_word_char(text[offsets[cut][0]]):
+            return cut
+    return end
+
+
+def _next_start(text: str, offsets: Sequence[tuple[int, int]], start: int, end: int, overlap: int) -> int:
+    """Start the next window ``overlap`` tokens before ``end``, moved back to the start of its word."""
+    nxt = max(end - overlap, start + 1)
+    while nxt > start + 1 and offsets[nxt][0] == offsets[nxt - 1][1] and _is_word_char(text[offsets[nxt][0]]):
+        nxt -= 1
+    return nxt
+
+
+def chunk_ayat(ayat: Iterable[Ayah], tokenizer: Tokenizer, params: ChunkingParams) -> list[Chunk]:
+    """All chunks of ``ayat`` in (surah, ayah, chunk) order; every chunk fits ``params.limit``."""
+    ayat = list(ayat)
+    encodings = tokenizer.encode_batch([a.text for a in ayat], add_special_tokens=False)
+    chunks: list[Chunk] = []
+    for ayah, encoding in zip(ayat, encodings, strict=True):
+        offsets = encoding.offsets
+        spans = windows(ayah.text, offsets, params)
+        pieces = []
+        for start, end in spans:
+            char_start, char_end = (offsets[start][0], offsets[end - 1][1]) if end > start else (0, 0)
+            if len(spans) == 1:  # one chunk: the whole text, even characters the tokenizer drops
+                char_start, char_end = 0, len(ayah.text)
+            piece = ayah.text[char_start:char_end]
+            tokens = end - start + params.special_tokens
+            if len(spans) > 1:
+                # A window cut from a longer text can tokenize differently on its own (rare, at
+                # its edges); count again so that no chunk exceeds what the model embeds.
+                tokens = len(tokenizer.encode(piece).ids)
+                if tokens > params.limit:
+                    raise AssertionError(
+                        f"{ayah.edition} {ayah.surah}:{ayah.ayah}: window of {tokens} tokens exceeds {params.limit}"
+                    )
+            pieces.append((piece, char_start, char_end, tokens))
+        for index, (piece, char_start, char_end, tokens) in enumerate(pieces):
+            chunks.append(
+                Chunk(
+                    edition=ayah.edition,
+                    surah=ayah.surah,
+                    ayah=ayah.ayah,
+                    chunk=index,
+                    chunks=len(pieces),
+                    text=piece,
+                    char_start=char_start,
+                    char_end=char_end,
+                    tokens=tokens,
+                )
+            )
+    return chunks
+
+
+def join_chunks(chunks: Sequence[tuple[int, int, str]]) -> str:
+    """Rebuild an ayah's text from its chunks' ``(char_start, char_end, text)``; overlaps are merged."""
+    text = ""
+    for char_start, char_end, piece in sorted(chunks):
+        if char_start > len(text):
+            text += " " * (char_start - len(text))
+        text = text[:char_start] + piece if char_end > len(text) else text
+    return text

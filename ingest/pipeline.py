@@ -1,0 +1,254 @@
+"""The ingest worker's data flow (DESIGN.md, "Re-ingestion"):
+
+    source ayat → chunks → diff against stored hashes → embed new/changed → upsert → delete stale
+    → (new collection only) verify → move the alias → drop the old collection
+
+Incremental by default: a chunk whose hash (text, translation, Arabic, model, chunking and sparse
+settings) is already stored is not embedded again. A different model, vector size or chunking
+builds a new physical collection behind the alias; readers stay on the old one until the new one
+is complete and verified, and a run killed half-way is resumed by the next run.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from ingest.chunking import Chunk, ChunkingParams, chunk_ayat, content_hash, join_chunks
+from ingest.sources import Ayah, Source
+from services.embedding import Embedder
+from services.quran import surah as surah_info
+from services.settings import Settings
+from services.sparse import SparseEncoder
+from services.store.base import CollectionSpec, PointFilter, PointToStore, StoreError, VectorStore
+
+ProgressCallback = Callable[[int, int], None]  # (chunks done, chunks to embed)
+
+
+@dataclass
+class IngestSummary:
+    edition: str
+    alias: str
+    collection: str
+    model: str
+    dense_size: int
+    chunks: int = 0
+    embedded: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    carried_over: int = 0  # chunks of other editions moved into a rebuilt collection
+    rebuilt: bool = False  # a new physical collection was built and the alias moved to it
+    resumed: bool = False  # continued a build that an earlier run left unfinished
+    dropped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    new: bool  # not behind the alias yet: move the alias when complete
+    resumed: bool
+    previous: str | None  # the collection the alias points at now
+
+
+def collection_spec(embedder: Embedder, params: ChunkingParams, sparse: SparseEncoder) -> CollectionSpec:
+    fingerprint = content_hash(
+        embedder.identity,
+        str(embedder.dimension),
+        f"{params.limit}/{params.overlap}",
+        sparse.settings.version,
+    )
+    return CollectionSpec(dense_size=embedder.dimension, model=embedder.identity, fingerprint=fingerprint)
+
+
+def _build_pattern(alias: str, fingerprint: str | None = None) -> re.Pattern[str]:
+    fp = re.escape(fingerprint[:10]) if fingerprint else "[0-9a-f]{10}"
+    return re.compile(rf"^{re.escape(alias)}-{fp}-\d{{14}}$")
+
+
+def plan_target(store: VectorStore, alias: str, spec: CollectionSpec, full: bool) -> Target:
+    """Where this run writes: the live collection if compatible, else a resumed or new build."""
+    current = store.resolve_alias(alias)
+    if current is not None and not full:
+        info = store.collection_info(current)
+        if info is not None and info.spec == spec:
+            return Target(current, new=False, resumed=False, previous=current)
+    if not full:
+        pattern = _build_pattern(alias, spec.fingerprint)
+        for name in sorted(store.list_collections(), reverse=True):
+            if name != current and pattern.match(name):
+                info = store.collection_info(name)
+                if info is not None and info.spec == spec:
+                    return Target(name, new=True, resumed=True, previous=current)
+    name = f"{alias}-{spec.fingerprint[:10]}-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    while name in store.list_collections():  # two builds within one second
+        time.sleep(1)
+        name = f"{alias}-{spec.fingerprint[:10]}-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    store.create_collection(name, spec)
+    return Target(name, new=True, resumed=False, previous=current)
+
+
+def stored_ayat(store: VectorStore, collection: str, edition: str) -> list[Ayah]:
+    """An edition's ayat rebuilt from its stored chunks (their character spans), to carry it over."""
+    by_ayah: dict[tuple[int, int], list[dict]] = defaultdict(list)
+    only_edition = PointFilter(editions=[edition])
+    for hit in store.retrieve(collection, only_edition, limit=store.count(collection, only_edition)):
+        by_ayah[(hit.payload["surah"], hit.payload["ayah"])].append(hit.payload)
+    ayat = []
+    for (surah, ayah), payloads in sorted(by_ayah.items()):
+        text = join_chunks([(p["char_start"], p["char_end"], p["text"]) for p in payloads])
+        first = payloads[0]
+        ayat.append(Ayah(edition, surah, ayah, text, first.get("translation"), first.get("arabic")))
+    return ayat
+
+
+def _batches(items: Sequence[Chunk], size: int) -> Iterator[Sequence[Chunk]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class IngestPipeline:
+    def __init__(
+        self, settings: Settings, store: VectorStore, embedder: Embedder, sparse: SparseEncoder | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.sparse = sparse or SparseEncoder()
+
+    @property
+    def params(self) -> ChunkingParams:
+        return ChunkingParams(self.embedder.max_tokens, self.settings.chunk_overlap, self.embedder.special_tokens)
+
+    def chunk(self, ayat: Sequence[Ayah]) -> list[Chunk]:
+        return chunk_ayat(ayat, self.embedder.tokenizer, self.params)
+
+    def run(self, source: Source, full: bool = False, progress: ProgressCallback | None = None) -> IngestSummary:
+        started = time.perf_counter()
+        alias = self.settings.collection
+        spec = collection_spec(self.embedder, self.params, self.sparse)
+        target = plan_target(self.store, alias, spec, full)
+        summary = IngestSummary(
+            source.edition,
+            alias,
+            target.name,
+            spec.model,
+            spec.dense_size,
+            rebuilt=target.new,
+            resumed=target.resumed,
+        )
+        editions = [(source.edition, list(source.ayat))]
+        if target.new and target.previous is not None:
+            # A rebuild must not lose the other editions the old collection serves: re-chunk and
+            # re-embed them from their stored text with the new model.
+            for edition in sorted(self.store.editions(target.previous)):
+                if edition != source.edition:
+                    editions.append((edition, stored_ayat(self.store, target.previous, edition)))
+
+        work = []
+        for edition, ayat in editions:
+            chunks = self.chunk(ayat)
+            index = ayat_index(ayat)
+            stored = {h.id: h.content_hash for h in self.store.iter_hashes(target.name, edition)}
+            todo = [c for c in chunks if stored.get(c.id) != self._hash(c, index[c.surah, c.ayah], spec)]
+            stale = set(stored) - {c.id for c in chunks}
+            work.append((edition, ayat, chunks, todo, stale))
+            if edition == source.edition:
+                summary.chunks = len(chunks)
+                summary.unchanged = len(chunks) - len(todo)
+            else:
+                summary.carried_over += len(todo)
+
+        total = sum(len(todo) for *_, todo, _ in work)
+        done = 0
+        if progress:
+            progress(0, total)
+        for edition, ayat, _chunks, todo, stale in work:
+            index = ayat_index(ayat)
+            # Longest first: similar lengths share a batch (little padding), and the ETA is pessimistic.
+            for batch in _batches(sorted(todo, key=lambda c: -c.tokens), self.settings.upsert_batch_size):
+                self._embed_and_upsert(target.name, batch, index, spec)
+                done += len(batch)
+                if progress:
+                    progress(done, total)
+            # Stale points go only after the new ones are in (STYLE.md, "Bookkeeping after success").
+            if stale:
+                self.store.delete(target.name, sorted(stale))
+            if edition == source.edition:
+                summary.embedded = len(todo)
+                summary.deleted = len(stale)
+
+        if target.new:
+            self._verify(target.name, work)
+            self.store.swap_alias(alias, target.name)
+        summary.dropped = self._drop_superseded(alias, target.name)
+        summary.seconds = round(time.perf_counter() - started, 3)
+        return summary
+
+    def _hash(self, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> str:
+        return content_hash(chunk.text, ayah.translation or "", ayah.arabic or "", spec.fingerprint)
+
+    def _embed_and_upsert(
+        self,
+        collection: str,
+        batch: Sequence[Chunk],
+        index: dict[tuple[int, int], Ayah],
+        spec: CollectionSpec,
+    ) -> None:
+        vectors = self.embedder.encode_documents([c.text for c in batch], self.settings.embed_batch_size)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        points = []
+        for chunk, vector in zip(batch, vectors, strict=True):
+            ayah = index[chunk.surah, chunk.ayah]
+            info = surah_info(chunk.surah)
+            payload = {
+                "text": chunk.text,
+                "edition": chunk.edition,
+                "surah": chunk.surah,
+                "surah_name": info.name,
+                "surah_name_ar": info.name_ar,
+                "ayah": chunk.ayah,
+                "chunk": chunk.chunk,
+                "chunks": chunk.chunks,
+                "translation": ayah.translation,
+                "arabic": ayah.arabic,
+                "char_start": chunk.char_start,
+                "char_end": chunk.char_end,
+                "tokens": chunk.tokens,
+                "content_hash": self._hash(chunk, ayah, spec),
+                "model": spec.model,
+                "ingested_at": now,
+            }
+            points.append(PointToStore(chunk.id, vector.tolist(), self.sparse.document(chunk.text), payload))
+        self.store.upsert(collection, points)
+
+    def _verify(self, collection: str, work: list) -> None:
+        """Before readers move: every edition holds exactly the chunks this run produced."""
+        for edition, _ayat, chunks, *_ in work:
+            stored = self.store.count(collection, PointFilter(editions=[edition]))
+            if stored != len(chunks):
+                raise StoreError(
+                    f"collection {collection} holds {stored} points of edition {edition}, expected {len(chunks)}; "
+                    "the alias was not moved. Run `tafsir ingest` again to complete it."
+                )
+
+    def _drop_superseded(self, alias: str, keep: str) -> list[str]:
+        """Drop the collection the alias left and builds that an interrupted run left unfinished."""
+        pattern = _build_pattern(alias)
+        dropped = []
+        for name in self.store.list_collections():
+            if name != keep and pattern.match(name):
+                self.store.drop_collection(name)
+                dropped.append(name)
+        return dropped
+
+
+def ayat_index(ayat: Sequence[Ayah]) -> dict[tuple[int, int], Ayah]:
+    return {(a.surah, a.ayah): a for a in ayat}

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tests never reach a model hub; torch and BLAS share two cores politely.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random DistilBERT (tokenizer trained on the built-in tafsir), built once per session."""
+    from ingest.sources import read_builtin
+    from tests.tiny_model import build_tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny")
+    texts = [a.text for a in read_builtin().ayat[::3]]
+    return build_tiny_model(folder, texts)
+
+
+@pytest.fixture
+def cli_env(tmp_path, tiny_model) -> dict[str, str]:
+    """Environment for running the real `tafsir` CLI in a subprocess on a fresh store with the tiny model."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_")}
+    env.update(
+        TAFSIR_QDRANT_PATH=str(tmp_path / "qdrant"),
+        TAFSIR_EMBEDDING_MODEL=str(tiny_model),
+        TAFSIR_COLLECTION="tafsir",
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+    )
+    return env
+
+
+def tafsir_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", *args]

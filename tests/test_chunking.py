@@ -1,0 +1,109 @@
+"""Chunking: token-exact windows of the model's own tokenizer, cut from the original text."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import pytest
+
+from ingest.chunking import ChunkingParams, chunk_ayat, join_chunks, point_id, windows
+from ingest.sources import Ayah, read_builtin
+from services.embedding import Embedder
+from services.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def default_embedder() -> Embedder:
+    return Embedder(Settings(_env_file=None))
+
+
+@pytest.fixture(scope="module")
+def builtin_chunks(default_embedder):
+    ayat = read_builtin().ayat
+    params = ChunkingParams(default_embedder.max_tokens, 64, default_embedder.special_tokens)
+    return ayat, chunk_ayat(ayat, default_embedder.tokenizer, params)
+
+
+def test_default_model_limit_is_512_with_two_special_tokens(default_embedder):
+    # all-MiniLM-L6-v2 ships max_seq_length 256, but its position embeddings allow 512.
+    assert default_embedder.max_tokens == 512
+    assert default_embedder.special_tokens == 2
+
+
+def test_no_builtin_chunk_exceeds_the_model_limit(default_embedder, builtin_chunks):
+    _, chunks = builtin_chunks
+    counts = default_embedder.tokenizer.encode_batch([c.text for c in chunks])
+    too_long = [(c.surah, c.ayah, c.chunk, len(e.ids)) for c, e in zip(chunks, counts, strict=True) if len(e.ids) > 512]
+    assert too_long == []
+    assert all(len(e.ids) == c.tokens for c, e in zip(chunks, counts, strict=True))
+
+
+def test_chunks_of_each_builtin_ayah_cover_all_of_its_text(builtin_chunks):
+    ayat, chunks = builtin_chunks
+    by_ayah: dict[tuple[int, int], list] = {}
+    for c in chunks:
+        by_ayah.setdefault((c.surah, c.ayah), []).append(c)
+    assert len(by_ayah) == 6236
+    for ayah in ayat:
+        covered = [False] * len(ayah.text)
+        for c in by_ayah[ayah.surah, ayah.ayah]:
+            assert ayah.text[c.char_start : c.char_end] == c.text
+            for i in range(c.char_start, c.char_end):
+                covered[i] = True
+        missing = [ch for ch, ok in zip(ayah.text, covered, strict=True) if not ok and not ch.isspace()]
+        assert missing == [], (ayah.surah, ayah.ayah)
+
+
+def test_long_ayat_are_split_and_short_ones_are_whole(builtin_chunks):
+    ayat, chunks = builtin_chunks
+    multi = {(c.surah, c.ayah) for c in chunks if c.chunks > 1}
+    assert 100 < len(multi) < 250  # DESIGN.md: 154 ayat exceed 512 tokens
+    singles = [c for c in chunks if c.chunks == 1]
+    texts = {(a.surah, a.ayah): a.text for a in ayat}
+    assert all(c.text == texts[c.surah, c.ayah] for c in singles)
+
+
+def test_windows_overlap_and_prefer_sentence_ends(default_embedder):
+    sentence = "Lafal ini merupakan kalimat berita yang dimaksud sebagai pujian kepada Allah Taala. "
+    text = (sentence * 60).strip()
+    params = ChunkingParams(limit=128, overlap=16, special_tokens=2)
+    encoding = default_embedder.tokenizer.encode(text, add_special_tokens=False)
+    spans = windows(text, encoding.offsets, params)
+    assert len(spans) > 3
+    for (s1, e1), (s2, _) in itertools.pairwise(spans):
+        assert e1 - s1 <= params.budget
+        assert s2 < e1  # consecutive windows overlap
+        assert e1 - s2 >= params.overlap
+        assert text[encoding.offsets[e1 - 1][1] - 1] == "."  # cut after a full stop
+
+
+def test_a_word_is_never_split_between_windows(default_embedder):
+    text = " ".join(["perkataan", "menyembunyikannya", "ketidakadilan"] * 300)
+    params = ChunkingParams(limit=64, overlap=8, special_tokens=2)
+    ayah = Ayah("test", 2, 1, text)
+    words = set(text.split())
+    for chunk in chunk_ayat([ayah], default_embedder.tokenizer, params):
+        assert chunk.tokens <= 64
+        assert set(chunk.text.split()) <= words
+
+
+def test_point_ids_are_uuid5_of_edition_surah_ayah_chunk():
+    first = point_id("id.jalalayn", 2, 255, 0)
+    assert first == point_id("id.jalalayn", 2, 255, 0)
+    assert uuid.UUID(first).version == 5
+    assert len({first, point_id("id.jalalayn", 2, 255, 1), point_id("other", 2, 255, 0)}) == 3
+
+
+def test_join_chunks_rebuilds_the_ayah_text(default_embedder):
+    text = " ".join(f"Kalimat nomor {i} menjelaskan tafsir ayat ini dengan panjang." for i in range(200))
+    params = ChunkingParams(limit=100, overlap=20, special_tokens=2)
+    chunks = chunk_ayat([Ayah("test", 2, 2, text)], default_embedder.tokenizer, params)
+    assert len(chunks) > 5
+    assert join_chunks([(c.char_start, c.char_end, c.text) for c in chunks]) == text
+
+
+def test_limit_is_the_models_maximum_where_smaller(tmp_path, default_embedder):
+    small = Embedder(Settings(_env_file=None, chunk_tokens=1024))
+    assert small.max_tokens == 512  # position embeddings cap it
+    assert Embedder(Settings(_env_file=None, chunk_tokens=256, chunk_overlap=32)).max_tokens == 256

@@ -1,0 +1,170 @@
+"""The real `tafsir` CLI in a subprocess, on a real embedded store, with a tiny real model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ingest.sources import read_builtin
+from services.settings import Settings
+from services.store import open_store
+from tests.conftest import tafsir_cmd
+from tests.malformed_sources import MALFORMED, write_case
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(tafsir_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_jsonl(path: Path, edition: str, surahs) -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        for a in read_builtin().ayat:
+            if a.surah in surahs:
+                row = {"surah": a.surah, "ayah": a.ayah, "text": a.text, "translation": a.translation}
+                f.write(json.dumps({**row, "edition": edition}, ensure_ascii=False) + "\n")
+    return path
+
+
+def store_state(env: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+    """(collection behind the alias, {point id: content hash}) read in this process once the CLI has exited."""
+    store = open_store(Settings(_env_file=None, qdrant_path=env["TAFSIR_QDRANT_PATH"]))
+    try:
+        name = store.resolve_alias("tafsir")
+        return name, ({h.id: h.content_hash for h in store.iter_hashes(name)} if name else {})
+    finally:
+        store.close()
+
+
+def test_ingest_prints_a_json_summary_and_status_shows_the_collection(cli_env, tmp_path):
+    source = write_jsonl(tmp_path / "short.jsonl", "test.short", range(110, 115))
+    result = run(cli_env, "ingest", "--source", str(source), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["edition"] == "test.short" and summary["embedded"] == summary["chunks"] == 23
+    assert "embedded 23/23 chunks" in result.stderr  # progress for logs
+
+    again = json.loads(run(cli_env, "ingest", "--source", str(source), "--json").stdout)
+    assert (again["embedded"], again["unchanged"]) == (0, 23)
+
+    status = json.loads(run(cli_env, "status", "--json").stdout)
+    assert status["collection"] == summary["collection"] and status["points"] == 23
+    assert status["vector_size"] == 32 and status["model"].startswith("model@")
+    assert status["editions"] == {"test.short": 23}
+
+    found = run(cli_env, "search", "Allah Yang Maha Esa", "-k", "3", "--json")
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert len(hits) == 3 and all(h["citation"].startswith("QS ") for h in hits)
+
+
+@pytest.fixture(scope="module")
+def populated_store(tmp_path_factory, tiny_model):
+    """One store with a complete edition, shared by the malformed-input cases (none may change it)."""
+    folder = tmp_path_factory.mktemp("populated")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_")}
+    env.update(
+        TAFSIR_QDRANT_PATH=str(folder / "qdrant"),
+        TAFSIR_EMBEDDING_MODEL=str(tiny_model),
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        HF_HUB_OFFLINE="1",
+    )
+    result = run(env, "ingest", "--source", str(write_jsonl(folder / "base.jsonl", "t.jsonl", [113, 114])))
+    assert result.returncode == 0, result.stderr
+    return env, folder, store_state(env)
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=str)
+def test_malformed_source_is_refused_and_nothing_stored_changes(populated_store, case):
+    env, folder, before = populated_store
+    path = write_case(folder, case)
+    result = run(env, "ingest", "--source", str(path))
+    assert result.returncode == 2
+    for expected in case.expected:
+        assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert store_state(env) == before
+
+
+def test_edition_flag_for_the_builtin_source_is_refused(cli_env):
+    result = run(cli_env, "ingest", "--edition", "x.y")
+    assert result.returncode == 2 and "--edition" in result.stderr
+
+
+def test_a_second_process_is_told_who_holds_the_store(cli_env, tmp_path):
+    store = open_store(Settings(_env_file=None, qdrant_path=cli_env["TAFSIR_QDRANT_PATH"]))
+    try:
+        result = run(cli_env, "status")
+    finally:
+        store.close()
+    assert result.returncode == 3
+    assert str(os.getpid()) in result.stderr and "TAFSIR_QDRANT_PATH" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_model_that_cannot_load_names_the_setting(cli_env, tmp_path):
+    env = {**cli_env, "TAFSIR_EMBEDDING_MODEL": str(tmp_path / "nowhere")}
+    result = run(env, "ingest", "--source", str(write_jsonl(tmp_path / "s.jsonl", "t.s", [114])))
+    assert result.returncode == 2
+    assert "TAFSIR_EMBEDDING_MODEL" in result.stderr and "nowhere" in result.stderr
+
+
+def _ingest_then_kill(env: dict[str, str], *args: str) -> None:
+    """Start `tafsir ingest`, wait until it has stored some chunks but not all, then kill -9 it."""
+    process = subprocess.Popen(tafsir_cmd("ingest", *args), env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if line.startswith("embedded "):
+                done, total = map(int, line.split()[1].split("/"))
+                if 0 < done < total:
+                    process.send_signal(signal.SIGKILL)
+                    break
+        else:
+            pytest.fail("the ingest finished before it could be killed")
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.fixture
+def slow_env(cli_env):
+    # Small upsert batches and one thread: the run lasts long enough to be killed half-way.
+    return {**cli_env, "TAFSIR_UPSERT_BATCH_SIZE": "16", "TAFSIR_EMBED_BATCH_SIZE": "8"}
+
+
+def test_kill_9_during_the_first_ingest_then_a_rerun_completes_without_duplicates(slow_env, tmp_path):
+    source = write_jsonl(tmp_path / "big.jsonl", "test.big", range(2, 6))
+    _ingest_then_kill(slow_env, "--source", str(source))
+    alias, _ = store_state(slow_env)
+    assert alias is None  # no reader ever sees the half-built collection
+
+    result = run(slow_env, "ingest", "--source", str(source), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["resumed"] and 0 < summary["embedded"] < summary["chunks"]
+    alias, hashes = store_state(slow_env)
+    assert alias == summary["collection"] and len(hashes) == summary["chunks"]
+
+
+def test_kill_9_during_a_rebuild_leaves_readers_on_the_complete_collection(slow_env, tmp_path):
+    small = write_jsonl(tmp_path / "small.jsonl", "test.big", [1])
+    assert run(slow_env, "ingest", "--source", str(small)).returncode == 0
+    before = store_state(slow_env)
+
+    big = write_jsonl(tmp_path / "big.jsonl", "test.big", range(2, 6))
+    _ingest_then_kill(slow_env, "--source", str(big), "--full")
+    assert store_state(slow_env) == before
+
+    result = run(slow_env, "ingest", "--source", str(big), "--json")
+    summary = json.loads(result.stdout)
+    alias, hashes = store_state(slow_env)
+    assert alias == summary["collection"] and len(hashes) == summary["chunks"]
+    store = open_store(Settings(_env_file=None, qdrant_path=slow_env["TAFSIR_QDRANT_PATH"]))
+    try:
+        assert store.list_collections() == [alias]  # the half-built collection was cleaned up
+    finally:
+        store.close()

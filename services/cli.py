@@ -198,48 +198,93 @@ def status(
     stdout.print(table)
 
 
+def _engine_or_exit(settings, store):
+    from services.search import SearchEngine
+
+    if store.resolve_alias(settings.collection) is None:
+        raise _fail(f"alias {settings.collection!r} does not exist in {store.location}: run `tafsir ingest`", 1)
+    return SearchEngine(settings, store=store)
+
+
+ModeOption = Annotated[str, typer.Option("--mode", help="hybrid (default), dense or sparse.")]
+
+
+def _mode(value: str):
+    from services.store.base import Mode
+
+    try:
+        return Mode(value)
+    except ValueError:
+        raise _fail(f"--mode {value!r}: expected one of {[m.value for m in Mode]}", EXIT_INPUT) from None
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="The question, in Indonesian.")],
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=50, help="How many passages.")] = 5,
+    mode: ModeOption = "hybrid",
+    neighbors: Annotated[int, typer.Option(min=0, max=10, help="Add n adjacent ayat as context.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Find the tafsir passages closest to a question, with citations."""
-    from services.embedding import Embedder, EmbeddingModelError
-    from services.quran import citation
-    from services.store.base import Mode, SearchRequest
+    """Find the tafsir passages that answer a question, with citations."""
+    from services.embedding import EmbeddingModelError
+    from services.search import SearchOptions
 
     settings = load_settings()
-    embedder = Embedder(settings)
+    options = SearchOptions(k=k, mode=_mode(mode), neighbors=neighbors)
     with open_store_or_exit(settings) as store:
-        if store.resolve_alias(settings.collection) is None:
-            raise _fail(f"alias {settings.collection!r} does not exist in {store.location}: run `tafsir ingest`", 1)
+        engine = _engine_or_exit(settings, store)
         try:
-            vector = embedder.encode_query(query)
+            passages = engine.search(query, options)
         except EmbeddingModelError as exc:
             raise _fail(str(exc), EXIT_INPUT) from None
-        hits = store.search(settings.collection, SearchRequest(mode=Mode.DENSE, limit=k, dense=vector))
-    results = [
-        {
-            "citation": citation(h.payload["surah"], h.payload["ayah"]),
-            "score": round(h.score, 4),
-            "surah": h.payload["surah"],
-            "ayah": h.payload["ayah"],
-            "chunk": h.payload["chunk"],
-            "edition": h.payload["edition"],
-            "text": h.payload["text"],
-            "id": h.id,
-        }
-        for h in hits
-    ]
+        except ValueError as exc:
+            raise _fail(str(exc), EXIT_INPUT) from None
     if as_json:
-        _print_json(results)
+        fields = ("citation", "score", "surah", "ayah", "chunk", "edition", "text", "id", "context_for")
+        _print_json([{f: getattr(p, f) for f in fields} for p in passages])
         return
-    for rank, r in enumerate(results, start=1):
-        first_line = r["text"].strip().splitlines()[0] if r["text"].strip() else ""
+    for rank, p in enumerate(passages, start=1):
+        first_line = p.text.strip().splitlines()[0] if p.text.strip() else ""
         if len(first_line) > 160:
             first_line = first_line[:157] + "..."
-        stdout.print(f"{rank}. [bold]{r['citation']}[/]  score {r['score']:.4f}\n   {first_line}", highlight=False)
+        label = f"(konteks untuk {p.context_for})" if p.is_context else f"score {p.score:.4f}"
+        stdout.print(f"{rank}. [bold]{p.citation}[/]  {label}\n   {first_line}", highlight=False)
+
+
+@app.command(name="eval")
+def evaluate(
+    queries: Annotated[Path, typer.Option("--queries", help="JSONL: {qid, query, relevant: [[surah, ayah, grade]]}.")],
+    mode: ModeOption = "hybrid",
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=100, help="Cut-off for the metrics.")] = 10,
+    neighbors: Annotated[int, typer.Option(min=0, max=10, help="Add n adjacent ayat as context.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """Retrieval quality on labelled queries: hit@k, Recall@k, MRR@k, nDCG@k (ayah level) and the misses."""
+    from services.evaluation import QueryFileError, evaluate, load_queries
+    from services.search import SearchOptions
+
+    settings = load_settings()
+    try:
+        labelled = load_queries(queries)
+    except QueryFileError as exc:
+        raise _fail(str(exc), EXIT_INPUT) from None
+    options = SearchOptions(k=k, mode=_mode(mode), neighbors=neighbors)
+    with open_store_or_exit(settings) as store:
+        engine = _engine_or_exit(settings, store)
+        rankings = [[(p.surah, p.ayah) for p in engine.search(q.query, options)] for q in labelled]
+    report = evaluate(labelled, rankings, k=k).as_dict()
+    report.update(mode=options.mode.value, neighbors=neighbors, queries_file=str(queries))
+    if as_json:
+        _print_json(report)
+        return
+    table = Table(title=f"{queries} — mode {options.mode.value}, k={k}, neighbors={neighbors}", show_header=False)
+    for key, value in report.items():
+        if key not in ("missed", "queries_file", "mode", "neighbors"):
+            table.add_row(key, str(value))
+    stdout.print(table)
+    for miss in report["missed"]:
+        stdout.print(f"missed {miss['qid']}: {miss['query']}", highlight=False)
 
 
 def main() -> None:

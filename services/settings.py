@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, description="Texts per forward pass of the model.")
     upsert_batch_size: int = Field(256, ge=1, description="Points per upsert request.")
 
+    # --- retrieval ------------------------------------------------------------------------------
+    # Fusion weights belong to the model in use: choose them with `tafsir eval` (DESIGN.md, "Facts
+    # measured": with the default English model the sparse side carries the quality).
+    hybrid_dense_weight: float = Field(1.0, ge=0, description="Weight of the dense list in hybrid RRF.")
+    hybrid_sparse_weight: float = Field(4.0, ge=0, description="Weight of the BM25 list in hybrid RRF.")
+    rrf_k: int = Field(60, ge=1, description="RRF constant k.")
+    prefetch_limit: int = Field(50, ge=1, description="Candidates each side contributes to hybrid fusion.")
+
     @model_validator(mode="after")
     def _overlap_below_limit(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens // 2:

@@ -174,6 +174,16 @@ def rank_hits(hits: Iterable[Hit], request: SearchRequest) -> list[Hit]:
     return kept[: request.limit]
 
 
+def attach_payloads(ranked: Iterable[Hit], payloads: dict[str, dict[str, Any]]) -> list[Hit]:
+    """The ranked hits with their payloads, fetched after ranking for the few that are returned.
+
+    Ranking needs only ids and scores, so the candidates come without payload (a tafsir chunk's
+    payload is kilobytes; converting a hundred of them per query costs more than the search). A hit
+    whose point vanished between the two calls is dropped: it is no longer an answer.
+    """
+    return [Hit(hit.id, hit.score, payloads[hit.id]) for hit in ranked if hit.id in payloads]
+
+
 def reading_order(hit: Hit) -> tuple[Any, ...]:
     """Order of ``retrieve``: edition, then the mushaf order, then chunks of one ayah."""
     payload = hit.payload

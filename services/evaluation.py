@@ -1,0 +1,156 @@
+"""Retrieval quality at ayah level: query files and metrics (pure functions, no I/O but reading the file).
+
+A query file has one JSON object a line: ``{"qid", "query", "relevant": [[surah, ayah, grade], ...]}``
+(grade 2 = answers the question, 1 = related). A retrieved chunk is a hit for its ayah; an ayah counts
+once, at its best rank. Gains are graded: ``2**grade - 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+AyahKey = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    qid: str
+    query: str
+    relevant: dict[AyahKey, int]  # (surah, ayah) -> grade > 0
+    topic: str | None = None
+
+
+class QueryFileError(ValueError):
+    """A query file that cannot be used; names the file, line and field."""
+
+
+def load_queries(path: str | Path) -> list[LabelledQuery]:
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QueryFileError(f"{path}: cannot read the query file: {exc}") from exc
+    queries = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise QueryFileError(f"{where}: malformed JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise QueryFileError(f"{where}: expected an object with qid, query, relevant")
+        for key, kind in (("qid", str), ("query", str), ("relevant", list)):
+            if not isinstance(row.get(key), kind):
+                raise QueryFileError(f"{where}: field '{key}' must be a {kind.__name__}")
+        if row["qid"] in seen:
+            raise QueryFileError(f"{where}: field 'qid': {row['qid']!r} repeats line {seen[row['qid']]}")
+        seen[row["qid"]] = number
+        relevant: dict[AyahKey, int] = {}
+        for label in row["relevant"]:
+            if (
+                not isinstance(label, list)
+                or len(label) != 3
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in label)
+            ):
+                raise QueryFileError(
+                    f"{where}: field 'relevant': expected [surah, ayah, grade] integers, got {label!r}"
+                )
+            surah, ayah, grade = label
+            if grade > 0:
+                relevant[surah, ayah] = max(grade, relevant.get((surah, ayah), 0))
+        if not relevant:
+            raise QueryFileError(f"{where}: field 'relevant': no ayah with a grade above 0")
+        queries.append(LabelledQuery(row["qid"], row["query"], relevant, row.get("topic")))
+    if not queries:
+        raise QueryFileError(f"{path}: no queries")
+    return queries
+
+
+def distinct_ayat(ranked: Iterable[AyahKey]) -> list[AyahKey]:
+    """Ranked chunks' ayat with repeats removed, each at its best rank."""
+    seen: set[AyahKey] = set()
+    result = []
+    for key in ranked:
+        if key not in seen:
+            seen.add(key)
+            result.append(key)
+    return result
+
+
+def dcg(gains: Sequence[float]) -> float:
+    return sum(g / math.log2(rank + 2) for rank, g in enumerate(gains))
+
+
+@dataclass(frozen=True)
+class QueryScores:
+    hit: float
+    recall: float
+    mrr: float
+    ndcg: float
+    recall_at_1: float
+
+
+def score_query(ranked: Sequence[AyahKey], relevant: dict[AyahKey, int], k: int = 10) -> QueryScores:
+    top = distinct_ayat(ranked)[:k]
+    hits = [key for key in top if key in relevant]
+    first = next((rank for rank, key in enumerate(top, start=1) if key in relevant), None)
+    ideal = sorted((2**g - 1 for g in relevant.values()), reverse=True)[:k]
+    return QueryScores(
+        hit=1.0 if hits else 0.0,
+        recall=len(hits) / len(relevant),
+        mrr=1.0 / first if first else 0.0,
+        ndcg=dcg([2 ** relevant.get(key, 0) - 1 for key in top]) / dcg(ideal),
+        recall_at_1=(1.0 if top and top[0] in relevant else 0.0) / len(relevant),
+    )
+
+
+@dataclass
+class EvalReport:
+    k: int
+    queries: int
+    hit: float
+    recall: float
+    mrr: float
+    ndcg: float
+    recall_at_1: float
+    missed: list[dict] = field(default_factory=list)  # queries with no relevant ayah in the top k
+
+    def as_dict(self) -> dict:
+        return {
+            "k": self.k,
+            "queries": self.queries,
+            f"hit@{self.k}": round(self.hit, 4),
+            f"recall@{self.k}": round(self.recall, 4),
+            f"mrr@{self.k}": round(self.mrr, 4),
+            f"ndcg@{self.k}": round(self.ndcg, 4),
+            "recall@1": round(self.recall_at_1, 4),
+            "missed": self.missed,
+        }
+
+
+def evaluate(queries: Sequence[LabelledQuery], rankings: Sequence[Sequence[AyahKey]], k: int = 10) -> EvalReport:
+    """Mean scores over queries; ``rankings[i]`` are the ayat retrieved for ``queries[i]``, best first."""
+    scores = [score_query(r, q.relevant, k) for q, r in zip(queries, rankings, strict=True)]
+    n = len(scores)
+    missed = [
+        {"qid": q.qid, "query": q.query, "retrieved": [list(a) for a in distinct_ayat(r)[:3]]}
+        for q, r, s in zip(queries, rankings, scores, strict=True)
+        if not s.hit
+    ]
+    return EvalReport(
+        k=k,
+        queries=n,
+        hit=sum(s.hit for s in scores) / n,
+        recall=sum(s.recall for s in scores) / n,
+        mrr=sum(s.mrr for s in scores) / n,
+        ndcg=sum(s.ndcg for s in scores) / n,
+        recall_at_1=sum(s.recall_at_1 for s in scores) / n,
+        missed=missed,
+    )

@@ -1,0 +1,208 @@
+"""The one search core behind the LangChain retriever, ``tafsir search``/``tafsir eval`` and the HTTP API.
+
+Query → (dense embedding, BM25 query vector) → Qdrant (dense, sparse, or hybrid prefetch + RRF) →
+passages with citations, optionally followed by their neighbouring ayat as context.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.embedding import Embedder
+from services.quran import SURAH_COUNT, citation
+from services.settings import Settings
+from services.sparse import SparseEncoder
+from services.store.base import Mode, PointFilter, SearchRequest, VectorStore
+
+
+class TafsirFilter(BaseModel):
+    """Which passages a query may return: surah(s), an ayah range, edition(s). All given conditions hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    surah: int | list[int] | None = Field(None, description="A surah number 1-114, or several.")
+    ayah_from: int | None = Field(None, ge=1, description="Lowest ayah number (inclusive).")
+    ayah_to: int | None = Field(None, ge=1, description="Highest ayah number (inclusive).")
+    edition: str | list[str] | None = Field(None, description="An edition id such as id.jalalayn, or several.")
+
+    @field_validator("surah")
+    @classmethod
+    def _surah_exists(cls, value: int | list[int] | None) -> int | list[int] | None:
+        for number in [value] if isinstance(value, int) else value or []:
+            if not 1 <= number <= SURAH_COUNT:
+                raise ValueError(f"surah {number} does not exist: surahs are numbered 1-{SURAH_COUNT}")
+        return value
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> TafsirFilter:
+        if self.ayah_from is not None and self.ayah_to is not None and self.ayah_from > self.ayah_to:
+            raise ValueError(f"ayah_from {self.ayah_from} is above ayah_to {self.ayah_to}")
+        return self
+
+    def to_point_filter(self) -> PointFilter:
+        def as_list(value):
+            return None if value is None else [value] if isinstance(value, int | str) else list(value)
+
+        return PointFilter(
+            surahs=as_list(self.surah), ayah_min=self.ayah_from, ayah_max=self.ayah_to, editions=as_list(self.edition)
+        )
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    k: int = 5
+    mode: Mode = Mode.HYBRID
+    filter: PointFilter | None = None
+    score_threshold: float | None = None
+    neighbors: int = 0  # add up to n adjacent ayat of the same surah (and edition) around each hit
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    text: str
+    score: float
+    citation: str
+    surah: int
+    surah_name: str
+    ayah: int
+    chunk: int
+    chunks: int
+    edition: str
+    translation: str | None
+    arabic: str | None
+    context_for: str | None = None  # for a neighbour: the citation of the hit it surrounds
+    payload: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_context(self) -> bool:
+        return self.context_for is not None
+
+    @classmethod
+    def from_payload(
+        cls, point_id: str, payload: dict[str, Any], score: float, context_for: str | None = None
+    ) -> Passage:
+        return cls(
+            id=point_id,
+            text=payload["text"],
+            score=score,
+            citation=citation(payload["surah"], payload["ayah"]),
+            surah=payload["surah"],
+            surah_name=payload.get("surah_name", ""),
+            ayah=payload["ayah"],
+            chunk=payload.get("chunk", 0),
+            chunks=payload.get("chunks", 1),
+            edition=payload["edition"],
+            translation=payload.get("translation"),
+            arabic=payload.get("arabic"),
+            context_for=context_for,
+            payload=payload,
+        )
+
+
+class SearchEngine:
+    """Holds the store, the model and the BM25 encoder; everything heavy is created on first use."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: VectorStore | None = None,
+        embedder: Embedder | None = None,
+        sparse: SparseEncoder | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._embedder = embedder
+        self.sparse = sparse or SparseEncoder()
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> VectorStore:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    from services.store import open_store
+
+                    self._store = open_store(self.settings)
+        return self._store
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder(self.settings)
+        return self._embedder
+
+    def request(self, query: str, options: SearchOptions) -> SearchRequest:
+        mode = Mode(options.mode)
+        s = self.settings
+        return SearchRequest(
+            mode=mode,
+            limit=options.k,
+            dense=self.embedder.encode_query(query) if mode in (Mode.DENSE, Mode.HYBRID) else None,
+            sparse=self.sparse.query(query) if mode in (Mode.SPARSE, Mode.HYBRID) else None,
+            filter=options.filter,
+            prefetch_limit=max(s.prefetch_limit, options.k),
+            rrf_k=s.rrf_k,
+            dense_weight=s.hybrid_dense_weight,
+            sparse_weight=s.hybrid_sparse_weight,
+            score_threshold=options.score_threshold,
+        )
+
+    def search(self, query: str, options: SearchOptions | None = None) -> list[Passage]:
+        options = options or SearchOptions()
+        if not query.strip():
+            raise ValueError("the query is empty")
+        hits = self.store.search(self.settings.collection, self.request(query, options))
+        passages = [Passage.from_payload(h.id, h.payload, h.score) for h in hits]
+        if options.neighbors > 0 and passages:
+            passages = self._with_neighbors(passages, options.neighbors)
+        return passages
+
+    def _with_neighbors(self, hits: list[Passage], n: int) -> list[Passage]:
+        """Each hit followed by up to ``n`` ayat before and after it in its surah, each fetched once."""
+        from services.quran import surah as surah_info
+
+        wanted: dict[tuple[str, int, int], str] = {}
+        present = {(p.edition, p.surah, p.ayah) for p in hits}
+        for p in hits:
+            last = surah_info(p.surah).ayat
+            for ayah in range(max(1, p.ayah - n), min(last, p.ayah + n) + 1):
+                key = (p.edition, p.surah, ayah)
+                if key not in present and key not in wanted:
+                    wanted[key] = p.citation
+        if not wanted:
+            return hits
+        editions = sorted({e for e, _, _ in wanted})
+        found = self.store.retrieve(
+            self.settings.collection,
+            PointFilter(editions=editions, ayat=sorted({(s, a) for _, s, a in wanted})),
+            limit=len(wanted) * 8,
+        )
+        by_hit: dict[str, list[Passage]] = {}
+        for h in found:
+            key = (h.payload["edition"], h.payload["surah"], h.payload["ayah"])
+            if key in wanted:
+                by_hit.setdefault(wanted[key], []).append(Passage.from_payload(h.id, h.payload, 0.0, wanted[key]))
+        result = []
+        for p in hits:
+            result.append(p)
+            result.extend(by_hit.pop(p.citation, []))
+        return result
+
+
+_SHARED: dict[str, SearchEngine] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_engine(settings: Settings) -> SearchEngine:
+    """One engine per configuration in a process: the embedded store admits one opener, and the model
+    is loaded once however many retrievers a program constructs."""
+    key = settings.model_dump_json()
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = SearchEngine(settings)
+        return _SHARED[key]

@@ -1,0 +1,64 @@
+"""Storage: one interface (``base``), two Qdrant adapters (``edge`` embedded, ``server`` qdrant-client).
+
+Only :func:`open_store` picks an adapter, and it imports just the one it needs, so using the
+embedded store never loads qdrant-client, nor a server store the Edge engine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from services.store.base import (
+    DENSE,
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    SPARSE,
+    CollectionInfo,
+    CollectionSpec,
+    Hit,
+    Mode,
+    PointFilter,
+    PointToStore,
+    SearchRequest,
+    SparseVector,
+    StoredHash,
+    StoreError,
+    StoreLockedError,
+    TransientStoreError,
+    VectorStore,
+)
+
+if TYPE_CHECKING:
+    from services.settings import Settings
+
+__all__ = [
+    "DENSE",
+    "INTEGER_INDEXES",
+    "KEYWORD_INDEXES",
+    "SPARSE",
+    "CollectionInfo",
+    "CollectionSpec",
+    "Hit",
+    "Mode",
+    "PointFilter",
+    "PointToStore",
+    "SearchRequest",
+    "SparseVector",
+    "StoreError",
+    "StoreLockedError",
+    "StoredHash",
+    "TransientStoreError",
+    "VectorStore",
+    "open_store",
+]
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The Qdrant server at ``TAFSIR_QDRANT_URL`` if set, else the embedded store at ``TAFSIR_QDRANT_PATH``."""
+    if settings.qdrant_url:
+        from services.store.server import ServerStore
+
+        return ServerStore.connect(settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_timeout)
+    from services.store.edge import EdgeStore
+
+    return EdgeStore(settings.qdrant_path)

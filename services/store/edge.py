@@ -1,0 +1,556 @@
+"""The embedded store: Qdrant Edge (PyPI ``qdrant-edge-py``), the Qdrant engine in-process.
+
+Layout under ``path``::
+
+    .lock                       held with flock while a process has the store open (pid, command, since)
+    aliases.json                {alias: collection}, replaced atomically: Edge has no aliases of its own
+    collections/<name>/shard/   one EdgeShard folder per physical collection
+    collections/<name>/spec.json
+
+One process at a time: an EdgeShard locks its WAL, so a second process could not open a shard
+anyway; the store-wide ``.lock`` turns that into a message a person can act on, before anything is
+touched. Inside the process every method is thread-safe: the API serves queries while an
+in-process re-ingest builds a new collection, moves the alias and drops the old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import sys
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as edge
+
+from services.store.base import (
+    DENSE,
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    SPARSE,
+    CollectionInfo,
+    CollectionSpec,
+    Hit,
+    Mode,
+    PointFilter,
+    PointToStore,
+    SearchRequest,
+    StoredHash,
+    StoreError,
+    StoreLockedError,
+    attach_payloads,
+    candidate_limit,
+    check_search_request,
+    matches_nothing,
+    missing_collection_error,
+    rank_hits,
+    reading_order,
+)
+
+log = logging.getLogger(__name__)
+
+SCROLL_PAGE = 1000
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+_REBUILD = "Run `tafsir ingest --full` to rebuild it."
+
+
+@dataclass
+class _OpenShard:
+    shard: edge.EdgeShard
+    users: int = 0  # calls running on the shard right now; it is closed only at zero
+
+
+class EdgeStore:
+    """``VectorStore`` on Qdrant Edge shards in one folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._collections = self.path / "collections"
+        self._aliases_file = self.path / "aliases.json"
+        try:
+            self._collections.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _acquire_store_lock(self.path)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot use {self.path} for the embedded Qdrant store: {exc}. "
+                "Set TAFSIR_QDRANT_PATH to a writable folder."
+            ) from exc
+        # One condition guards the shard cache, the alias map and the drop bookkeeping.
+        self._cond = threading.Condition()
+        self._shards: dict[str, _OpenShard] = {}
+        self._dropping: set[str] = set()
+        self._aliases: dict[str, str] | None = None  # read lazily; we hold the lock, so it stays valid
+        self._closed = False
+        for leftover in self._collections.glob(".*-*"):  # a create or drop interrupted by a crash
+            if leftover.name.startswith((".building-", ".trash-")):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True  # refuse new calls, then let running ones finish
+            self._cond.wait_for(lambda: all(entry.users == 0 for entry in self._shards.values()))
+            try:
+                for entry in self._shards.values():
+                    entry.shard.close()
+            finally:
+                self._shards.clear()
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+
+    def __enter__(self) -> EdgeStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- collections and aliases -------------------------------------------------------------------
+
+    def resolve_alias(self, alias: str) -> str | None:
+        """The collection ``alias`` points to, or None.
+
+        A damaged alias file counts as no alias here (with a warning), so that an ingest can rebuild
+        and write a fresh one; reads through the alias report the damage instead.
+        """
+        with self._cond:
+            self._check_open()
+            target = self._alias_map(tolerant=True).get(alias)
+            return target if target is not None and self._exists(target) else None
+
+    def list_collections(self) -> list[str]:
+        with self._cond:
+            self._check_open()
+            return sorted(
+                folder.name
+                for folder in self._collections.iterdir()
+                if folder.is_dir() and not folder.name.startswith(".") and folder.name not in self._dropping
+            )
+
+    def collection_info(self, name: str) -> CollectionInfo | None:
+        """``None`` when neither a collection nor an alias has this name."""
+        try:
+            with self._use(name) as (physical, shard):
+                points = shard.count(edge.CountRequest(exact=True))
+        except _Missing:
+            return None
+        return CollectionInfo(name=physical, spec=self._read_spec(physical), points=points)
+
+    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+        _check_name(name)
+        with self._cond:
+            self._check_open()
+            self._cond.wait_for(lambda: name not in self._dropping)
+            folder = self._collections / name
+            if folder.exists():
+                raise StoreError(f"Collection {name!r} already exists in {self.location}.")
+            if name in self._alias_map(tolerant=True):
+                raise StoreError(f"{name!r} is already an alias in {self.location}; pick another name.")
+            # Built aside and renamed into place: a crash half-way leaves no half-made collection.
+            # The shard is closed before the rename and opened again at its final path on first use.
+            staging = self._collections / f".building-{name}-{uuid.uuid4().hex}"
+            try:
+                staging.mkdir()
+                shard = edge.EdgeShard.create(str(staging / "shard"), _shard_config(spec))
+                try:
+                    for field in INTEGER_INDEXES:
+                        shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Integer))
+                    for field in KEYWORD_INDEXES:
+                        shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
+                    shard.flush()
+                finally:
+                    shard.close()
+                _write_json_atomically(staging / "spec.json", asdict(spec))
+                staging.rename(folder)
+                _fsync_folder(self._collections)
+            except Exception as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise StoreError(f"Could not create collection {name!r} in {self._collections}: {exc}") from exc
+
+    def drop_collection(self, name: str) -> None:
+        """Close and delete a physical collection (and aliases to it, as Qdrant does).
+
+        Waits for calls running on it in other threads to finish; calls arriving meanwhile see it
+        as missing. Dropping a name that does not exist does nothing.
+        """
+        _check_name(name)
+        with self._cond:
+            self._check_open()
+            self._cond.wait_for(lambda: name not in self._dropping)
+            folder = self._collections / name
+            if not folder.is_dir():
+                return
+            self._dropping.add(name)
+            try:
+                entry = self._shards.get(name)
+                self._cond.wait_for(lambda: entry is None or entry.users == 0)
+                self._shards.pop(name, None)
+                aliases = self._alias_map(tolerant=True)
+                if name in aliases.values():
+                    self._write_aliases({alias: target for alias, target in aliases.items() if target != name})
+            except BaseException:
+                self._dropping.discard(name)
+                raise
+        try:
+            if entry is not None:
+                entry.shard.close()
+            # Rename first: a crash half-way through rmtree must not leave a broken collection behind.
+            trash = self._collections / f".trash-{name}-{uuid.uuid4().hex}"
+            folder.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        finally:
+            with self._cond:
+                self._dropping.discard(name)
+                self._cond.notify_all()
+
+    def swap_alias(self, alias: str, name: str) -> None:
+        _check_name(alias)
+        with self._cond:
+            self._check_open()
+            if not self._exists(name):
+                raise missing_collection_error(name, self.location)
+            if (self._collections / alias).exists():
+                raise StoreError(f"{alias!r} is a collection in {self.location}; an alias cannot take its name.")
+            aliases = self._alias_map(tolerant=True)
+            self._write_aliases({**aliases, alias: name})
+
+    # --- points --------------------------------------------------------------------------------------
+
+    def upsert(self, name: str, points: Sequence[PointToStore]) -> None:
+        if not points:
+            return
+        operation = edge.UpdateOperation.upsert_points([_edge_point(point) for point in points])
+        with self._use(name) as (physical, shard):
+            try:
+                shard.update(operation)
+                shard.flush()  # durable on return: a kill -9 afterwards loses nothing
+            except Exception as exc:
+                raise self._failure("upsert into", physical, exc) from exc
+
+    def delete(self, name: str, ids: Iterable[str]) -> None:
+        point_ids: list[edge.PointId] = list(ids)
+        if not point_ids:
+            return
+        with self._use(name) as (physical, shard):
+            try:
+                shard.update(edge.UpdateOperation.delete_points(point_ids))
+                shard.flush()
+            except Exception as exc:
+                raise self._failure("delete from", physical, exc) from exc
+
+    def count(self, name: str, filter: PointFilter | None = None) -> int:
+        with self._use(name) as (physical, shard):
+            if matches_nothing(filter):
+                return 0
+            try:
+                return shard.count(edge.CountRequest(exact=True, filter=_edge_filter(filter)))
+            except Exception as exc:
+                raise self._failure("count", physical, exc) from exc
+
+    def search(self, name: str, request: SearchRequest) -> list[Hit]:
+        check_search_request(request)
+        with self._use(name) as (physical, shard):
+            if matches_nothing(request.filter):
+                return []
+            try:
+                scored = shard.query(_edge_query(request))
+                ranked = rank_hits((Hit(str(point.id), point.score) for point in scored), request)
+                records = shard.retrieve([hit.id for hit in ranked], with_payload=True, with_vector=False)
+            except Exception as exc:
+                raise self._failure("search", physical, exc) from exc
+        return attach_payloads(ranked, {str(record.id): record.payload or {} for record in records})
+
+    def retrieve(self, name: str, filter: PointFilter, limit: int = 1000) -> list[Hit]:
+        """Points matching ``filter`` (at most ``limit``, taken in id order) in reading order."""
+        with self._use(name) as (physical, shard):
+            if matches_nothing(filter) or limit < 1:
+                return []
+            request = edge.ScrollRequest(limit=limit, filter=_edge_filter(filter), with_payload=True, with_vector=False)
+            try:
+                records, _ = shard.scroll(request)
+            except Exception as exc:
+                raise self._failure("read", physical, exc) from exc
+        return sorted((Hit(str(record.id), 0.0, record.payload or {}) for record in records), key=reading_order)
+
+    def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[StoredHash]:
+        physical = self._physical_name(name)  # pinned: a swap of the alias mid-way changes nothing
+        point_filter = _edge_filter(PointFilter(editions=[edition])) if edition is not None else None
+        offset: edge.PointId | None = None
+        while True:
+            request = edge.ScrollRequest(
+                offset=offset,
+                limit=SCROLL_PAGE,
+                filter=point_filter,
+                with_payload=["content_hash", "edition"],
+                with_vector=False,
+            )
+            # One page per use, so a slow consumer never holds the shard open between pages.
+            with self._use(physical) as (_, shard):
+                try:
+                    records, offset = shard.scroll(request)
+                except Exception as exc:
+                    raise self._failure("read", physical, exc) from exc
+            for record in records:
+                payload = record.payload or {}
+                yield StoredHash(str(record.id), str(payload.get("content_hash", "")), str(payload.get("edition", "")))
+            if offset is None:
+                return
+
+    def editions(self, name: str) -> dict[str, int]:
+        with self._use(name) as (physical, shard):
+            try:
+                facets = shard.facet(edge.FacetRequest("edition", limit=100_000, exact=True))
+            except Exception as exc:
+                raise self._failure("count editions in", physical, exc) from exc
+        return {str(hit.value): hit.count for hit in facets}
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"The store at {self.location} is closed.")
+
+    def _exists(self, name: str) -> bool:
+        return _NAME.fullmatch(name) is not None and name not in self._dropping and (self._collections / name).is_dir()
+
+    def _physical_name(self, name: str) -> str:
+        with self._cond:
+            self._check_open()
+            return self._resolve(name)
+
+    def _resolve(self, name: str) -> str:
+        """Alias or collection name -> physical name; the caller holds ``_cond``."""
+        if self._exists(name):
+            return name
+        target = self._alias_map().get(name) if _NAME.fullmatch(name) else None
+        if target is None:
+            raise _Missing(name, self.location)
+        if not self._exists(target):
+            raise StoreError(
+                f"Alias {name!r} in {self._aliases_file} points to collection {target!r}, "
+                f"which is missing from {self._collections}. {_REBUILD}"
+            )
+        return target
+
+    @contextlib.contextmanager
+    def _use(self, name: str) -> Iterator[tuple[str, edge.EdgeShard]]:
+        """Borrow the shard behind ``name``: it stays open until the block ends, even if dropped."""
+        with self._cond:
+            self._check_open()
+            physical = self._resolve(name)
+            entry = self._shards.get(physical) or self._load(physical)
+            entry.users += 1
+        try:
+            yield physical, entry.shard
+        finally:
+            with self._cond:
+                entry.users -= 1
+                if entry.users == 0:
+                    self._cond.notify_all()
+
+    def _load(self, name: str) -> _OpenShard:
+        folder = self._collections / name / "shard"
+        if not folder.is_dir():
+            raise StoreError(f"The shard folder {folder} is missing. {_REBUILD}")
+        try:
+            entry = _OpenShard(edge.EdgeShard.load(str(folder)))
+        except Exception as exc:
+            raise StoreError(f"Could not open the shard {folder}: {exc}. {_REBUILD}") from exc
+        self._shards[name] = entry
+        return entry
+
+    def _read_spec(self, name: str) -> CollectionSpec | None:
+        spec_file = self._collections / name / "spec.json"
+        if not spec_file.exists():
+            return None
+        try:
+            return CollectionSpec(**json.loads(spec_file.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"{spec_file} is unreadable ({exc}). {_REBUILD}") from exc
+
+    def _alias_map(self, tolerant: bool = False) -> dict[str, str]:
+        """The alias pointers; a damaged file is an error for readers, and is replaced by writers."""
+        if self._aliases is None:
+            try:
+                self._aliases = _read_aliases(self._aliases_file)
+            except StoreError:
+                if not tolerant:
+                    raise
+                log.warning("%s is damaged; it will be rewritten with the next alias change", self._aliases_file)
+                return {}
+        return dict(self._aliases)
+
+    def _write_aliases(self, aliases: dict[str, str]) -> None:
+        _write_json_atomically(self._aliases_file, aliases)
+        self._aliases = dict(aliases)
+
+    def _failure(self, action: str, name: str, exc: Exception) -> StoreError:
+        return StoreError(f"Qdrant Edge could not {action} collection {name!r} in {self.location}: {exc}")
+
+
+class _Missing(StoreError):
+    def __init__(self, name: str, location: str) -> None:
+        super().__init__(str(missing_collection_error(name, location)))
+
+
+# --- translation to qdrant_edge types ----------------------------------------------------------------
+
+
+def _shard_config(spec: CollectionSpec) -> edge.EdgeConfig:
+    return edge.EdgeConfig(
+        vectors={DENSE: edge.EdgeVectorParams(size=spec.dense_size, distance=edge.Distance.Cosine)},
+        sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
+    )
+
+
+def _edge_point(point: PointToStore) -> edge.Point:
+    vectors: dict[str, Any] = {
+        DENSE: list(point.dense),
+        SPARSE: edge.SparseVector(list(point.sparse.indices), list(point.sparse.values)),
+    }
+    return edge.Point(point.id, vectors, point.payload)
+
+
+def _edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
+    if point_filter is None:
+        return None
+    must: list[Any] = []
+    if point_filter.surahs is not None:
+        must.append(edge.FieldCondition("surah", match=edge.MatchAny([int(s) for s in point_filter.surahs])))
+    if point_filter.ayah_min is not None or point_filter.ayah_max is not None:
+        ayah_range = edge.RangeFloat(gte=point_filter.ayah_min, lte=point_filter.ayah_max)
+        must.append(edge.FieldCondition("ayah", range=ayah_range))
+    if point_filter.editions is not None:
+        must.append(edge.FieldCondition("edition", match=edge.MatchAny([str(e) for e in point_filter.editions])))
+    if point_filter.ayat is not None:
+        pairs = [
+            edge.Filter(
+                must=[
+                    edge.FieldCondition("surah", match=edge.MatchValue(int(surah))),
+                    edge.FieldCondition("ayah", match=edge.MatchValue(int(ayah))),
+                ]
+            )
+            for surah, ayah in point_filter.ayat
+        ]
+        must.append(edge.Filter(should=pairs))
+    return edge.Filter(must=must) if must else None
+
+
+def _edge_query(request: SearchRequest) -> edge.QueryRequest:
+    point_filter = _edge_filter(request.filter)
+    dense = edge.Query.Nearest(list(request.dense), using=DENSE) if request.dense is not None else None
+    sparse = (
+        edge.Query.Nearest(edge.SparseVector(list(request.sparse.indices), list(request.sparse.values)), using=SPARSE)
+        if request.sparse is not None
+        else None
+    )
+    common: dict[str, Any] = {
+        "limit": candidate_limit(request),
+        "filter": point_filter,
+        "with_payload": False,  # fetched for the returned hits only: see attach_payloads
+        "with_vector": False,
+        "score_threshold": request.score_threshold,
+    }
+    if request.mode is Mode.DENSE:
+        return edge.QueryRequest(query=dense, **common)
+    if request.mode is Mode.SPARSE:
+        return edge.QueryRequest(query=sparse, **common)
+    prefetches = [
+        edge.Prefetch(limit=request.prefetch_limit, query=dense, filter=point_filter),
+        edge.Prefetch(limit=request.prefetch_limit, query=sparse, filter=point_filter),
+    ]
+    fusion = edge.Fusion.Rrf(k=request.rrf_k, weights=[request.dense_weight, request.sparse_weight])
+    return edge.QueryRequest(query=fusion, prefetches=prefetches, **common)
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+def _check_name(name: str) -> None:
+    # Names become folder names: no separators, no hidden or relative names.
+    if not _NAME.fullmatch(name):
+        raise StoreError(
+            f"{name!r} is not a valid collection or alias name: use letters, digits, '_', '-' and '.', "
+            "not starting with '.' or '-'."
+        )
+
+
+def _read_aliases(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    try:
+        aliases = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"The alias file {path} is damaged ({exc}). {_REBUILD}") from exc
+    if not isinstance(aliases, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in aliases.items()
+    ):
+        raise StoreError(f"The alias file {path} is damaged (expected {{alias: collection}}). {_REBUILD}")
+    return aliases
+
+
+def _write_json_atomically(path: Path, data: Any) -> None:
+    """Readers see the old file or the new one, never a half-written one, even after a power cut."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _acquire_store_lock(path: Path) -> int:
+    lock_file = path / ".lock"
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _describe_holder(fd)
+        os.close(fd)
+        raise StoreLockedError(
+            f"The embedded Qdrant store at {path} is in use by {holder}. "
+            "Stop it, or set TAFSIR_QDRANT_PATH to another folder. In embedded mode `tafsir serve` "
+            "runs scheduled re-ingestion itself; to share one store between processes, use a Qdrant "
+            "server via TAFSIR_QDRANT_URL."
+        ) from None
+    holder_info = {
+        "pid": os.getpid(),
+        "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
+        "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder_info) + "\n").encode(), 0)
+    return fd
+
+
+def _describe_holder(fd: int) -> str:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"process {holder['pid']} (`{holder['command']}`, since {holder['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"

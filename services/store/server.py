@@ -1,0 +1,410 @@
+"""The server store: a Qdrant server (or cluster) through qdrant-client.
+
+Real collections and real aliases: ``swap_alias`` is one ``update_collection_aliases`` call, which
+Qdrant applies atomically. Every call goes through :func:`call_with_retries`, so a restarting
+server or a brief network fault costs a few seconds, not a failed ingest. The same class runs on
+qdrant-client's local mode (``QdrantClient(location=":memory:")``), which speaks the same client
+API; that is how the shared behavioural tests exercise it.
+
+The collection's :class:`CollectionSpec` is stored in the collection's own ``metadata`` (a recent
+Qdrant server, and qdrant-client's local mode), under :data:`SPEC_KEY`, where the dashboard shows it
+too. Weighted RRF likewise needs a recent server; an older one rejects the query with a 4xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import httpx
+from qdrant_client import QdrantClient, models
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from services.store.base import (
+    DENSE,
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    SPARSE,
+    CollectionInfo,
+    CollectionSpec,
+    Hit,
+    Mode,
+    PointFilter,
+    PointToStore,
+    SearchRequest,
+    StoredHash,
+    StoreError,
+    TransientStoreError,
+    attach_payloads,
+    candidate_limit,
+    check_search_request,
+    matches_nothing,
+    missing_collection_error,
+    rank_hits,
+    reading_order,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SPEC_KEY = "tafsir_spec"  # key of the CollectionSpec in the collection's metadata
+SCROLL_PAGE = 1000
+TRIES = 5
+FIRST_DELAY = 0.5  # seconds; doubles after each failure
+MAX_DELAY = 8.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures worth another try: the server unreachable, slow, overloaded or failing (5xx)."""
+    if isinstance(exc, ResponseHandlingException):
+        # qdrant-client wraps transport errors (connection refused, timeouts) in this; it also wraps
+        # a response it could not parse, which no retry fixes.
+        return isinstance(exc.source, httpx.TransportError | OSError)
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code is not None and (exc.status_code >= 500 or exc.status_code == 429)
+    return isinstance(exc, httpx.TransportError | ResourceExhaustedResponse)
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    *,
+    location: str,
+    tries: int = TRIES,
+    first_delay: float = FIRST_DELAY,
+    max_delay: float = MAX_DELAY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``call``, retrying transient failures with bounded exponential backoff.
+
+    After ``tries`` transient failures, raise :class:`TransientStoreError` naming the server and the
+    setting; any other error passes through unchanged.
+    """
+    delay = first_delay
+    for attempt in range(1, tries + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == tries:
+                raise TransientStoreError(
+                    f"The Qdrant server at {location} did not answer after {tries} tries "
+                    f"(last error: {_describe(exc)}). Check that it is running and that "
+                    "TAFSIR_QDRANT_URL points at it, or unset TAFSIR_QDRANT_URL to use the embedded store."
+                ) from exc
+            wait = delay
+            if isinstance(exc, ResourceExhaustedResponse):
+                wait = max(wait, float(exc.retry_after_s))
+            wait = min(wait, max_delay)
+            log.warning("Qdrant at %s: %s; retrying in %.1f s", location, _describe(exc), wait)
+            sleep(wait)
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+class ServerStore:
+    """``VectorStore`` on a Qdrant server through qdrant-client."""
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        location: str,
+        *,
+        tries: int = TRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.location = location
+        self._tries = tries
+        self._sleep = sleep
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None = None, timeout: float = 30.0) -> ServerStore:
+        """A store on the server at ``url``. Nothing is sent until the first call."""
+        client = QdrantClient(
+            url=url,
+            api_key=api_key,
+            timeout=math.ceil(timeout),  # qdrant-client takes whole seconds
+            # The version check would contact the server here, and only warn; the first real call
+            # reports an unreachable server properly.
+            check_compatibility=False,
+        )
+        return cls(client, url)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> ServerStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- collections and aliases -------------------------------------------------------------------
+
+    def resolve_alias(self, alias: str) -> str | None:
+        response = self._call("list aliases", self.client.get_aliases)
+        for description in response.aliases:
+            if description.alias_name == alias:
+                return description.collection_name
+        return None
+
+    def list_collections(self) -> list[str]:
+        response = self._call("list collections", self.client.get_collections)
+        return sorted(collection.name for collection in response.collections)
+
+    def collection_info(self, name: str) -> CollectionInfo | None:
+        """``None`` when neither a collection nor an alias has this name."""
+        physical = self.resolve_alias(name) or name
+        try:
+            info = self._call("read collection", lambda: self.client.get_collection(physical), physical)
+        except _Missing:
+            return None
+        points = self.count(physical)
+        metadata = info.config.metadata or {}
+        stored = metadata.get(SPEC_KEY)
+        spec = CollectionSpec(**stored) if isinstance(stored, dict) else None
+        return CollectionInfo(name=physical, spec=spec, points=points)
+
+    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+        # collection_exists is true for an alias too in local mode; the server refuses either clash.
+        if self._call("check collection", lambda: self.client.collection_exists(name)):
+            raise StoreError(f"Collection {name!r} already exists on {self.location}.")
+        self._call(
+            "create collection",
+            lambda: self.client.create_collection(
+                collection_name=name,
+                vectors_config={DENSE: models.VectorParams(size=spec.dense_size, distance=models.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                metadata={SPEC_KEY: asdict(spec)},
+            ),
+        )
+        indexes = [(field, models.PayloadSchemaType.INTEGER) for field in INTEGER_INDEXES] + [
+            (field, models.PayloadSchemaType.KEYWORD) for field in KEYWORD_INDEXES
+        ]
+        for field, schema in indexes:
+            self._call(
+                "create payload index",
+                lambda field=field, schema=schema: self.client.create_payload_index(
+                    name, field_name=field, field_schema=schema, wait=True
+                ),
+                name,
+            )
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a physical collection; Qdrant deletes its aliases with it. A missing name is fine."""
+        self._call("delete collection", lambda: self.client.delete_collection(name))
+
+    def swap_alias(self, alias: str, name: str) -> None:
+        operations: list[models.AliasOperations] = []
+        if self.resolve_alias(alias) is not None:
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        operations.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=name, alias_name=alias))
+        )
+        # One request: Qdrant applies the list atomically, so readers never see the alias missing.
+        self._call(
+            "move alias", lambda: self.client.update_collection_aliases(change_aliases_operations=operations), name
+        )
+
+    # --- points --------------------------------------------------------------------------------------
+
+    def upsert(self, name: str, points: Sequence[PointToStore]) -> None:
+        if not points:
+            return
+        structs = [
+            models.PointStruct(
+                id=point.id,
+                vector={
+                    DENSE: list(point.dense),
+                    SPARSE: models.SparseVector(indices=list(point.sparse.indices), values=list(point.sparse.values)),
+                },
+                payload=point.payload,
+            )
+            for point in points
+        ]
+        # Upserting by id is idempotent, so a retry after a lost answer is safe.
+        self._call("upsert", lambda: self.client.upsert(name, points=structs, wait=True), name)
+
+    def delete(self, name: str, ids: Iterable[str]) -> None:
+        point_ids: list[models.ExtendedPointId] = list(ids)
+        if not point_ids:
+            return
+        selector = models.PointIdsList(points=point_ids)
+        self._call("delete", lambda: self.client.delete(name, points_selector=selector, wait=True), name)
+
+    def count(self, name: str, filter: PointFilter | None = None) -> int:
+        if matches_nothing(filter):
+            self._require(name)
+            return 0
+        point_filter = _server_filter(filter)
+        result = self._call("count", lambda: self.client.count(name, count_filter=point_filter, exact=True), name)
+        return result.count
+
+    def search(self, name: str, request: SearchRequest) -> list[Hit]:
+        check_search_request(request)
+        if matches_nothing(request.filter):
+            self._require(name)
+            return []
+        arguments = _query_arguments(request)
+        response = self._call("search", lambda: self.client.query_points(name, **arguments), name)
+        ranked = rank_hits((Hit(str(point.id), point.score) for point in response.points), request)
+        if not ranked:
+            return []
+        ids: list[models.ExtendedPointId] = [hit.id for hit in ranked]
+        records = self._call(
+            "search", lambda: self.client.retrieve(name, ids=ids, with_payload=True, with_vectors=False), name
+        )
+        return attach_payloads(ranked, {str(record.id): record.payload or {} for record in records})
+
+    def retrieve(self, name: str, filter: PointFilter, limit: int = 1000) -> list[Hit]:
+        """Points matching ``filter`` (at most ``limit``, taken in id order) in reading order."""
+        if matches_nothing(filter) or limit < 1:
+            self._require(name)
+            return []
+        point_filter = _server_filter(filter)
+        records, _ = self._call(
+            "read",
+            lambda: self.client.scroll(
+                name, scroll_filter=point_filter, limit=limit, with_payload=True, with_vectors=False
+            ),
+            name,
+        )
+        return sorted((Hit(str(record.id), 0.0, record.payload or {}) for record in records), key=reading_order)
+
+    def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[StoredHash]:
+        physical = self.resolve_alias(name) or name  # pinned: a swap of the alias mid-way changes nothing
+        point_filter = _server_filter(PointFilter(editions=[edition])) if edition is not None else None
+        offset: models.ExtendedPointId | None = None
+        while True:
+            records, offset = self._call(
+                "read",
+                lambda offset=offset: self.client.scroll(
+                    physical,
+                    scroll_filter=point_filter,
+                    limit=SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=["content_hash", "edition"],
+                    with_vectors=False,
+                ),
+                physical,
+            )
+            for record in records:
+                payload = record.payload or {}
+                yield StoredHash(str(record.id), str(payload.get("content_hash", "")), str(payload.get("edition", "")))
+            if offset is None:
+                return
+
+    def editions(self, name: str) -> dict[str, int]:
+        response = self._call(
+            "count editions", lambda: self.client.facet(name, key="edition", limit=100_000, exact=True), name
+        )
+        return {str(hit.value): hit.count for hit in response.hits}
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _require(self, name: str) -> None:
+        """Raise the missing-collection error for ``name``, as a real read would."""
+        self._call("read collection", lambda: self.client.get_collection(name), name)
+
+    def _call(self, action: str, call: Callable[[], T], collection: str | None = None) -> T:
+        """One client call: retried while transient, then turned into a StoreError for people."""
+        try:
+            return call_with_retries(call, location=self.location, tries=self._tries, sleep=self._sleep)
+        except StoreError:
+            raise
+        except UnexpectedResponse as exc:
+            if exc.status_code == 404 and collection is not None:
+                raise _Missing(collection, self.location) from exc
+            if exc.status_code in (401, 403):
+                raise StoreError(
+                    f"The Qdrant server at {self.location} refused the credentials ({exc.status_code}). "
+                    "Check TAFSIR_QDRANT_API_KEY."
+                ) from exc
+            raise StoreError(f"The Qdrant server at {self.location} could not {action}: {_describe(exc)}") from exc
+        except (ValueError, RuntimeError) as exc:
+            # Local mode reports server-side errors as ValueError ("Collection x not found").
+            if collection is not None and "not found" in str(exc):
+                raise _Missing(collection, self.location) from exc
+            raise StoreError(f"Qdrant at {self.location} could not {action}: {exc}") from exc
+
+
+class _Missing(StoreError):
+    def __init__(self, name: str, location: str) -> None:
+        super().__init__(str(missing_collection_error(name, location)))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, UnexpectedResponse):
+        content = exc.content.decode("utf-8", errors="replace")[:200]
+        return f"HTTP {exc.status_code} {exc.reason_phrase}: {content}".strip()
+    if isinstance(exc, ResponseHandlingException):
+        return _describe(exc.source)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# --- translation to qdrant-client models -------------------------------------------------------------
+
+
+def _server_filter(point_filter: PointFilter | None) -> models.Filter | None:
+    if point_filter is None:
+        return None
+    must: list[models.Condition] = []
+    if point_filter.surahs is not None:
+        must.append(
+            models.FieldCondition(key="surah", match=models.MatchAny(any=[int(s) for s in point_filter.surahs]))
+        )
+    if point_filter.ayah_min is not None or point_filter.ayah_max is not None:
+        ayah_range = models.Range(gte=point_filter.ayah_min, lte=point_filter.ayah_max)
+        must.append(models.FieldCondition(key="ayah", range=ayah_range))
+    if point_filter.editions is not None:
+        editions = [str(e) for e in point_filter.editions]
+        must.append(models.FieldCondition(key="edition", match=models.MatchAny(any=editions)))
+    if point_filter.ayat is not None:
+        pairs: list[models.Condition] = [
+            models.Filter(
+                must=[
+                    models.FieldCondition(key="surah", match=models.MatchValue(value=int(surah))),
+                    models.FieldCondition(key="ayah", match=models.MatchValue(value=int(ayah))),
+                ]
+            )
+            for surah, ayah in point_filter.ayat
+        ]
+        must.append(models.Filter(should=pairs))
+    return models.Filter(must=must) if must else None
+
+
+def _query_arguments(request: SearchRequest) -> dict[str, Any]:
+    point_filter = _server_filter(request.filter)
+    sparse = (
+        models.SparseVector(indices=list(request.sparse.indices), values=list(request.sparse.values))
+        if request.sparse is not None
+        else None
+    )
+    arguments: dict[str, Any] = {
+        "query_filter": point_filter,
+        "limit": candidate_limit(request),
+        "with_payload": False,  # fetched for the returned hits only: see attach_payloads
+        "with_vectors": False,
+        "score_threshold": request.score_threshold,
+    }
+    if request.mode is Mode.DENSE:
+        return {**arguments, "query": list(request.dense or []), "using": DENSE}
+    if request.mode is Mode.SPARSE:
+        return {**arguments, "query": sparse, "using": SPARSE}
+    prefetch = [
+        models.Prefetch(
+            query=list(request.dense or []), using=DENSE, limit=request.prefetch_limit, filter=point_filter
+        ),
+        models.Prefetch(query=sparse, using=SPARSE, limit=request.prefetch_limit, filter=point_filter),
+    ]
+    # Weighted RRF: score = sum over the lists of 1 / ((rank + 1) / weight + k - 1), rank from 0
+    # (qdrant_client/hybrid/fusion.py, the same formula as the server's).
+    fusion = models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=[request.dense_weight, request.sparse_weight]))
+    return {**arguments, "query": fusion, "prefetch": prefetch}

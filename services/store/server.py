@@ -118,15 +118,27 @@ class ServerStore:
         *,
         tries: int = TRIES,
         sleep: Callable[[float], None] = time.sleep,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
     ) -> None:
         self.client = client
         self.location = location
         self._tries = tries
         self._sleep = sleep
+        # A new collection's layout over a cluster; None leaves each to the server's default.
+        self._layout = {
+            "shard_number": shard_number,
+            "replication_factor": replication_factor,
+            "write_consistency_factor": write_consistency_factor,
+        }
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None = None, timeout: float = 30.0) -> ServerStore:
-        """A store on the server at ``url``. Nothing is sent until the first call."""
+    def connect(cls, url: str, api_key: str | None = None, timeout: float = 30.0, **layout: int | None) -> ServerStore:
+        """A store on the server at ``url``. Nothing is sent until the first call.
+
+        ``layout``: ``shard_number``, ``replication_factor``, ``write_consistency_factor`` of new collections.
+        """
         client = QdrantClient(
             url=url,
             api_key=api_key,
@@ -135,7 +147,7 @@ class ServerStore:
             # reports an unreachable server properly.
             check_compatibility=False,
         )
-        return cls(client, url)
+        return cls(client, url, **layout)
 
     def close(self) -> None:
         self.client.close()
@@ -183,6 +195,7 @@ class ServerStore:
                 vectors_config={DENSE: models.VectorParams(size=spec.dense_size, distance=models.Distance.COSINE)},
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
                 metadata={SPEC_KEY: asdict(spec)},
+                **self._layout,
             ),
         )
         indexes = [(field, models.PayloadSchemaType.INTEGER) for field in INTEGER_INDEXES] + [

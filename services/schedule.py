@@ -1,0 +1,375 @@
+"""Scheduled re-ingestion: the cron schedule, the run lock, the worker loop and the ingest metrics.
+
+Where it runs (DESIGN.md, "Storage"): with the embedded store the API process hosts the scheduler in a
+background thread, sharing its one store object, because the embedded store admits one process; with
+a Qdrant server ``tafsir ingest --schedule CRON`` runs the same loop as a worker process.
+
+Two runs never overlap on one collection: :class:`IngestLock` is a threading lock inside a process and
+an ``flock`` on a file across processes. A file lock covers the processes of one host (or of
+containers sharing the lock folder as a volume), not several machines: see the README.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shlex
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterator
+
+    from services.embedding import Embedder
+    from services.settings import Settings
+    from services.store.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+IngestJob = Callable[[], dict[str, Any]]  # one run; returns the IngestSummary as a dict
+
+# --- metrics (the process's default Prometheus registry, served at /metrics) -----------------------
+
+INGEST_RUNS = Counter(
+    "tafsir_ingest_runs",
+    "Ingest runs by outcome (success, error, skipped: another run held the lock) and trigger.",
+    ["outcome", "trigger"],
+)
+INGEST_DURATION = Histogram(
+    "tafsir_ingest_duration_seconds",
+    "Duration of ingest runs that started (success or error).",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600),
+)
+INGEST_POINTS = Gauge(
+    "tafsir_ingest_points", "Chunks (points) of the edition after its last successful run.", ["edition"]
+)
+INGEST_EMBEDDED = Counter("tafsir_ingest_embedded_chunks", "Chunks embedded and upserted by ingest runs.", ["edition"])
+INGEST_DELETED = Counter("tafsir_ingest_deleted_chunks", "Stale points deleted by ingest runs.", ["edition"])
+INGEST_LAST_SUCCESS = Gauge("tafsir_ingest_last_success_timestamp_seconds", "Unix time the last successful run ended.")
+INGEST_RUNNING = Gauge("tafsir_ingest_running", "1 while an ingest run is in progress in this process.")
+
+
+# --- the schedule ------------------------------------------------------------------------------------
+
+_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron expression: 5 fields (minute hour day month weekday), or 6 with *seconds first*.
+
+    Six fields follow the Quartz/Spring order (``*/30 * * * * *`` = every 30 seconds); croniter, which
+    evaluates the expression, is told so (``second_at_beginning``). Times are the process's local time
+    (UTC in the container).
+    """
+
+    expression: str
+    with_seconds: bool
+
+    @classmethod
+    def parse(cls, expression: str) -> Schedule:
+        from croniter import croniter
+
+        text = " ".join(expression.split())
+        fields = text.split(" ") if text else []
+        with_seconds = len(fields) == 6
+        valid = (
+            text.lower() in _MACROS
+            if text.startswith("@")
+            else len(fields) in (5, 6) and croniter.is_valid(text, second_at_beginning=with_seconds)
+        )
+        if not valid:
+            raise ValueError(
+                f"{expression!r} is not a cron expression: expected 5 fields (minute hour day month weekday, "
+                "e.g. '0 3 * * *' for 03:00 every day), 6 fields with seconds first (e.g. '*/30 * * * * *' "
+                f"for every 30 seconds), or one of {', '.join(_MACROS)}"
+            )
+        return cls(text, with_seconds)
+
+    def next_after(self, moment: datetime) -> datetime:
+        """The first firing time strictly after ``moment`` (an aware datetime)."""
+        from croniter import croniter
+
+        return croniter(self.expression, moment, second_at_beginning=self.with_seconds).get_next(datetime)
+
+
+# --- the run lock --------------------------------------------------------------------------------------
+
+
+class IngestLockError(RuntimeError):
+    """The run lock cannot be used (e.g. its folder is not writable); the message names the setting."""
+
+
+class IngestBusyError(IngestLockError):
+    """Another ingest run on the same collection holds the lock; the message names the holder."""
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+class IngestLock:
+    """At most one ingest run per (store, alias): a threading lock in-process, an flock across processes.
+
+    The lock file lives in ``TAFSIR_INGEST_LOCK_DIR`` (default: the embedded store's own folder, or the
+    temporary folder for a server) and records who holds it (pid, host, command, since), so a refused run
+    can say which process to wait for.
+    """
+
+    def __init__(self, store_location: str, alias: str, lock_dir: Path | None = None) -> None:
+        self.store_location = store_location
+        self.alias = alias
+        key = f"{store_location}#{alias}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.path = Path(lock_dir or tempfile.gettempdir()) / f"tafsir-ingest-{digest}.lock"
+        with _THREAD_LOCKS_GUARD:
+            self._thread_lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
+        self._fd: int | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> IngestLock:
+        if settings.qdrant_url:
+            location = settings.qdrant_url.rstrip("/")
+            default_dir = None
+        else:
+            location = str(Path(settings.qdrant_path).expanduser().resolve())
+            default_dir = Path(location)  # the lock travels with the store folder
+        return cls(location, settings.collection, settings.ingest_lock_dir or default_dir)
+
+    @property
+    def _what(self) -> str:
+        return f"alias {self.alias!r} in {self.store_location}"
+
+    def acquire(self, wait: bool = False) -> None:
+        """Take the lock, or raise :class:`IngestBusyError` (at once unless ``wait``)."""
+        if not self._thread_lock.acquire(blocking=wait):
+            raise IngestBusyError(
+                f"An ingest run on {self._what} is already in progress in this process; "
+                "this run was skipped (the next one follows the schedule)."
+            )
+        try:
+            self._fd = self._lock_file(wait)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.ftruncate(fd, 0)  # no stale holder description once released
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        self._thread_lock.release()
+
+    @contextmanager
+    def hold(self, wait: bool = False) -> Iterator[None]:
+        self.acquire(wait)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def _lock_file(self, wait: bool) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise IngestLockError(
+                f"Cannot open the ingest lock file {self.path}: {exc}. Set TAFSIR_INGEST_LOCK_DIR to a writable folder."
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = _describe_holder(fd)
+            os.close(fd)
+            raise IngestBusyError(
+                f"An ingest run on {self._what} is already in progress in {holder} (lock file {self.path}). "
+                "Wait for it to finish; two runs on one collection never overlap."
+            ) from None
+        holder_info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
+            "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder_info) + "\n").encode(), 0)
+        return fd
+
+
+def _describe_holder(fd: int) -> str:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"process {holder['pid']} on {holder['host']} (`{holder['command']}`, since {holder['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+# --- one run -------------------------------------------------------------------------------------------
+
+
+def run_ingest(job: IngestJob, lock: IngestLock, trigger: str) -> dict[str, Any] | None:
+    """Run ``job`` under ``lock``; log one JSON summary line and update the metrics. Never raises.
+
+    Returns the summary, or None when the run was skipped (lock busy) or failed.
+    """
+    try:
+        lock.acquire(wait=False)
+    except IngestLockError as exc:
+        INGEST_RUNS.labels(outcome="skipped", trigger=trigger).inc()
+        _log_run(logging.WARNING, {"outcome": "skipped", "trigger": trigger, "reason": str(exc)})
+        return None
+    INGEST_RUNNING.set(1)
+    started = time.perf_counter()
+    try:
+        summary = job()
+    except Exception as exc:
+        seconds = round(time.perf_counter() - started, 3)
+        INGEST_DURATION.observe(seconds)
+        INGEST_RUNS.labels(outcome="error", trigger=trigger).inc()
+        # Errors meant for people (a bad source, the store, the model) carry their own explanation;
+        # anything else also gets its traceback in the log.
+        expected = _is_explained(exc)
+        _log_run(
+            logging.ERROR,
+            {"outcome": "error", "trigger": trigger, "seconds": seconds, "error": f"{type(exc).__name__}: {exc}"},
+            exc_info=None if expected else exc,
+        )
+        return None
+    finally:
+        INGEST_RUNNING.set(0)
+        lock.release()
+    seconds = round(time.perf_counter() - started, 3)
+    INGEST_DURATION.observe(seconds)
+    INGEST_RUNS.labels(outcome="success", trigger=trigger).inc()
+    edition = str(summary.get("edition", ""))
+    INGEST_POINTS.labels(edition=edition).set(summary.get("chunks", 0))
+    INGEST_EMBEDDED.labels(edition=edition).inc(summary.get("embedded", 0))
+    INGEST_DELETED.labels(edition=edition).inc(summary.get("deleted", 0))
+    INGEST_LAST_SUCCESS.set(time.time())
+    _log_run(logging.INFO, {"outcome": "success", "trigger": trigger, **summary})
+    return summary
+
+
+def _is_explained(exc: BaseException) -> bool:
+    from ingest.sources import SourceError
+    from services.embedding import EmbeddingModelError
+    from services.store.base import StoreError
+
+    return isinstance(exc, StoreError | EmbeddingModelError | SourceError)
+
+
+def _log_run(level: int, record: dict[str, Any], exc_info: BaseException | None = None) -> None:
+    """One line of JSON per run, for log collectors (``docker logs ... | jq``)."""
+    log.log(level, json.dumps({"event": "ingest_run", **record}, ensure_ascii=False, default=str), exc_info=exc_info)
+
+
+def ingest_job(
+    settings: Settings, store: VectorStore, embedder: Embedder, source: Path | None = None, edition: str | None = None
+) -> IngestJob:
+    """A job that reads the source afresh (``source`` or the built-in edition) and runs the pipeline."""
+
+    def job() -> dict[str, Any]:
+        from ingest.pipeline import IngestPipeline
+        from ingest.sources import read_builtin, read_source
+
+        ayat_source = read_source(source, edition) if source is not None else read_builtin()
+        return IngestPipeline(settings, store, embedder).run(ayat_source).as_dict()
+
+    return job
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+
+
+class IngestScheduler:
+    """Runs ``job`` at each firing of ``schedule`` until stopped; in a thread (``start``) or in the caller.
+
+    A firing that comes while the previous run still holds the lock is skipped, and firings missed
+    during a long run are not made up: the next run is the next firing after the previous one ends.
+    ``run_first`` (checked once at the start) asks for an immediate run, e.g. when the alias is missing.
+    """
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        job: IngestJob,
+        lock: IngestLock,
+        *,
+        run_first: Callable[[], bool] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+    ) -> None:
+        self.schedule = schedule
+        self.job = job
+        self.lock = lock
+        self.run_first = run_first
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        """Stop before the next firing; a run in progress finishes first."""
+        self._stop.set()
+
+    def run_forever(self) -> None:
+        if self.run_first is not None and not self._stop.is_set() and self._should_run_first():
+            run_ingest(self.job, self.lock, trigger="start")
+        last_fire: datetime | None = None
+        while not self._stop.is_set():
+            now = self.clock()
+            # Never fire twice for one slot, even if the wait below wakes a hair early.
+            fire = self.schedule.next_after(max(now, last_fire) if last_fire else now)
+            log.info("next scheduled ingest at %s (%s)", fire.isoformat(timespec="seconds"), self.schedule.expression)
+            if self._stop.wait(max(0.0, (fire - now).total_seconds())):
+                break
+            last_fire = fire
+            run_ingest(self.job, self.lock, trigger="schedule")
+
+    def start(self) -> IngestScheduler:
+        self._thread = threading.Thread(target=self.run_forever, name="tafsir-ingest-scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _should_run_first(self) -> bool:
+        try:
+            return bool(self.run_first and self.run_first())
+        except Exception as exc:  # e.g. the server is unreachable: the schedule still stands
+            log.warning("could not check whether to ingest at start: %s", exc)
+            return False
+
+
+def alias_missing(settings: Settings, store: VectorStore) -> Callable[[], bool]:
+    """``run_first`` for a scheduler: ingest at once when there is nothing to serve yet."""
+
+    def check() -> bool:
+        missing = store.resolve_alias(settings.collection) is None
+        if missing:
+            log.info("alias %r does not exist in %s yet: ingesting now", settings.collection, store.location)
+        return missing
+
+    return check

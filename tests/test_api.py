@@ -1,0 +1,407 @@
+"""The real HTTP server (`tafsir serve` in a subprocess on a loopback port) on a real store, called over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+
+from ingest.sources import read_builtin
+from tests.conftest import ROOT, tafsir_cmd
+
+API_KEY = "kunci-rahasia-uji-123"
+ORIGIN = "https://chat.example"
+SURAHS = (1, 103, 108, 110, 112, 113, 114)  # 7 + 3 + 3 + 3 + 4 + 5 + 6 = 31 ayat: ingests in seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def store_env(tiny_model: Path, store: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_")}
+    env.update(
+        TAFSIR_QDRANT_PATH=str(store),
+        TAFSIR_EMBEDDING_MODEL=str(tiny_model),
+        TAFSIR_COLLECTION="tafsir",
+        TAFSIR_INGEST_LOCK_DIR=str(store.parent / "locks"),
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        **extra,
+    )
+    return env
+
+
+def write_jsonl(path: Path, edition: str, surahs) -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        for a in read_builtin().ayat:
+            if a.surah in surahs:
+                row = {"surah": a.surah, "ayah": a.ayah, "text": a.text, "translation": a.translation}
+                f.write(json.dumps({**row, "arabic": a.arabic, "edition": edition}, ensure_ascii=False) + "\n")
+    return path
+
+
+def ingest(env: dict[str, str], source: Path) -> dict:
+    result = subprocess.run(
+        tafsir_cmd("ingest", "--source", str(source), "--json"), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+class LiveServer:
+    """`tafsir serve` in a subprocess; its log goes to a file so a chatty server never blocks on a pipe."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            tafsir_cmd("serve", "--port", str(self.port)), env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def wait(self, path: str = "/healthz", timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"{path} did not answer 200 within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model) -> Iterator[LiveServer]:
+    """A server with an API key and CORS on a store holding seven short surahs (edition id.test)."""
+    folder = tmp_path_factory.mktemp("api")
+    env = store_env(tiny_model, folder / "qdrant", TAFSIR_API_KEY=API_KEY, TAFSIR_CORS_ORIGINS=ORIGIN)
+    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
+    live = LiveServer(env, folder / "server.log")
+    try:
+        live.wait("/readyz")
+        yield live
+    finally:
+        assert live.stop() == 0, live.log()
+
+
+@pytest.fixture
+def client(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=30) as c:
+        yield c
+
+
+def assert_json_error(response: httpx.Response, status: int | None = None) -> dict:
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    if status is not None:
+        assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body["error"], str) and body["message"]
+    assert "Traceback" not in response.text
+    return body
+
+
+# --- retrieval --------------------------------------------------------------------------------------------
+
+
+def test_retrieve_returns_passages_with_citation_score_and_metadata(client):
+    response = client.post("/v1/retrieve", json={"query": "Katakanlah Dia Allah Yang Maha Esa", "k": 3})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["documents"]) == 3 and body["took_ms"] >= 0
+    first = body["documents"][0]
+    assert first["citation"].startswith("QS ") and first["text"] and isinstance(first["score"], float)
+    assert set(first["metadata"]) >= {"surah", "surah_name", "ayah", "chunk", "chunks", "edition", "translation"}
+    assert first["metadata"]["surah"] in SURAHS and first["metadata"]["edition"] == "id.test"
+    scores = [d["score"] for d in body["documents"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_retrieve_honours_filter_mode_and_neighbors(client):
+    body = {"query": "Allah", "k": 2, "mode": "sparse", "filter": {"surah": 112}, "neighbors": 1}
+    documents = client.post("/v1/retrieve", json=body).json()["documents"]
+    assert {d["metadata"]["surah"] for d in documents} == {112}
+    hits = [d for d in documents if d["metadata"]["context_for"] is None]
+    context = [d for d in documents if d["metadata"]["context_for"] is not None]
+    assert len(hits) == 2 and context and all(d["score"] == 0.0 for d in context)
+
+
+def test_the_same_question_gets_the_same_answer(client):
+    request = {"query": "hari kiamat dan manusia", "k": 5}
+    answers = {json.dumps([d["id"] for d in client.post("/v1/retrieve", json=request).json()["documents"]])}
+    answers |= {json.dumps([d["id"] for d in client.post("/v1/retrieve", json=request).json()["documents"]])}
+    assert len(answers) == 1
+
+
+def test_concurrent_queries_are_all_answered(client, server):
+    def ask(i: int) -> int:
+        return httpx.post(
+            f"{server.url}/v1/retrieve", json={"query": f"rezeki {i}"}, headers={"X-API-Key": API_KEY}, timeout=30
+        ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ask, range(24))) == [200] * 24
+
+
+# --- ayah lookup --------------------------------------------------------------------------------------------
+
+
+def test_ayah_lookup_returns_stored_chunks_translation_and_arabic(client):
+    response = client.get("/v1/ayah/112/1")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["citation"] == "QS Al-Ikhlas [112]: 1" and body["surah_name_ar"] == "الإخلاص"
+    assert body["translation"] and body["arabic"]
+    assert body["chunks"] and all(c["edition"] == "id.test" and c["text"] for c in body["chunks"])
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/ayah/1/8", "1-7"),  # Al-Fatihah has seven ayat
+        ("/v1/ayah/115/1", "1-114"),
+        ("/v1/ayah/0/1", "1-114"),
+        ("/v1/ayah/2/0", "1-286"),
+    ],
+)
+def test_an_ayah_that_does_not_exist_is_404_naming_the_valid_range(client, path, expected):
+    body = assert_json_error(client.get(path), 404)
+    assert body["error"] == "no_such_ayah" and expected in body["message"]
+
+
+def test_an_ayah_without_stored_tafsir_is_404(client):
+    body = assert_json_error(client.get("/v1/ayah/2/255"), 404)
+    assert body["error"] == "ayah_not_stored" and "QS Al-Baqarah [2]: 255" in body["message"]
+    assert_json_error(client.get("/v1/ayah/112/1", params={"edition": "id.other"}), 404)
+
+
+# --- authentication -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_args",
+    [("POST", "/v1/retrieve", {"query": "Allah"}), ("GET", "/v1/ayah/112/1", None)],
+    ids=["retrieve", "ayah"],
+)
+def test_api_key_401_without_403_wrong_200_right(server, request_args):
+    method, path, body = request_args
+
+    def call(headers: dict[str, str]) -> httpx.Response:
+        return httpx.request(method, server.url + path, json=body, headers=headers, timeout=30)
+
+    missing = call({})
+    assert_json_error(missing, 401)
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert_json_error(call({"X-API-Key": API_KEY + "x"}), 403)
+    assert_json_error(call({"Authorization": "Bearer wrong"}), 403)
+    assert call({"X-API-Key": API_KEY}).status_code == 200
+    assert call({"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+
+
+def test_health_readiness_and_metrics_need_no_key(server):
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(server.url + path, timeout=30).status_code == 200, path
+
+
+def test_the_api_key_never_reaches_the_log(client, server):
+    client.post("/v1/retrieve", json={"query": API_KEY})  # even as a query
+    httpx.get(f"{server.url}/v1/ayah/1/1", headers={"Authorization": f"Bearer {API_KEY}-wrong"}, timeout=30)
+    assert API_KEY not in server.log()
+
+
+def test_cors_allows_the_configured_origin_only(server):
+    def preflight(origin: str) -> httpx.Response:
+        headers = {
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key",
+        }
+        return httpx.options(f"{server.url}/v1/retrieve", headers=headers, timeout=30)
+
+    assert preflight(ORIGIN).headers["access-control-allow-origin"] == ORIGIN
+    assert "access-control-allow-origin" not in preflight("https://evil.example").headers
+
+
+# --- malformed requests -------------------------------------------------------------------------------------
+
+MALFORMED = {
+    "invalid JSON": (
+        "POST",
+        "/v1/retrieve",
+        {"content": b'{"query": ', "headers": {"content-type": "application/json"}},
+    ),
+    "body is a list": ("POST", "/v1/retrieve", {"json": ["Allah"]}),
+    "no query": ("POST", "/v1/retrieve", {"json": {"k": 3}}),
+    "empty query": ("POST", "/v1/retrieve", {"json": {"query": ""}}),
+    "blank query": ("POST", "/v1/retrieve", {"json": {"query": " \n\t "}}),
+    "query over 2,000 characters": ("POST", "/v1/retrieve", {"json": {"query": "a" * 2001}}),
+    "k = 0": ("POST", "/v1/retrieve", {"json": {"query": "Allah", "k": 0}}),
+    "k = 51": ("POST", "/v1/retrieve", {"json": {"query": "Allah", "k": 51}}),
+    "k not a number": ("POST", "/v1/retrieve", {"json": {"query": "Allah", "k": "banyak"}}),
+    "unknown mode": ("POST", "/v1/retrieve", {"json": {"query": "Allah", "mode": "fuzzy"}}),
+    "surah 115": ("POST", "/v1/retrieve", {"json": {"query": "Allah", "filter": {"surah": 115}}}),
+    "ayah range reversed": ("POST", "/v1/retrieve", {"json": {"query": "A", "filter": {"ayah_from": 5, "ayah_to": 2}}}),
+    "unknown filter field": ("POST", "/v1/retrieve", {"json": {"query": "Allah", "filter": {"juz": 30}}}),
+    "unknown top-level field": ("POST", "/v1/retrieve", {"json": {"query": "Allah", "top_k": 3}}),
+    "negative neighbors": ("POST", "/v1/retrieve", {"json": {"query": "Allah", "neighbors": -1}}),
+    "threshold not a number": ("POST", "/v1/retrieve", {"json": {"query": "Allah", "score_threshold": "tinggi"}}),
+    "threshold NaN": (
+        "POST",
+        "/v1/retrieve",
+        {"content": b'{"query": "Allah", "score_threshold": NaN}', "headers": {"content-type": "application/json"}},
+    ),
+    "form instead of JSON": ("POST", "/v1/retrieve", {"data": {"query": "Allah"}}),
+    "GET on retrieve": ("GET", "/v1/retrieve", {}),
+    "unknown route": ("POST", "/v1/nowhere", {"json": {}}),
+    "ayah not a number": ("GET", "/v1/ayah/satu/1", {}),
+    "edition too long": ("GET", "/v1/ayah/1/1", {"params": {"edition": "x" * 101}}),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=str)
+def test_malformed_request_gets_a_4xx_json_error(client, case):
+    method, path, kwargs = MALFORMED[case]
+    assert_json_error(client.request(method, path, **kwargs))
+
+
+def test_a_form_body_is_told_to_send_json(client):
+    body = assert_json_error(client.post("/v1/retrieve", data={"query": "Allah"}), 422)
+    assert "Content-Type: application/json" in body["message"]
+
+
+def test_validation_errors_name_the_field(client):
+    body = assert_json_error(client.post("/v1/retrieve", json={"query": "a" * 2001}), 422)
+    assert body["error"] == "invalid_request" and body["details"][0]["location"] == ["body", "query"]
+    assert "2000" in body["message"]
+
+
+def test_a_body_over_64_kib_is_refused_with_413_json(client):
+    big = {"query": "Allah", "filter": {"edition": ["x" * 100] * 700}}  # ~72 KB, declared Content-Length
+    assert_json_error(client.post("/v1/retrieve", json=big), 413)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit counts what arrives
+        yield b'{"query": "'
+        for _ in range(70):
+            yield b"a" * 1024
+        yield b'"}'
+
+    body = assert_json_error(client.post("/v1/retrieve", content=chunks()), 413)
+    assert body["error"] == "body_too_large"
+
+
+# --- metrics and documentation ------------------------------------------------------------------------------
+
+
+def test_metrics_count_requests_and_latency_by_route_template_and_status(client, server):
+    client.get("/v1/ayah/112/2")
+    client.get("/v1/ayah/1/99")
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    assert 'tafsir_http_requests_total{method="GET",route="/v1/ayah/{surah}/{ayah}",status="200"}' in text
+    assert 'tafsir_http_requests_total{method="GET",route="/v1/ayah/{surah}/{ayah}",status="404"}' in text
+    assert 'tafsir_http_request_duration_seconds_bucket{le="0.1",method="GET",route="/v1/ayah/{surah}/{ayah}"' in text
+    assert "# TYPE tafsir_ingest_runs_total counter" in text  # listed before the first run
+
+
+def test_openapi_is_served_at_docs(server):
+    assert "swagger" in httpx.get(server.url + "/docs", timeout=30).text.lower()
+    paths = httpx.get(server.url + "/openapi.json", timeout=30).json()["paths"]
+    assert {"/v1/retrieve", "/v1/ayah/{surah}/{ayah}", "/healthz", "/readyz"} <= set(paths)
+
+
+# --- schemathesis against the served OpenAPI -----------------------------------------------------------------
+# Its Python API with Hypothesis directly: the pytest plugin's lazy loader does not run under pytest 9.
+
+OPERATIONS = [("POST", "/v1/retrieve"), ("GET", "/v1/ayah/{surah}/{ayah}"), ("GET", "/healthz"), ("GET", "/readyz")]
+
+
+@pytest.fixture(scope="module")
+def api_schema(server):
+    return schemathesis.openapi.from_url(server.url + "/openapi.json")
+
+
+def test_the_schema_lists_exactly_the_operations_under_test(api_schema):
+    served = {(op.ok().method.upper(), op.ok().path) for op in api_schema.get_all_operations()}
+    assert served == set(OPERATIONS)
+
+
+# Valid inputs for every operation; invalid ones where there are inputs to break.
+GENERATED = [(*op, GenerationMode.POSITIVE) for op in OPERATIONS] + [
+    (*op, GenerationMode.NEGATIVE) for op in OPERATIONS if op[1].startswith("/v1/")
+]
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), GENERATED, ids=lambda value: str(value).strip("/"))
+def test_generated_requests_get_no_5xx_and_responses_match_the_schema(api_schema, server, method, path, mode):
+    operation = api_schema[path][method]
+    checks = schemathesis.checks
+    selected = [
+        checks.not_a_server_error,
+        checks.status_code_conformance,
+        checks.content_type_conformance,
+        checks.response_schema_conformance,
+    ]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def call(case) -> None:
+        case.call_and_validate(base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=30, checks=selected)
+
+    call()
+
+
+# --- readiness ---------------------------------------------------------------------------------------------
+
+
+def test_readyz_is_503_with_the_reason_while_the_alias_is_missing(tmp_path, tiny_model):
+    live = LiveServer(store_env(tiny_model, tmp_path / "empty"), tmp_path / "server.log")
+    try:
+        live.wait("/healthz")
+        body = assert_json_error_5xx(httpx.get(live.url + "/readyz", timeout=30), 503)
+        assert body["error"] == "not_ready" and "'tafsir' does not exist" in body["message"]
+        assert "tafsir ingest" in body["message"]
+        retrieve = httpx.post(live.url + "/v1/retrieve", json={"query": "Allah"}, timeout=30)
+        assert assert_json_error_5xx(retrieve, 503)["error"] == "store_unavailable"
+    finally:
+        assert live.stop() == 0, live.log()
+
+
+def assert_json_error_5xx(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert "Traceback" not in response.text
+    return response.json()

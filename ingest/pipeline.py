@@ -3,8 +3,9 @@
     source ayat → chunks → diff against stored hashes → embed new/changed → upsert → delete stale
     → (new collection only) verify → move the alias → drop the old collection
 
-Incremental by default: a chunk whose hash (text, translation, Arabic, model, chunking and sparse
-settings) is already stored is not embedded again. A different model, vector size or chunking
+Incremental by default: a chunk whose hash (text, translation, Arabic, model, chunking) is already
+stored is not embedded again; one whose neighbouring ayat or BM25 settings changed gets new sparse
+vectors only (its ``sparse_hash``). A different model, vector size or chunking
 builds a new physical collection behind the alias; readers stay on the old one until the new one
 is complete and verified, and a run killed half-way is resumed by the next run.
 """
@@ -23,8 +24,17 @@ from ingest.sources import Ayah, Source
 from services.embedding import Embedder
 from services.quran import surah as surah_info
 from services.settings import Settings
-from services.sparse import SparseEncoder
-from services.store.base import CollectionSpec, PointFilter, PointToStore, StoreError, VectorStore
+from services.sparse import SparseEncoder, document_text
+from services.store.base import (
+    SPARSE_VECTORS,
+    CollectionSpec,
+    PointFilter,
+    PointToStore,
+    SparseUpdate,
+    SparseVector,
+    StoreError,
+    VectorStore,
+)
 
 ProgressCallback = Callable[[int, int], None]  # (chunks done, chunks to embed)
 
@@ -38,6 +48,7 @@ class IngestSummary:
     dense_size: int
     chunks: int = 0
     embedded: int = 0
+    resparsed: int = 0  # chunks whose sparse vectors alone were rewritten (a neighbouring ayah changed)
     unchanged: int = 0
     deleted: int = 0
     carried_over: int = 0  # chunks of other editions moved into a rebuilt collection
@@ -58,12 +69,11 @@ class Target:
     previous: str | None  # the collection the alias points at now
 
 
-def collection_spec(embedder: Embedder, params: ChunkingParams, sparse: SparseEncoder) -> CollectionSpec:
+def collection_spec(embedder: Embedder, params: ChunkingParams) -> CollectionSpec:
+    # The sparse vectors' *names* shape a collection; their BM25 settings only their values, which each
+    # point's sparse_hash tracks, so a BM25 change rewrites sparse vectors in place, embedding nothing.
     fingerprint = content_hash(
-        embedder.identity,
-        str(embedder.dimension),
-        f"{params.limit}/{params.overlap}",
-        sparse.settings.version,
+        embedder.identity, str(embedder.dimension), f"{params.limit}/{params.overlap}", ",".join(SPARSE_VECTORS)
     )
     return CollectionSpec(dense_size=embedder.dimension, model=embedder.identity, fingerprint=fingerprint)
 
@@ -114,6 +124,47 @@ def _batches(items: Sequence[Chunk], size: int) -> Iterator[Sequence[Chunk]]:
         yield items[start : start + size]
 
 
+class EditionWork:
+    """One edition's chunks, what must be embedded or re-weighted, and its sparse-vector context."""
+
+    def __init__(self, edition: str, ayat: Sequence[Ayah], chunks: list[Chunk], sparse: SparseEncoder) -> None:
+        self.edition = edition
+        self.chunks = chunks
+        self.sparse = sparse
+        self.index = ayat_index(ayat)
+        self.embed: list[Chunk] = []
+        self.resparse: list[Chunk] = []
+        self.stale: set[str] = set()
+        self._weights: dict[tuple[int, int], dict[int, float]] = {}
+
+    def ayah(self, chunk: Chunk) -> Ayah:
+        return self.index[chunk.surah, chunk.ayah]
+
+    def neighbours(self, chunk: Chunk) -> list[Ayah]:
+        return [
+            a for key in ((chunk.surah, chunk.ayah - 1), (chunk.surah, chunk.ayah + 1)) if (a := self.index.get(key))
+        ]
+
+    def sparse_hash(self, chunk: Chunk) -> str:
+        """What a chunk's sparse vectors depend on beyond its own text: BM25 settings and neighbours."""
+        parts = [f"{a.ayah}:{a.text}\x1e{a.translation or ''}" for a in self.neighbours(chunk)]
+        return content_hash(self.sparse.settings.version, *parts)
+
+    def sparse_vectors(self, chunk: Chunk) -> dict[str, SparseVector]:
+        ayah = self.ayah(chunk)
+        name = surah_info(chunk.surah).name
+        return self.sparse.vectors(
+            chunk.text, ayah.translation, name, [self._ayah_weights(a) for a in self.neighbours(chunk)]
+        )
+
+    def _ayah_weights(self, ayah: Ayah) -> dict[int, float]:
+        key = (ayah.surah, ayah.ayah)
+        if key not in self._weights:
+            text = document_text(ayah.text, ayah.translation, surah_info(ayah.surah).name)
+            self._weights[key] = self.sparse.weights(text)
+        return self._weights[key]
+
+
 class IngestPipeline:
     def __init__(
         self, settings: Settings, store: VectorStore, embedder: Embedder, sparse: SparseEncoder | None = None
@@ -133,7 +184,7 @@ class IngestPipeline:
     def run(self, source: Source, full: bool = False, progress: ProgressCallback | None = None) -> IngestSummary:
         started = time.perf_counter()
         alias = self.settings.collection
-        spec = collection_spec(self.embedder, self.params, self.sparse)
+        spec = collection_spec(self.embedder, self.params)
         target = plan_target(self.store, alias, spec, full)
         summary = IngestSummary(
             source.edition,
@@ -154,36 +205,45 @@ class IngestPipeline:
 
         work = []
         for edition, ayat in editions:
-            chunks = self.chunk(ayat)
-            index = ayat_index(ayat)
-            stored = {h.id: h.content_hash for h in self.store.iter_hashes(target.name, edition)}
-            todo = [c for c in chunks if stored.get(c.id) != self._hash(c, index[c.surah, c.ayah], spec)]
-            stale = set(stored) - {c.id for c in chunks}
-            work.append((edition, ayat, chunks, todo, stale))
+            job = EditionWork(edition, ayat, self.chunk(ayat), self.sparse)
+            stored = {h.id: h for h in self.store.iter_hashes(target.name, edition)}
+            for chunk in job.chunks:
+                held = stored.get(chunk.id)
+                if held is None or held.content_hash != self._hash(chunk, job.ayah(chunk), spec):
+                    job.embed.append(chunk)
+                elif held.sparse_hash != job.sparse_hash(chunk):
+                    job.resparse.append(chunk)  # only a neighbour or the BM25 settings changed
+            job.stale = set(stored) - {c.id for c in job.chunks}
+            work.append(job)
             if edition == source.edition:
-                summary.chunks = len(chunks)
-                summary.unchanged = len(chunks) - len(todo)
+                summary.chunks = len(job.chunks)
+                summary.unchanged = len(job.chunks) - len(job.embed)
             else:
-                summary.carried_over += len(todo)
+                summary.carried_over += len(job.embed)
 
-        total = sum(len(todo) for *_, todo, _ in work)
+        total = sum(len(job.embed) for job in work)
         done = 0
         if progress:
             progress(0, total)
-        for edition, ayat, _chunks, todo, stale in work:
-            index = ayat_index(ayat)
+        for job in work:
             # Longest first: similar lengths share a batch (little padding), and the ETA is pessimistic.
-            for batch in _batches(sorted(todo, key=lambda c: -c.tokens), self.settings.upsert_batch_size):
-                self._embed_and_upsert(target.name, batch, index, spec)
+            for batch in _batches(sorted(job.embed, key=lambda c: -c.tokens), self.settings.upsert_batch_size):
+                self._embed_and_upsert(target.name, batch, job, spec)
                 done += len(batch)
                 if progress:
                     progress(done, total)
+            for batch in _batches(job.resparse, self.settings.upsert_batch_size):
+                updates = [
+                    SparseUpdate(c.id, job.sparse_vectors(c), {"sparse_hash": job.sparse_hash(c)}) for c in batch
+                ]
+                self.store.update_sparse(target.name, updates)
             # Stale points go only after the new ones are in (STYLE.md, "Bookkeeping after success").
-            if stale:
-                self.store.delete(target.name, sorted(stale))
-            if edition == source.edition:
-                summary.embedded = len(todo)
-                summary.deleted = len(stale)
+            if job.stale:
+                self.store.delete(target.name, sorted(job.stale))
+            if job.edition == source.edition:
+                summary.embedded = len(job.embed)
+                summary.resparsed = len(job.resparse)
+                summary.deleted = len(job.stale)
 
         if target.new:
             self._verify(target.name, work)
@@ -199,14 +259,14 @@ class IngestPipeline:
         self,
         collection: str,
         batch: Sequence[Chunk],
-        index: dict[tuple[int, int], Ayah],
+        job: EditionWork,
         spec: CollectionSpec,
     ) -> None:
         vectors = self.embedder.encode_documents([c.text for c in batch], self.settings.embed_batch_size)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         points = []
         for chunk, vector in zip(batch, vectors, strict=True):
-            ayah = index[chunk.surah, chunk.ayah]
+            ayah = job.ayah(chunk)
             info = surah_info(chunk.surah)
             payload = {
                 "text": chunk.text,
@@ -223,19 +283,21 @@ class IngestPipeline:
                 "char_end": chunk.char_end,
                 "tokens": chunk.tokens,
                 "content_hash": self._hash(chunk, ayah, spec),
+                "sparse_hash": job.sparse_hash(chunk),
                 "model": spec.model,
                 "ingested_at": now,
             }
-            points.append(PointToStore(chunk.id, vector.tolist(), self.sparse.document(chunk.text), payload))
+            points.append(PointToStore(chunk.id, vector.tolist(), job.sparse_vectors(chunk), payload))
         self.store.upsert(collection, points)
 
-    def _verify(self, collection: str, work: list) -> None:
+    def _verify(self, collection: str, work: list[EditionWork]) -> None:
         """Before readers move: every edition holds exactly the chunks this run produced."""
-        for edition, _ayat, chunks, *_ in work:
-            stored = self.store.count(collection, PointFilter(editions=[edition]))
-            if stored != len(chunks):
+        for job in work:
+            stored = self.store.count(collection, PointFilter(editions=[job.edition]))
+            if stored != len(job.chunks):
                 raise StoreError(
-                    f"collection {collection} holds {stored} points of edition {edition}, expected {len(chunks)}; "
+                    f"collection {collection} holds {stored} points of edition {job.edition}, "
+                    f"expected {len(job.chunks)}; "
                     "the alias was not moved. Run `tafsir ingest` again to complete it."
                 )
 

@@ -16,7 +16,15 @@ from services.embedding import Embedder
 from services.quran import SURAH_COUNT, citation
 from services.settings import Settings
 from services.sparse import SparseEncoder
-from services.store.base import Mode, PointFilter, SearchRequest, VectorStore
+from services.store.base import (
+    SPARSE,
+    SPARSE_CONTEXT,
+    SPARSE_TRANSLATION,
+    Mode,
+    PointFilter,
+    SearchRequest,
+    VectorStore,
+)
 
 
 class TafsirFilter(BaseModel):
@@ -147,8 +155,12 @@ class SearchEngine:
             filter=options.filter,
             prefetch_limit=max(s.prefetch_limit, options.k),
             rrf_k=s.rrf_k,
-            dense_weight=s.hybrid_dense_weight,
-            sparse_weight=s.hybrid_sparse_weight,
+            dense_weight=s.weight_dense,
+            sparse_weights={
+                SPARSE: s.weight_bm25,
+                SPARSE_CONTEXT: s.weight_bm25_ctx,
+                SPARSE_TRANSLATION: s.weight_bm25_tr,
+            },
             score_threshold=options.score_threshold,
         )
 

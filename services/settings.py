@@ -51,12 +51,14 @@ class Settings(BaseSettings):
     upsert_batch_size: int = Field(256, ge=1, description="Points per upsert request.")
 
     # --- retrieval ------------------------------------------------------------------------------
-    # Fusion weights belong to the model in use: choose them with `tafsir eval` (DESIGN.md, "Facts
-    # measured": with the default English model the sparse side carries the quality).
-    hybrid_dense_weight: float = Field(1.0, ge=0, description="Weight of the dense list in hybrid RRF.")
-    hybrid_sparse_weight: float = Field(4.0, ge=0, description="Weight of the BM25 list in hybrid RRF.")
-    rrf_k: int = Field(60, ge=1, description="RRF constant k.")
-    prefetch_limit: int = Field(50, ge=1, description="Candidates each side contributes to hybrid fusion.")
+    # Fusion is a per-model choice, made with `tafsir eval` on labelled queries (docs/BENCHMARKS.md):
+    # with the default English model the BM25 lists carry the quality and dense adds a little.
+    rrf_k: int = Field(2, ge=1, description="RRF constant k (Qdrant: score = sum of 1/((rank+1)/weight + k - 1)).")
+    prefetch_limit: int = Field(50, ge=1, description="Candidates each list contributes to the fusion.")
+    weight_dense: float = Field(0.5, ge=0, description="RRF weight of the dense list in hybrid mode.")
+    weight_bm25: float = Field(1.0, ge=0, description="RRF weight of BM25 on tafsir + translation + surah name.")
+    weight_bm25_ctx: float = Field(4.0, ge=0, description="RRF weight of BM25 with neighbouring ayat as context.")
+    weight_bm25_tr: float = Field(1.0, ge=0, description="RRF weight of BM25 on the translation alone.")
 
     # --- HTTP API -----------------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address `tafsir serve` listens on (0.0.0.0 in a container).")

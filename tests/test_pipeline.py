@@ -98,6 +98,18 @@ def test_editing_one_ayah_reembeds_exactly_its_chunks(pipeline, store):
     expected = {c.id for c in pipeline.chunk(edited.ayat) if (c.surah, c.ayah) == (103, 2)}
     assert summary.embedded == len(expected) == 1
     assert changed == expected
+    # Its neighbours (103:1 and 103:3) keep their dense vectors; only their context vectors change.
+    assert summary.resparsed == 2
+
+
+def test_changing_bm25_settings_rewrites_sparse_vectors_without_embedding(settings, store):
+    from services.sparse import Bm25Settings, SparseEncoder
+
+    source = make_source("test.one")
+    first = IngestPipeline(settings, store, Embedder(settings)).run(source)
+    retuned = IngestPipeline(settings, store, Embedder(settings), SparseEncoder(Bm25Settings(k=1.5)))
+    summary = retuned.run(source)
+    assert (summary.embedded, summary.resparsed, summary.rebuilt) == (0, first.chunks, False)
 
 
 def test_removing_an_ayah_deletes_its_points(pipeline, store):

@@ -23,12 +23,15 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from services.settings import Settings
 from services.store import (
+    SPARSE,
+    SPARSE_CONTEXT,
     CollectionSpec,
     Hit,
     Mode,
     PointFilter,
     PointToStore,
     SearchRequest,
+    SparseUpdate,
     SparseVector,
     StoreError,
     StoreLockedError,
@@ -71,7 +74,7 @@ def point(
     return PointToStore(
         id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{edition}:{surah}:{ayah}:{chunk}")),
         dense=dense if dense is not None else [1.0, 0.0, 0.0, 0.0],
-        sparse=SparseVector(indices=sorted(terms), values=[terms[i] for i in sorted(terms)]),
+        sparse={SPARSE: SparseVector(indices=sorted(terms), values=[terms[i] for i in sorted(terms)])},
         payload={
             "text": text or f"tafsir {surah}:{ayah}",
             "edition": edition,
@@ -274,7 +277,7 @@ def test_hybrid_returns_the_union_ranked_by_rrf(store: VectorStore) -> None:
             prefetch_limit=3,
             rrf_k=5,
             dense_weight=1.0,
-            sparse_weight=2.0,
+            sparse_weights={SPARSE: 2.0},
         ),
     )
 
@@ -603,3 +606,30 @@ def test_the_embedded_store_never_imports_qdrant_client(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_update_sparse_rewrites_sparse_vectors_and_payload_but_keeps_the_dense(store: VectorStore) -> None:
+    store.create_collection("tafsir-a", SPEC)
+    first = point(1, 1, dense=[1.0, 0.0, 0.0, 0.0], terms={7: 1.0})
+    store.upsert("tafsir-a", [first])
+    store.update_sparse(
+        "tafsir-a", [SparseUpdate(first.id, {SPARSE: SparseVector([5], [1.0])}, {"sparse_hash": "new"})]
+    )
+    by_new_term = store.search("tafsir-a", SearchRequest(mode=Mode.SPARSE, limit=5, sparse=SparseVector([5], [1.0])))
+    assert [h.id for h in by_new_term] == [first.id]
+    assert store.search("tafsir-a", SearchRequest(mode=Mode.SPARSE, limit=5, sparse=SparseVector([7], [1.0]))) == []
+    dense = store.search("tafsir-a", SearchRequest(mode=Mode.DENSE, limit=5, dense=[1.0, 0.0, 0.0, 0.0]))
+    assert dense[0].id == first.id and dense[0].score == pytest.approx(1.0)
+    assert [h.sparse_hash for h in store.iter_hashes("tafsir-a")] == ["new"]
+
+
+def test_sparse_mode_fuses_several_sparse_vectors(store: VectorStore) -> None:
+    store.create_collection("tafsir-a", SPEC)
+    a = point(1, 1, terms={5: 1.0})
+    b = point(1, 2, terms={6: 1.0})
+    store.upsert("tafsir-a", [a, b])
+    store.update_sparse("tafsir-a", [SparseUpdate(b.id, {SPARSE_CONTEXT: SparseVector([5], [1.0])}, {})])
+    request = SearchRequest(
+        mode=Mode.SPARSE, limit=5, sparse=SparseVector([5], [1.0]), sparse_weights={SPARSE: 1.0, SPARSE_CONTEXT: 1.0}
+    )
+    assert {h.id for h in store.search("tafsir-a", request)} == {a.id, b.id}

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 DENSE = "dense"  # name of the dense vector in every collection
-SPARSE = "bm25"  # name of the sparse vector (BM25 term weights, IDF applied by Qdrant)
+# Sparse vectors (BM25 term weights; Qdrant applies IDF with modifier=idf), see services/sparse.py:
+SPARSE = "bm25"  # the chunk's tafsir + the ayah's translation + the surah name
+SPARSE_CONTEXT = "bm25_ctx"  # the same, plus a share of the neighbouring ayat (stories span ayat)
+SPARSE_TRANSLATION = "bm25_tr"  # the ayah's translation alone
+SPARSE_VECTORS = (SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION)
 
 # Payload fields with an index: what the retriever filters on and what an operator filters on in
 # the dashboard. Integer for surah/ayah (range filters), keyword for edition.
@@ -59,7 +63,16 @@ class CollectionInfo:
 class PointToStore:
     id: str  # UUID string
     dense: list[float]
-    sparse: SparseVector
+    sparse: dict[str, SparseVector]  # by vector name; names not given are left empty
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SparseUpdate:
+    """New sparse vectors (and payload fields) for a stored point whose dense vector stays."""
+
+    id: str
+    sparse: dict[str, SparseVector]
     payload: dict[str, Any]
 
 
@@ -68,6 +81,7 @@ class StoredHash:
     id: str
     content_hash: str
     edition: str
+    sparse_hash: str | None = None
 
 
 class Mode(enum.StrEnum):
@@ -93,14 +107,24 @@ class SearchRequest:
     mode: Mode
     limit: int
     dense: list[float] | None = None
-    sparse: SparseVector | None = None
+    sparse: SparseVector | None = None  # the query's BM25 vector, searched in each sparse vector below
     filter: PointFilter | None = None
-    # Hybrid: each side prefetches this many candidates, fused with Qdrant's RRF (k, weights).
+    # Each list (dense, and each sparse vector with a weight above 0) prefetches this many
+    # candidates; sparse mode fuses the sparse lists, hybrid all of them, with Qdrant's RRF.
     prefetch_limit: int = 50
     rrf_k: int = 60
     dense_weight: float = 1.0
-    sparse_weight: float = 1.0
+    sparse_weights: dict[str, float] = field(default_factory=lambda: {SPARSE: 1.0})
     score_threshold: float | None = None
+
+    def lists(self) -> list[tuple[str, float]]:
+        """(vector name, RRF weight) of every list this request searches, in a fixed order."""
+        sparse = [(name, w) for name, w in self.sparse_weights.items() if w > 0]
+        if self.mode is Mode.DENSE:
+            return [(DENSE, 1.0)]
+        if self.mode is Mode.SPARSE:
+            return sparse
+        return ([(DENSE, self.dense_weight)] if self.dense_weight > 0 else []) + sparse
 
 
 @dataclass(frozen=True)
@@ -124,6 +148,7 @@ class VectorStore(Protocol):
     def swap_alias(self, alias: str, name: str) -> None: ...
     def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[StoredHash]: ...
     def upsert(self, name: str, points: Sequence[PointToStore]) -> None: ...
+    def update_sparse(self, name: str, updates: Sequence[SparseUpdate]) -> None: ...
     def delete(self, name: str, ids: Iterable[str]) -> None: ...
     def count(self, name: str, filter: PointFilter | None = None) -> int: ...
     def search(self, name: str, request: SearchRequest) -> list[Hit]: ...
@@ -150,19 +175,25 @@ def check_search_request(request: SearchRequest) -> None:
         raise ValueError(f"a {request.mode.value} search needs a dense query vector")
     if request.mode in (Mode.SPARSE, Mode.HYBRID) and request.sparse is None:
         raise ValueError(f"a {request.mode.value} search needs a sparse query vector")
-    if request.mode is Mode.HYBRID and request.prefetch_limit < 1:
+    if request.mode is not Mode.DENSE and request.prefetch_limit < 1:
         raise ValueError(f"prefetch_limit must be at least 1, got {request.prefetch_limit}")
+    if not request.lists():
+        raise ValueError(f"a {request.mode.value} search needs at least one vector with a weight above 0")
+    unknown = set(request.sparse_weights) - set(SPARSE_VECTORS)
+    if unknown:
+        raise ValueError(f"unknown sparse vector(s) {sorted(unknown)}; expected some of {list(SPARSE_VECTORS)}")
 
 
 def candidate_limit(request: SearchRequest) -> int:
     """How many points to ask Qdrant for, so that ties can be broken here rather than by Qdrant.
 
     Qdrant orders equal scores in no fixed way (RRF most of all: ranks tie by construction), so a
-    cut at ``limit`` inside Qdrant could keep a different tied point each time. Hybrid asks for every
-    fused candidate (each point appears in at most two prefetch lists); single modes for a margin.
+    cut at ``limit`` inside Qdrant could keep a different tied point each time. A fusion asks for every
+    fused candidate (a point appears at most once in each prefetch list); a single list asks for a margin.
     """
-    if request.mode is Mode.HYBRID:
-        return max(2 * request.prefetch_limit, request.limit)
+    lists = len(request.lists())
+    if lists > 1:
+        return max(lists * request.prefetch_limit, request.limit)
     return request.limit + max(request.limit, 16)
 
 

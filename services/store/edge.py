@@ -38,14 +38,15 @@ from services.store.base import (
     DENSE,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
-    SPARSE,
+    SPARSE_VECTORS,
     CollectionInfo,
     CollectionSpec,
     Hit,
-    Mode,
     PointFilter,
     PointToStore,
     SearchRequest,
+    SparseUpdate,
+    SparseVector,
     StoredHash,
     StoreError,
     StoreLockedError,
@@ -241,6 +242,23 @@ class EdgeStore:
             except Exception as exc:
                 raise self._failure("upsert into", physical, exc) from exc
 
+    def update_sparse(self, name: str, updates: Sequence[SparseUpdate]) -> None:
+        if not updates:
+            return
+        operations = [
+            edge.UpdateOperation.update_vectors(
+                [edge.PointVectors(u.id, {n: _edge_sparse(v) for n, v in u.sparse.items()}) for u in updates]
+            ),
+            *(edge.UpdateOperation.set_payload([u.id], u.payload) for u in updates if u.payload),
+        ]
+        with self._use(name) as (physical, shard):
+            try:
+                for operation in operations:
+                    shard.update(operation)
+                shard.flush()
+            except Exception as exc:
+                raise self._failure("update sparse vectors in", physical, exc) from exc
+
     def delete(self, name: str, ids: Iterable[str]) -> None:
         point_ids: list[edge.PointId] = list(ids)
         if not point_ids:
@@ -295,7 +313,7 @@ class EdgeStore:
                 offset=offset,
                 limit=SCROLL_PAGE,
                 filter=point_filter,
-                with_payload=["content_hash", "edition"],
+                with_payload=["content_hash", "edition", "sparse_hash"],
                 with_vector=False,
             )
             # One page per use, so a slow consumer never holds the shard open between pages.
@@ -306,7 +324,12 @@ class EdgeStore:
                     raise self._failure("read", physical, exc) from exc
             for record in records:
                 payload = record.payload or {}
-                yield StoredHash(str(record.id), str(payload.get("content_hash", "")), str(payload.get("edition", "")))
+                yield StoredHash(
+                    str(record.id),
+                    str(payload.get("content_hash", "")),
+                    str(payload.get("edition", "")),
+                    payload.get("sparse_hash"),
+                )
             if offset is None:
                 return
 
@@ -413,16 +436,18 @@ class _Missing(StoreError):
 def _shard_config(spec: CollectionSpec) -> edge.EdgeConfig:
     return edge.EdgeConfig(
         vectors={DENSE: edge.EdgeVectorParams(size=spec.dense_size, distance=edge.Distance.Cosine)},
-        sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
+        sparse_vectors={name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf) for name in SPARSE_VECTORS},
     )
 
 
 def _edge_point(point: PointToStore) -> edge.Point:
-    vectors: dict[str, Any] = {
-        DENSE: list(point.dense),
-        SPARSE: edge.SparseVector(list(point.sparse.indices), list(point.sparse.values)),
-    }
+    vectors: dict[str, Any] = {DENSE: list(point.dense)}
+    vectors.update((name, _edge_sparse(vector)) for name, vector in point.sparse.items())
     return edge.Point(point.id, vectors, point.payload)
+
+
+def _edge_sparse(vector: SparseVector) -> edge.SparseVector:
+    return edge.SparseVector(list(vector.indices), list(vector.values))
 
 
 def _edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
@@ -452,12 +477,11 @@ def _edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
 
 def _edge_query(request: SearchRequest) -> edge.QueryRequest:
     point_filter = _edge_filter(request.filter)
-    dense = edge.Query.Nearest(list(request.dense), using=DENSE) if request.dense is not None else None
-    sparse = (
-        edge.Query.Nearest(edge.SparseVector(list(request.sparse.indices), list(request.sparse.values)), using=SPARSE)
-        if request.sparse is not None
-        else None
-    )
+
+    def nearest(using: str) -> edge.Query:
+        vector = list(request.dense) if using == DENSE else _edge_sparse(request.sparse)
+        return edge.Query.Nearest(vector, using=using)
+
     common: dict[str, Any] = {
         "limit": candidate_limit(request),
         "filter": point_filter,
@@ -465,15 +489,13 @@ def _edge_query(request: SearchRequest) -> edge.QueryRequest:
         "with_vector": False,
         "score_threshold": request.score_threshold,
     }
-    if request.mode is Mode.DENSE:
-        return edge.QueryRequest(query=dense, **common)
-    if request.mode is Mode.SPARSE:
-        return edge.QueryRequest(query=sparse, **common)
+    lists = request.lists()
+    if len(lists) == 1:
+        return edge.QueryRequest(query=nearest(lists[0][0]), **common)
     prefetches = [
-        edge.Prefetch(limit=request.prefetch_limit, query=dense, filter=point_filter),
-        edge.Prefetch(limit=request.prefetch_limit, query=sparse, filter=point_filter),
+        edge.Prefetch(limit=request.prefetch_limit, query=nearest(using), filter=point_filter) for using, _ in lists
     ]
-    fusion = edge.Fusion.Rrf(k=request.rrf_k, weights=[request.dense_weight, request.sparse_weight])
+    fusion = edge.Fusion.Rrf(k=request.rrf_k, weights=[weight for _, weight in lists])
     return edge.QueryRequest(query=fusion, prefetches=prefetches, **common)
 
 

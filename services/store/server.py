@@ -29,14 +29,15 @@ from services.store.base import (
     DENSE,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
-    SPARSE,
+    SPARSE_VECTORS,
     CollectionInfo,
     CollectionSpec,
     Hit,
-    Mode,
     PointFilter,
     PointToStore,
     SearchRequest,
+    SparseUpdate,
+    SparseVector,
     StoredHash,
     StoreError,
     TransientStoreError,
@@ -193,7 +194,9 @@ class ServerStore:
             lambda: self.client.create_collection(
                 collection_name=name,
                 vectors_config={DENSE: models.VectorParams(size=spec.dense_size, distance=models.Distance.COSINE)},
-                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                sparse_vectors_config={
+                    name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in SPARSE_VECTORS
+                },
                 metadata={SPEC_KEY: asdict(spec)},
                 **self._layout,
             ),
@@ -234,16 +237,28 @@ class ServerStore:
         structs = [
             models.PointStruct(
                 id=point.id,
-                vector={
-                    DENSE: list(point.dense),
-                    SPARSE: models.SparseVector(indices=list(point.sparse.indices), values=list(point.sparse.values)),
-                },
+                vector={DENSE: list(point.dense), **{n: _server_sparse(v) for n, v in point.sparse.items()}},
                 payload=point.payload,
             )
             for point in points
         ]
         # Upserting by id is idempotent, so a retry after a lost answer is safe.
         self._call("upsert", lambda: self.client.upsert(name, points=structs, wait=True), name)
+
+    def update_sparse(self, name: str, updates: Sequence[SparseUpdate]) -> None:
+        if not updates:
+            return
+        vectors = [
+            models.PointVectors(id=u.id, vector={n: _server_sparse(v) for n, v in u.sparse.items()}) for u in updates
+        ]
+        self._call("update vectors", lambda: self.client.update_vectors(name, points=vectors, wait=True), name)
+        payloads = [
+            models.SetPayloadOperation(set_payload=models.SetPayload(payload=u.payload, points=[u.id]))
+            for u in updates
+            if u.payload
+        ]
+        if payloads:
+            self._call("set payload", lambda: self.client.batch_update_points(name, payloads, wait=True), name)
 
     def delete(self, name: str, ids: Iterable[str]) -> None:
         point_ids: list[models.ExtendedPointId] = list(ids)
@@ -303,14 +318,19 @@ class ServerStore:
                     scroll_filter=point_filter,
                     limit=SCROLL_PAGE,
                     offset=offset,
-                    with_payload=["content_hash", "edition"],
+                    with_payload=["content_hash", "edition", "sparse_hash"],
                     with_vectors=False,
                 ),
                 physical,
             )
             for record in records:
                 payload = record.payload or {}
-                yield StoredHash(str(record.id), str(payload.get("content_hash", "")), str(payload.get("edition", "")))
+                yield StoredHash(
+                    str(record.id),
+                    str(payload.get("content_hash", "")),
+                    str(payload.get("edition", "")),
+                    payload.get("sparse_hash"),
+                )
             if offset is None:
                 return
 
@@ -393,13 +413,16 @@ def _server_filter(point_filter: PointFilter | None) -> models.Filter | None:
     return models.Filter(must=must) if must else None
 
 
+def _server_sparse(vector: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
+
+
 def _query_arguments(request: SearchRequest) -> dict[str, Any]:
     point_filter = _server_filter(request.filter)
-    sparse = (
-        models.SparseVector(indices=list(request.sparse.indices), values=list(request.sparse.values))
-        if request.sparse is not None
-        else None
-    )
+
+    def query(using: str) -> Any:
+        return list(request.dense or []) if using == DENSE else _server_sparse(request.sparse)
+
     arguments: dict[str, Any] = {
         "query_filter": point_filter,
         "limit": candidate_limit(request),
@@ -407,17 +430,14 @@ def _query_arguments(request: SearchRequest) -> dict[str, Any]:
         "with_vectors": False,
         "score_threshold": request.score_threshold,
     }
-    if request.mode is Mode.DENSE:
-        return {**arguments, "query": list(request.dense or []), "using": DENSE}
-    if request.mode is Mode.SPARSE:
-        return {**arguments, "query": sparse, "using": SPARSE}
+    lists = request.lists()
+    if len(lists) == 1:
+        return {**arguments, "query": query(lists[0][0]), "using": lists[0][0]}
     prefetch = [
-        models.Prefetch(
-            query=list(request.dense or []), using=DENSE, limit=request.prefetch_limit, filter=point_filter
-        ),
-        models.Prefetch(query=sparse, using=SPARSE, limit=request.prefetch_limit, filter=point_filter),
+        models.Prefetch(query=query(using), using=using, limit=request.prefetch_limit, filter=point_filter)
+        for using, _ in lists
     ]
     # Weighted RRF: score = sum over the lists of 1 / ((rank + 1) / weight + k - 1), rank from 0
     # (qdrant_client/hybrid/fusion.py, the same formula as the server's).
-    fusion = models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=[request.dense_weight, request.sparse_weight]))
+    fusion = models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=[weight for _, weight in lists]))
     return {**arguments, "query": fusion, "prefetch": prefetch}

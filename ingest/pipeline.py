@@ -16,6 +16,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -225,13 +226,24 @@ class IngestPipeline:
         done = 0
         if progress:
             progress(0, total)
-        for job in work:
-            # Longest first: similar lengths share a batch (little padding), and the ETA is pessimistic.
-            for batch in _batches(sorted(job.embed, key=lambda c: -c.tokens), self.settings.upsert_batch_size):
-                self._embed_and_upsert(target.name, batch, job, spec)
-                done += len(batch)
+        # Two stages overlap: while the model embeds batch i+1 (torch releases the GIL), a worker thread
+        # computes batch i's BM25 vectors and payloads and upserts it. One batch in flight at most.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upsert") as writer:
+            pending: Future[int] | None = None
+            for job in work:
+                # Longest first: similar lengths share a batch (little padding); the ETA is pessimistic.
+                for batch in _batches(sorted(job.embed, key=lambda c: -c.tokens), self.settings.upsert_batch_size):
+                    vectors = self.embedder.encode_documents([c.text for c in batch], self.settings.embed_batch_size)
+                    if pending is not None:
+                        done += pending.result()  # re-raises a failed upsert here, before more work
+                        if progress:
+                            progress(done, total)
+                    pending = writer.submit(self._upsert, target.name, batch, vectors, job, spec)
+            if pending is not None:
+                done += pending.result()
                 if progress:
                     progress(done, total)
+        for job in work:
             for batch in _batches(job.resparse, self.settings.upsert_batch_size):
                 updates = [
                     SparseUpdate(c.id, job.sparse_vectors(c), {"sparse_hash": job.sparse_hash(c)}) for c in batch
@@ -255,14 +267,9 @@ class IngestPipeline:
     def _hash(self, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> str:
         return content_hash(chunk.text, ayah.translation or "", ayah.arabic or "", spec.fingerprint)
 
-    def _embed_and_upsert(
-        self,
-        collection: str,
-        batch: Sequence[Chunk],
-        job: EditionWork,
-        spec: CollectionSpec,
-    ) -> None:
-        vectors = self.embedder.encode_documents([c.text for c in batch], self.settings.embed_batch_size)
+    def _upsert(
+        self, collection: str, batch: Sequence[Chunk], vectors: Sequence, job: EditionWork, spec: CollectionSpec
+    ) -> int:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         points = []
         for chunk, vector in zip(batch, vectors, strict=True):
@@ -289,6 +296,7 @@ class IngestPipeline:
             }
             points.append(PointToStore(chunk.id, vector.tolist(), job.sparse_vectors(chunk), payload))
         self.store.upsert(collection, points)
+        return len(points)
 
     def _verify(self, collection: str, work: list[EditionWork]) -> None:
         """Before readers move: every edition holds exactly the chunks this run produced."""

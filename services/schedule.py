@@ -11,14 +11,10 @@ containers sharing the lock folder as a volume), not several machines: see the R
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shlex
-import socket
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from services import locking
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Iterator
@@ -170,11 +168,8 @@ class IngestLock:
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            try:
-                os.ftruncate(fd, 0)  # no stale holder description once released
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+            os.ftruncate(fd, 0)  # no stale holder description once released
+            locking.release(fd)
         self._thread_lock.release()
 
     @contextmanager
@@ -188,37 +183,16 @@ class IngestLock:
     def _lock_file(self, wait: bool) -> int:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            return locking.acquire(self.path, wait=wait, mode=0o666)
+        except locking.LockHeld as held:
+            raise IngestBusyError(
+                f"An ingest run on {self._what} is already in progress in {held.holder} (lock file {self.path}). "
+                "Wait for it to finish; two runs on one collection never overlap."
+            ) from None
         except OSError as exc:
             raise IngestLockError(
                 f"Cannot open the ingest lock file {self.path}: {exc}. Set TAFSIR_INGEST_LOCK_DIR to a writable folder."
             ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = _describe_holder(fd)
-            os.close(fd)
-            raise IngestBusyError(
-                f"An ingest run on {self._what} is already in progress in {holder} (lock file {self.path}). "
-                "Wait for it to finish; two runs on one collection never overlap."
-            ) from None
-        holder_info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
-            "since": datetime.now().astimezone().isoformat(timespec="seconds"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(holder_info) + "\n").encode(), 0)
-        return fd
-
-
-def _describe_holder(fd: int) -> str:
-    try:
-        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"process {holder['pid']} on {holder['host']} (`{holder['command']}`, since {holder['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
 
 
 # --- one run -------------------------------------------------------------------------------------------

@@ -16,24 +16,21 @@ in-process re-ingest builds a new collection, moves the alias and drops the old 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
-import shlex
 import shutil
-import sys
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import qdrant_edge as edge
 
+from services import locking
 from services.store.base import (
     DENSE,
     INTEGER_INDEXES,
@@ -111,8 +108,7 @@ class EdgeStore:
                     entry.shard.close()
             finally:
                 self._shards.clear()
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
+                locking.release(self._lock_fd)
 
     def __enter__(self) -> EdgeStore:
         return self
@@ -547,32 +543,12 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _acquire_store_lock(path: Path) -> int:
-    lock_file = path / ".lock"
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _describe_holder(fd)
-        os.close(fd)
+        return locking.acquire(path / ".lock")
+    except locking.LockHeld as held:
         raise StoreLockedError(
-            f"The embedded Qdrant store at {path} is in use by {holder}. "
+            f"The embedded Qdrant store at {path} is in use by {held.holder}. "
             "Stop it, or set TAFSIR_QDRANT_PATH to another folder. In embedded mode `tafsir serve` "
             "runs scheduled re-ingestion itself; to share one store between processes, use a Qdrant "
             "server via TAFSIR_QDRANT_URL."
         ) from None
-    holder_info = {
-        "pid": os.getpid(),
-        "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
-        "since": datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(holder_info) + "\n").encode(), 0)
-    return fd
-
-
-def _describe_holder(fd: int) -> str:
-    try:
-        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"process {holder['pid']} (`{holder['command']}`, since {holder['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"

@@ -1,0 +1,64 @@
+"""Process locks on files that say who holds them: ``flock`` plus the holder's pid, host, command and start.
+
+Shared by the embedded store (one process per store folder) and the ingest run lock (one run per
+collection), so both tell a person the same thing: which process holds it, since when.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+from datetime import datetime
+from pathlib import Path
+
+
+class LockHeld(Exception):
+    """The lock is taken; ``holder`` describes the process holding it."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def acquire(path: Path, wait: bool = False, mode: int = 0o644) -> int:
+    """Take an exclusive lock on ``path`` (created if missing) and record this process in it.
+
+    Returns the open descriptor: closing it (or the process ending, even by kill -9) releases the
+    lock. Raises ``LockHeld`` when another holder has it and ``wait`` is false; OSError when the file
+    cannot be opened.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        holder = describe_holder(fd)
+        os.close(fd)
+        raise LockHeld(holder) from None
+    holder_info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
+        "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder_info) + "\n").encode(), 0)
+    return fd
+
+
+def release(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def describe_holder(fd: int) -> str:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"process {holder['pid']} on {holder['host']} (`{holder['command']}`, since {holder['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"

@@ -290,6 +290,11 @@ def _parse_jsonl(text: str) -> _Parsed:
         except json.JSONDecodeError as e:
             problems.append(SourceProblem(number, None, f"malformed JSON: {e.msg} (column {e.colno})"))
             continue
+        except (ValueError, RecursionError) as e:
+            # json raises these (not JSONDecodeError) for a number over Python's digit limit, or deep nesting.
+            why = "nested too deeply" if isinstance(e, RecursionError) else "a number with too many digits"
+            problems.append(SourceProblem(number, None, f"malformed JSON: {why}"))
+            continue
         if not isinstance(value, dict):
             problem = f"expected a JSON object with surah, ayah and text, got {_kind(value)}"
             problems.append(SourceProblem(number, None, problem))
@@ -431,7 +436,10 @@ def _to_int(field: str, value: object) -> tuple[int | None, str | None]:
     if isinstance(value, int) and not isinstance(value, bool):
         return value, None
     if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
-        return int(value.strip()), None
+        try:
+            return int(value.strip()), None
+        except ValueError:  # over Python's digit limit (4,300): no surah or ayah number is that long
+            return None, f"{field} is a {len(value.strip())}-digit number (expected a whole number)"
     if isinstance(value, str) and not value.strip():
         return None, f"{field} is empty (expected a whole number)"
     shown = f"'{value}'" if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -12,6 +12,7 @@ is complete and verified, and a run killed half-way is resumed by the next run.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import defaultdict
@@ -36,6 +37,8 @@ from services.store.base import (
     StoreError,
     VectorStore,
 )
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]  # (chunks done, chunks to embed)
 
@@ -200,7 +203,7 @@ class IngestPipeline:
         if target.new and target.previous is not None:
             # A rebuild must not lose the other editions the old collection serves: re-chunk and
             # re-embed them from their stored text with the new model.
-            for edition in sorted(self.store.editions(target.previous)):
+            for edition in self._previous_editions(target.previous, full):
                 if edition != source.edition:
                     editions.append((edition, stored_ayat(self.store, target.previous, edition)))
 
@@ -263,6 +266,21 @@ class IngestPipeline:
         summary.dropped = self._drop_superseded(alias, target.name)
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
+
+    def _previous_editions(self, previous: str, full: bool) -> list[str]:
+        """The editions to carry over from the collection the alias points at now.
+
+        A damaged collection cannot be read; its error message says ``tafsir ingest --full`` rebuilds,
+        so a full rebuild goes on without it (its other editions must be ingested again from their
+        sources) instead of failing on the very damage it is meant to repair.
+        """
+        try:
+            return sorted(self.store.editions(previous))
+        except StoreError as exc:
+            if not full:
+                raise
+            log.warning("cannot read %s to carry its other editions over (%s); rebuilding without them", previous, exc)
+            return []
 
     def _hash(self, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> str:
         return content_hash(chunk.text, ayah.translation or "", ayah.arabic or "", spec.fingerprint)

@@ -263,7 +263,7 @@ def status(
     """What the alias points at: collection, points, model, vector size, editions."""
     settings = load_settings()
     with open_store_or_exit(settings) as store:
-        name = store.resolve_alias(settings.collection)
+        name = _live_collection(store, settings.collection)
         info = store.collection_info(name) if name else None
         report = {
             "store": store.location,
@@ -287,10 +287,23 @@ def status(
     stdout.print(table)
 
 
+def _live_collection(store, alias: str) -> str | None:
+    """The collection behind ``alias``; None if there is no such alias yet.
+
+    ``resolve_alias`` takes a damaged or dangling alias for a missing one, so that an ingest can
+    rebuild; a reader must report the damage instead: reading through the alias raises the
+    StoreError that names the file and `tafsir ingest --full`.
+    """
+    name = store.resolve_alias(alias)
+    if name is None:
+        store.collection_info(alias)  # None (no error) when the alias is simply missing
+    return name
+
+
 def _engine_or_exit(settings, store):
     from services.search import SearchEngine
 
-    if store.resolve_alias(settings.collection) is None:
+    if _live_collection(store, settings.collection) is None:
         raise _fail(f"alias {settings.collection!r} does not exist in {store.location}: run `tafsir ingest`", 1)
     return SearchEngine(settings, store=store)
 

@@ -66,9 +66,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(log_path: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`tafsir serve` on a free loopback port, logging to ``log_path``; ``extra_env`` adds settings."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    env.update(extra_env or {})
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve", "--port", str(port), "--log-level", "warning"],

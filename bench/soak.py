@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import re
 import shutil
 import signal
@@ -33,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import free_port, load_queries, rss_mb, wait_ready  # noqa: E402
+from bench.load import load_queries, rss_mb, start_server, wait_ready  # noqa: E402
 
 MARKER = "soakpenandaunik"
 CHANGED = (2, 255)
@@ -107,24 +106,12 @@ def main() -> None:
     shutil.copytree(origin, store, ignore=shutil.ignore_patterns(".lock"))
     source = work / "jalalayn.jsonl"
     export_source(source, changed=False)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
+    server_settings = {
         "TAFSIR_QDRANT_PATH": str(store),
         "TAFSIR_INGEST_SOURCE": str(source),
         "TAFSIR_INGEST_SCHEDULE": f"0 */{args.every} * * * *",
     }
-    log = (work / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_server(work / "server.log", server_settings)
     samples: list = []
     runs_seen: list = []
     rss_samples: list = []
@@ -154,7 +141,6 @@ def main() -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-        log.close()
 
     per_minute = []
     for minute in range(int(args.minutes)):

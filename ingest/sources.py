@@ -464,6 +464,10 @@ def _text(
         if required:
             report(field, "is empty or whitespace only")
         return None
+    surrogate = next((c for c in stripped if "\ud800" <= c <= "\udfff"), None)
+    if surrogate is not None:  # a JSON escape such as "\ud800" alone: not a character, cannot be stored
+        report(field, f"contains an unpaired surrogate U+{ord(surrogate):04X} (expected valid Unicode text)")
+        return None
     return stripped
 
 

@@ -40,6 +40,12 @@ _BAD_BYTE_COLUMN = _LATIN1_LINE.index(b"\xe9") + 1
 
 MALFORMED: list[MalformedCase] = [
     MalformedCase(
+        "jsonl_unpaired_surrogate",
+        "surrogate.jsonl",
+        _GOOD_JSONL + b'{"surah": 1, "ayah": 2, "text": "tafsir \\ud800 rusak", "edition": "t.jsonl"}\n',
+        ["surrogate.jsonl:2:", "field 'text'", "unpaired surrogate U+D800"],
+    ),
+    MalformedCase(
         "xml_unclosed_element",
         "unclosed.xml",
         _xml('<sura index="1">\n<aya index="1" text="ok"/>\n<aya index="2" text="ok">\n'),

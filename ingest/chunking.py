@@ -121,31 +121,27 @@ def chunk_ayat(ayat: Iterable[Ayah], tokenizer: Tokenizer, params: ChunkingParam
     for ayah, encoding in zip(ayat, encodings, strict=True):
         offsets = encoding.offsets
         spans = windows(ayah.text, offsets, params)
-        pieces = []
-        for start, end in spans:
-            char_start, char_end = (offsets[start][0], offsets[end - 1][1]) if end > start else (0, 0)
+        for index, (start, end) in enumerate(spans):
             if len(spans) == 1:  # one chunk: the whole text, even characters the tokenizer drops
                 char_start, char_end = 0, len(ayah.text)
-            piece = ayah.text[char_start:char_end]
-            tokens = end - start + params.special_tokens
-            if len(spans) > 1:
+                tokens = end - start + params.special_tokens
+            else:
+                char_start, char_end = offsets[start][0], offsets[end - 1][1]
                 # A window cut from a longer text can tokenize differently on its own (rare, at
                 # its edges); count again so that no chunk exceeds what the model embeds.
-                tokens = len(tokenizer.encode(piece).ids)
+                tokens = len(tokenizer.encode(ayah.text[char_start:char_end]).ids)
                 if tokens > params.limit:
                     raise AssertionError(
                         f"{ayah.edition} {ayah.surah}:{ayah.ayah}: window of {tokens} tokens exceeds {params.limit}"
                     )
-            pieces.append((piece, char_start, char_end, tokens))
-        for index, (piece, char_start, char_end, tokens) in enumerate(pieces):
             chunks.append(
                 Chunk(
                     edition=ayah.edition,
                     surah=ayah.surah,
                     ayah=ayah.ayah,
                     chunk=index,
-                    chunks=len(pieces),
-                    text=piece,
+                    chunks=len(spans),
+                    text=ayah.text[char_start:char_end],
                     char_start=char_start,
                     char_end=char_end,
                     tokens=tokens,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.embedding import Embedder
 from services.quran import SURAH_COUNT, citation
+from services.quran import surah as surah_info
 from services.settings import Settings
 from services.sparse import SparseEncoder
 from services.store.base import (
@@ -176,8 +177,6 @@ class SearchEngine:
 
     def _with_neighbors(self, hits: list[Passage], n: int) -> list[Passage]:
         """Each hit followed by up to ``n`` ayat before and after it in its surah, each fetched once."""
-        from services.quran import surah as surah_info
-
         wanted: dict[tuple[str, int, int], str] = {}
         present = {(p.edition, p.surah, p.ayah) for p in hits}
         for p in hits:

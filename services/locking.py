@@ -12,6 +12,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -44,8 +45,9 @@ def acquire(path: Path, wait: bool = False, mode: int = 0o644) -> int:
         "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
         "since": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(holder_info) + "\n").encode(), 0)
+    record = (json.dumps(holder_info) + "\n").encode()
+    os.pwrite(fd, record, 0)  # overwrite, then cut: the file is never empty while held
+    os.ftruncate(fd, len(record))
     return fd
 
 
@@ -56,9 +58,16 @@ def release(fd: int) -> None:
         os.close(fd)
 
 
-def describe_holder(fd: int) -> str:
-    try:
-        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"process {holder['pid']} on {holder['host']} (`{holder['command']}`, since {holder['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+def describe_holder(fd: int, patience: float = 2.0) -> str:
+    """Who holds the lock on ``fd``. The holder writes its record just after taking the lock, so a
+    contender that arrives in between reads an empty or half-written file: it rereads for up to
+    ``patience`` seconds before settling for "another process"."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0).decode())
+            return f"process {holder['pid']} on {holder['host']} (`{holder['command']}`, since {holder['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return "another process"
+            time.sleep(0.02)

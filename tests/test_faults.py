@@ -8,6 +8,7 @@ embedded store. docs/RELIABILITY.md lists each fault, what the system did and wh
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -349,3 +350,29 @@ def test_leftovers_of_a_crash_inside_create_or_drop_are_cleaned_and_never_served
     again = run(slow_env, "ingest", "--source", str(source), "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["unchanged"] == summary["chunks"]
+
+
+def test_a_contender_arriving_before_the_holder_wrote_its_record_still_learns_who_holds_it(tmp_path):
+    import fcntl
+    import threading
+
+    from services import locking
+
+    path = tmp_path / "run.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # taken, record not written yet: the window a racing start hits
+
+    def write_record_late() -> None:
+        time.sleep(0.3)
+        record = {"pid": 4242, "host": "h", "command": "tafsir ingest", "since": "now"}
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+
+    writer = threading.Thread(target=write_record_late)
+    writer.start()
+    try:
+        with pytest.raises(locking.LockHeld) as held:
+            locking.acquire(path)
+    finally:
+        writer.join()
+        os.close(fd)
+    assert held.value.holder.startswith("process 4242 on h")

@@ -36,6 +36,7 @@ RUN useradd --create-home --uid 10001 tafsir \
 USER tafsir
 
 ENV TAFSIR_QDRANT_PATH=/data/qdrant \
+    TAFSIR_MODEL_CACHE=/data/model-cache \
     TAFSIR_API_HOST=0.0.0.0 \
     TAFSIR_API_PORT=8000 \
     TAFSIR_INGEST_LOCK_DIR=/var/lock/tafsir

@@ -31,8 +31,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    import torch
-
     from services.evaluation import load_queries
     from services.search import SearchEngine, SearchOptions
     from services.settings import Settings
@@ -41,7 +39,7 @@ def main() -> None:
     queries = [q.query for q in load_queries(args.queries)]
     engine = SearchEngine(Settings())
     engine.embedder.warm_up()
-    report: dict = {"queries": len(queries), "rounds": args.rounds, "torch_threads": torch.get_num_threads()}
+    report: dict = {"queries": len(queries), "rounds": args.rounds, "backend": engine.embedder.describe_backend()}
     for mode in (Mode.SPARSE, Mode.DENSE, Mode.HYBRID):
         options = SearchOptions(k=10, mode=mode)
         for q in queries[:5]:  # warm-up

@@ -113,6 +113,7 @@ def ingest(
     from services.schedule import IngestLock, IngestLockError
 
     embedder = Embedder(settings)
+    embedder.on_export = lambda message: stderr.print(message, highlight=False)
     lock = IngestLock.for_settings(settings)
     try:
         lock.acquire(wait=False)  # never two runs on one collection (a scheduled worker may be running)
@@ -272,6 +273,8 @@ def status(
             "points": info.points if info else 0,
             "model": info.spec.model if info and info.spec else None,
             "vector_size": info.spec.dense_size if info and info.spec else None,
+            "backend": settings.embedding_backend
+            + ("" if settings.embedding_quantization == "none" else f" ({settings.embedding_quantization})"),
             "editions": store.editions(name) if name else {},
         }
         report["ayat"] = {edition: _ayat_present(store, name, edition) for edition in report["editions"]}

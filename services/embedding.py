@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
+
+    from services.backends import Runner
 
 # sha256 of the upstream all-MiniLM-L6-v2 model.safetensors (DESIGN.md, "The model").
 DEFAULT_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -147,8 +149,24 @@ class Embedder:
         self.allow_hub_download = settings.allow_hub_download
         self.device = settings.device
         self.requested_limit = settings.chunk_tokens
+        self.backend = settings.embedding_backend
+        self.quantization = settings.embedding_quantization
+        self.precision = settings.embedding_precision
+        self.threads = settings.embedding_threads
+        self.model_cache = settings.model_cache
+        if self.backend != "torch" and self.device not in (None, "cpu"):
+            raise EmbeddingModelError(
+                f"TAFSIR_DEVICE={self.device} needs TAFSIR_EMBEDDING_BACKEND=torch "
+                f"(the {self.backend} backend runs on the CPU)"
+            )
+        if self.backend == "torch" and self.quantization != "none":
+            raise EmbeddingModelError(
+                "TAFSIR_EMBEDDING_QUANTIZATION=int8 needs TAFSIR_EMBEDDING_BACKEND=onnx or openvino (torch runs fp32)"
+            )
         self._model: SentenceTransformer | None = None
+        self._runner: Runner | None = None
         self._lock = threading.Lock()
+        self.on_export: Callable[[str], None] | None = None  # told when a first run exports the model
 
     # --- cheap: files only ----------------------------------------------------------------------
     @cached_property
@@ -237,7 +255,17 @@ class Embedder:
 
     # --- expensive: weights ---------------------------------------------------------------------
     @property
+    def runner(self) -> Runner:
+        """What embeds texts: TAFSIR_EMBEDDING_BACKEND, loaded on first use."""
+        if self._runner is None:
+            with self._lock:
+                if self._runner is None:
+                    self._runner = self._load_runner()
+        return self._runner
+
+    @property
     def model(self) -> SentenceTransformer:
+        """The sentence-transformers (torch) model; other backends never load it except to export once."""
         if self._model is None:
             with self._lock:
                 if self._model is None:
@@ -245,11 +273,40 @@ class Embedder:
         return self._model
 
     def warm_up(self) -> None:
-        _ = self.model
+        _ = self.runner
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._runner is not None
+
+    def describe_backend(self) -> dict[str, Any]:
+        return self.runner.describe()
+
+    def _load_runner(self) -> Runner:
+        from services import backends
+
+        if self.backend == "torch":
+            self._model = self._load()
+            return backends.TorchRunner(self._model)
+        try:
+            folder = backends.ensure_export(
+                self.source.folder,
+                self.identity,
+                self.backend,
+                self.quantization,
+                self.model_cache,
+                self.max_tokens,
+                reporter=self.on_export,
+            )
+            manifest = json.loads((folder / backends.MANIFEST).read_text())
+            return backends.load_runner(folder, manifest, self.tokenizer, self.max_tokens, self.threads, self.precision)
+        except (EmbeddingModelError, backends.BackendError):
+            raise
+        except Exception as exc:
+            raise EmbeddingModelError(
+                f"TAFSIR_EMBEDDING_BACKEND={self.backend}: running {self.source.folder} failed: {exc} "
+                "(TAFSIR_EMBEDDING_BACKEND=torch needs no export)"
+            ) from exc
 
     def _load(self) -> SentenceTransformer:
         from sentence_transformers import SentenceTransformer
@@ -270,7 +327,7 @@ class Embedder:
 
     def encode_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Embed chunk texts (each already within ``max_tokens``) as float32 rows."""
-        return self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return self.runner.encode(texts, batch_size)
 
     def encode_query(self, text: str) -> list[float]:
-        return self.model.encode([text], convert_to_numpy=True, show_progress_bar=False)[0].tolist()
+        return self.runner.encode([text], 1)[0].tolist()

@@ -6,7 +6,7 @@ Built once at the edge (CLI, API) and passed down; no other module reads the env
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -41,6 +41,26 @@ class Settings(BaseSettings):
     )
     allow_hub_download: bool = Field(False, description="Allow fetching a hub id that is not cached locally.")
     device: str | None = Field(None, description="torch device (cpu, cuda, mps); None picks automatically.")
+    # Measured on the built-in corpus (docs/BENCHMARKS.md): same quality, a fraction of torch's time.
+    embedding_backend: Literal["torch", "onnx", "openvino"] = Field(
+        "openvino",
+        description="What runs the model: torch, onnx (ONNX Runtime) or openvino; the last two use a local "
+        "export of the model, made once and cached in TAFSIR_MODEL_CACHE.",
+    )
+    embedding_quantization: Literal["none", "int8"] = Field(
+        "none", description="int8: quantize the exported model's weights (onnx, openvino backends)."
+    )
+    embedding_precision: Literal["auto", "f32", "bf16"] = Field(
+        "auto",
+        description="openvino: arithmetic precision; auto is OpenVINO's CPU default (bf16 where the CPU has "
+        "AMX/AVX-512 BF16, else f32).",
+    )
+    embedding_threads: int | None = Field(
+        None, ge=1, description="Threads of the onnx/openvino runtime (default: the CPUs this process may use)."
+    )
+    model_cache: Path = Field(
+        Path("./data/model-cache"), description="Folder of the exported models (onnx, openvino backends)."
+    )
 
     # --- chunking ----------------------------------------------------------------------------
     chunk_tokens: int = Field(512, ge=16, description="Chunk limit in model tokens, special tokens included.")

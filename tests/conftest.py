@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Tests never reach a model hub; torch and BLAS share two cores politely.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Exports of the session's models (onnx/openvino backends) go to one folder per session, shared by the
+# subprocesses the tests start, never into the working tree.
+os.environ.setdefault("TAFSIR_MODEL_CACHE", tempfile.mkdtemp(prefix="tafsir-model-cache-"))
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +31,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture
 def cli_env(tmp_path, tiny_model) -> dict[str, str]:
     """Environment for running the real `tafsir` CLI in a subprocess on a fresh store with the tiny model."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
     env.update(
         TAFSIR_QDRANT_PATH=str(tmp_path / "qdrant"),
         TAFSIR_EMBEDDING_MODEL=str(tiny_model),

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def store_env(tiny_model: Path, store: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
     env.update(
         TAFSIR_QDRANT_PATH=str(store),
         TAFSIR_EMBEDDING_MODEL=str(tiny_model),

@@ -66,7 +66,7 @@ def test_ingest_prints_a_json_summary_and_status_shows_the_collection(cli_env, t
 def populated_store(tmp_path_factory, tiny_model):
     """One store with a complete edition, shared by the malformed-input cases (none may change it)."""
     folder = tmp_path_factory.mktemp("populated")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
     env.update(
         TAFSIR_QDRANT_PATH=str(folder / "qdrant"),
         TAFSIR_EMBEDDING_MODEL=str(tiny_model),

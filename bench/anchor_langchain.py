@@ -1,0 +1,60 @@
+"""The anchor: the off-the-shelf LangChain pipeline on the built-in corpus, as a new user would write it.
+
+RecursiveCharacterTextSplitter.from_huggingface_tokenizer (512 tokens, overlap 50) over each ayah's
+tafsir, HuggingFaceEmbeddings with the same model (torch, its shipped max_seq_length), and
+QdrantVectorStore.from_documents into qdrant-client's local mode (a folder). Prints one JSON object:
+the wall time of the whole script body (imports included, as `tafsir ingest` in a new process is timed),
+the chunk count, and how many chunks the model silently truncates.
+
+Its dependencies are the optional `bench` extra: pip install -c constraints.txt -e '.[bench]'
+Usage: python bench/anchor_langchain.py [--store DIR]   (default: a temporary folder)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+STARTED = time.perf_counter()
+
+
+def run(store: Path) -> dict:
+    from langchain_huggingface import HuggingFaceEmbeddings
+    from langchain_qdrant import QdrantVectorStore
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+    from transformers import AutoTokenizer
+
+    from ingest.sources import read_builtin
+    from services.embedding import resolve_model
+
+    model = str(resolve_model("default").folder)
+    ayat = read_builtin().ayat
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(tokenizer, chunk_size=512, chunk_overlap=50)
+    documents = splitter.create_documents(
+        [a.text for a in ayat], metadatas=[{"surah": a.surah, "ayah": a.ayah} for a in ayat]
+    )
+    embeddings = HuggingFaceEmbeddings(model_name=model, model_kwargs={"device": "cpu"})
+    QdrantVectorStore.from_documents(documents, embeddings, path=str(store), collection_name="anchor")
+    elapsed = time.perf_counter() - STARTED
+    limit = embeddings._client.max_seq_length
+    truncated = sum(len(tokenizer(d.page_content)["input_ids"]) > limit for d in documents)
+    return {"anchor_s": round(elapsed, 2), "chunks": len(documents), "max_seq_length": limit, "truncated": truncated}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, help="Folder of the local-mode store (default: temporary).")
+    args = parser.parse_args()
+    if args.store is not None:
+        print(json.dumps(run(args.store)))
+        return
+    with tempfile.TemporaryDirectory(prefix="anchor-") as folder:
+        print(json.dumps(run(Path(folder))))
+
+
+if __name__ == "__main__":
+    main()

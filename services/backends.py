@@ -1,0 +1,368 @@
+"""What runs the embedding model: torch (sentence-transformers), ONNX Runtime or OpenVINO.
+
+Hand-written rather than sentence-transformers' own ``backend="onnx"/"openvino"``: those need
+optimum-onnx (transformers < 4.58) or optimum-intel (transformers < 5.6), while sentence-transformers 6
+needs transformers >= 5, so no single dependency set holds both. What they would do is small and done
+here with the runtimes directly:
+
+* export: the whole sentence-transformers pipeline (transformer, pooling, dense, normalize) is traced
+  once with ``torch.onnx.export`` into one graph, checked against torch on probe texts, and cached under
+  TAFSIR_MODEL_CACHE keyed by the model's identity and the runtime versions. ``int8`` quantizes the
+  weights: ONNX Runtime's dynamic quantization (per channel, weight MatMuls only), or NNCF's int8 weight
+  compression for OpenVINO.
+* inference: the model's own fast tokenizer (the ``tokenizers`` library, no torch or transformers
+  import), the runtime session, rows out. A process that serves queries from a cached export never
+  imports torch: it starts faster and uses a fraction of the memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from tokenizers import Tokenizer
+
+MANIFEST = "manifest.json"
+ONNX_FILE = "model.onnx"
+OPENVINO_FILE = "model.xml"
+# Texts of very different lengths (1 token to the chunk limit) on which an export must agree with torch.
+PROBE_TEXTS = (
+    "a",
+    "Dan (ingatlah) ketika Tuhanmu berfirman kepada para malaikat.",
+    "Allah, tidak ada tuhan selain Dia. Yang Mahahidup, yang terus menerus mengurus (makhluk-Nya). " * 40,
+)
+# Lowest cosine between export and torch on the probes that is accepted.
+MIN_PROBE_COSINE = {"none": 0.999, "int8": 0.98}
+
+
+class BackendError(RuntimeError):
+    """The chosen backend cannot run the model; the message names the setting and what failed."""
+
+
+class Runner:
+    """Embeds texts; ``describe()`` says what runs them."""
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
+    def __init__(self, model: Any) -> None:
+        self.model = model  # a SentenceTransformer
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        return self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        return {"backend": "torch", "device": str(self.model.device), "threads": torch.get_num_threads()}
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class ExportedRunner(Runner):
+    """Tokenize with the model's fast tokenizer, run the exported graph, return its rows."""
+
+    def __init__(self, folder: Path, manifest: dict, tokenizer: Tokenizer, threads: int | None) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.inputs: list[str] = manifest["inputs"]
+        self.threads = threads or available_cpus()
+        self.tokenizer = tokenizer  # truncates at the chunk limit, pads each batch to its longest text
+
+    def _feeds(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        encodings = self.tokenizer.encode_batch(list(texts))
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        return {name: np.asarray(columns[name], dtype=np.int64) for name in self.inputs}
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.manifest["dimension"]), dtype=np.float32)
+        # Longest first, so each batch holds texts of similar length (little padding); rows come back in order.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        rows = np.empty((len(texts), self.manifest["dimension"]), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            picked = order[start : start + batch_size]
+            rows[picked] = self._infer(self._feeds([texts[i] for i in picked]))
+        return rows
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class OnnxRunner(ExportedRunner):
+    def __init__(self, folder: Path, manifest: dict, tokenizer: Tokenizer, threads: int | None) -> None:
+        super().__init__(folder, manifest, tokenizer, threads)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, feeds)[0]  # releases the GIL while it computes
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "onnx",
+            "quantization": self.manifest["quantization"],
+            "threads": self.threads,
+            "export": str(self.folder),
+        }
+
+
+class OpenVinoRunner(ExportedRunner):
+    def __init__(self, folder: Path, manifest: dict, tokenizer: Tokenizer, threads: int | None, precision: str) -> None:
+        super().__init__(folder, manifest, tokenizer, threads)
+        import openvino as ov
+
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"}
+        if precision != "auto":
+            config["INFERENCE_PRECISION_HINT"] = precision
+        core = ov.Core()
+        if os.access(folder, os.W_OK):  # the compiled blob: later starts skip compiling (~0.3 s)
+            core.set_property({"CACHE_DIR": str(folder / "compiled")})
+        self.compiled = core.compile_model(str(folder / OPENVINO_FILE), "CPU", config)
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: calls from several threads take turns
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            self._request.infer(feeds)  # releases the GIL while it computes
+            return self._request.get_output_tensor(0).data.copy()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "openvino",
+            "quantization": self.manifest["quantization"],
+            "precision": self.precision,
+            "threads": self.threads,
+            "export": str(self.folder),
+        }
+
+
+# --- export ----------------------------------------------------------------------------------------------
+def _versions(backend: str) -> dict[str, str]:
+    names = ["torch", "onnxruntime" if backend == "onnx" else "openvino"]
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "missing"
+    return found
+
+
+def export_folder(cache: Path, identity: str, backend: str, quantization: str) -> Path:
+    """Where the export of ``identity`` for ``backend``/``quantization`` is cached (versions in the name)."""
+    versions = "-".join(f"{k}{v}" for k, v in _versions(backend).items())
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", identity)
+    return cache / safe / re.sub(r"[^A-Za-z0-9._-]+", "_", f"{backend}-{quantization}-{versions}")
+
+
+def ensure_export(
+    model_folder: Path,
+    identity: str,
+    backend: str,
+    quantization: str,
+    cache: Path,
+    max_tokens: int,
+    reporter: Any = None,
+) -> Path:
+    """The cached export, made now if missing (needs torch once; later starts only read it)."""
+    folder = export_folder(cache, identity, backend, quantization)
+    if (folder / MANIFEST).is_file():
+        return folder
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendError(f"TAFSIR_MODEL_CACHE={cache}: cannot create {folder.parent}: {exc}") from exc
+    message = f"exporting the model for the {backend} backend ({quantization}), once; cached in {folder}"
+    (reporter or logging.getLogger(__name__).warning)(message)
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        manifest = _export(model_folder, identity, backend, quantization, max_tokens, work)
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        try:
+            os.rename(work, folder)  # atomic: readers see a complete export or none
+        except OSError:
+            if not (folder / MANIFEST).is_file():  # pragma: no cover - not a concurrent export: a real failure
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
+def _export(model_folder: Path, identity: str, backend: str, quantization: str, max_tokens: int, work: Path) -> dict:
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    started = time.perf_counter()
+    model = SentenceTransformer(str(model_folder), device="cpu", local_files_only=True)
+    model.max_seq_length = max_tokens
+    model.eval()
+    features = model.tokenize(list(PROBE_TEXTS[:2]))
+    inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features]
+
+    class Pipeline(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return self.model(dict(zip(inputs, tensors, strict=True)))["sentence_embedding"]
+
+    onnx_path = work / ONNX_FILE
+    axes = {name: {0: "batch", 1: "tokens"} for name in inputs}
+    with torch.no_grad(), warnings_silenced():
+        torch.onnx.export(
+            Pipeline().eval(),
+            tuple(features[n] for n in inputs),
+            str(onnx_path),
+            dynamo=False,  # the TorchScript exporter: no onnxscript needed, dynamic batch and length
+            input_names=inputs,
+            output_names=["sentence_embedding"],
+            dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
+            opset_version=17,
+        )
+        reference = model.encode(list(PROBE_TEXTS), convert_to_numpy=True, show_progress_bar=False)
+    if backend == "onnx" and quantization == "int8":
+        _quantize_onnx(onnx_path)
+    if backend == "openvino":
+        _to_openvino(onnx_path, work / OPENVINO_FILE, quantization)
+        onnx_path.unlink()
+    manifest = {
+        "identity": identity,
+        "backend": backend,
+        "quantization": quantization,
+        "inputs": inputs,
+        "pad_token": getattr(model.tokenizer, "pad_token", None),
+        "dimension": int(reference.shape[1]),
+        "versions": _versions(backend),
+        "export_seconds": round(time.perf_counter() - started, 2),
+    }
+    # The traced graph must agree with torch on texts of other lengths and batch sizes than it was traced on.
+    from tokenizers import Tokenizer
+
+    tokenizer_file = _tokenizer_file(model_folder)
+    runner = load_runner(work, manifest, Tokenizer.from_file(str(tokenizer_file)), max_tokens, None, "f32")
+    exported = np.vstack([runner.encode(list(PROBE_TEXTS), batch_size=3), runner.encode(["a"], batch_size=1)])
+    reference = np.vstack([reference, reference[:1]])
+    cosine = (exported * reference).sum(1) / (np.linalg.norm(exported, axis=1) * np.linalg.norm(reference, axis=1))
+    manifest["probe_cosine_min"] = round(float(cosine.min()), 6)
+    if cosine.min() < MIN_PROBE_COSINE[quantization]:
+        raise BackendError(
+            f"TAFSIR_EMBEDDING_BACKEND={backend}: the exported model disagrees with torch "
+            f"(cosine {cosine.min():.4f} < {MIN_PROBE_COSINE[quantization]}); use TAFSIR_EMBEDDING_BACKEND=torch"
+        )
+    return manifest
+
+
+def _quantize_onnx(path: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = path.with_name("quantized.onnx")
+    # Per channel and weight MatMuls only: per-tensor scales, or quantizing attention's activation x
+    # activation products, cost 0.1 in cosine on 512-token texts (measured); this keeps > 0.98.
+    quantize_dynamic(
+        str(path),
+        str(quantized),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    quantized.replace(path)
+
+
+def _to_openvino(onnx_path: Path, target: Path, quantization: str) -> None:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(onnx_path))
+    if quantization == "int8":
+        import nncf
+
+        nncf.set_log_level(logging.ERROR)  # its statistics table would interrupt our own progress output
+        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    ov.save_model(model, str(target), compress_to_fp16=False)
+
+
+def _tokenizer_file(model_folder: Path) -> Path:
+    for candidate in (model_folder / "tokenizer.json", *sorted(model_folder.glob("*/tokenizer.json"))):
+        if candidate.is_file():
+            return candidate
+    raise BackendError(f"{model_folder} has no tokenizer.json: the onnx/openvino backends need a fast tokenizer")
+
+
+@contextlib.contextmanager
+def warnings_silenced():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python conditionals: checked by the probes
+        yield
+
+
+def padded_tokenizer(tokenizer: Tokenizer, max_tokens: int, pad_token: str | None) -> Tokenizer:
+    """A copy of ``tokenizer`` that truncates at ``max_tokens`` and pads a batch to its longest text."""
+    from tokenizers import Tokenizer as _Tokenizer
+
+    padded = _Tokenizer.from_str(tokenizer.to_str())
+    padded.enable_truncation(max_length=max_tokens)
+    token = pad_token if pad_token and padded.token_to_id(pad_token) is not None else None
+    for fallback in ("[PAD]", "<pad>", "<|padding|>"):
+        if token is None and padded.token_to_id(fallback) is not None:
+            token = fallback
+    padded.enable_padding(pad_id=padded.token_to_id(token) if token else 0, pad_token=token or "[PAD]")
+    return padded
+
+
+def load_runner(
+    folder: Path,
+    manifest: dict,
+    tokenizer: Tokenizer,
+    max_tokens: int,
+    threads: int | None,
+    precision: str,
+) -> ExportedRunner:
+    padded = padded_tokenizer(tokenizer, max_tokens, manifest.get("pad_token"))
+    if manifest["backend"] == "onnx":
+        return OnnxRunner(folder, manifest, padded, threads)
+    return OpenVinoRunner(folder, manifest, padded, threads, precision)

@@ -439,9 +439,11 @@ class Service:
         alias = self.settings.collection
         try:
             name = store.resolve_alias(alias)
+            if name is None:  # missing, or damaged: reading through the alias names the damaged file
+                store.collection_info(alias)
             info = store.collection_info(name) if name is not None else None
         except StoreError as exc:
-            raise ApiError(503, "not_ready", f"The store is unreachable: {exc}") from None
+            raise ApiError(503, "not_ready", f"The store is unreadable: {exc}") from None
         if name is None or info is None:
             raise ApiError(
                 503,

@@ -400,6 +400,23 @@ def test_readyz_is_503_with_the_reason_while_the_alias_is_missing(tmp_path, tiny
         assert live.stop() == 0, live.log()
 
 
+def test_readyz_and_retrieve_name_a_damaged_alias_file_and_the_repair(tmp_path, tiny_model):
+    env = store_env(tiny_model, tmp_path / "qdrant")
+    ingest(env, write_jsonl(tmp_path / "short.jsonl", "id.test", [113, 114]))
+    aliases = tmp_path / "qdrant" / "aliases.json"
+    aliases.write_text("{ not json")  # a half-written pointer file
+    live = LiveServer(env, tmp_path / "server.log")
+    try:
+        live.wait("/healthz")
+        body = assert_json_error_5xx(httpx.get(live.url + "/readyz", timeout=30), 503)
+        assert str(aliases) in body["message"] and "tafsir ingest --full" in body["message"], body
+        retrieve = httpx.post(live.url + "/v1/retrieve", json={"query": "Allah"}, timeout=30)
+        body = assert_json_error_5xx(retrieve, 503)
+        assert body["error"] == "store_unavailable" and str(aliases) in body["message"], body
+    finally:
+        assert live.stop() == 0, live.log()
+
+
 def assert_json_error_5xx(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")

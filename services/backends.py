@@ -237,7 +237,8 @@ def _export(model_folder: Path, identity: str, backend: str, quantization: str, 
     model = SentenceTransformer(str(model_folder), device="cpu", local_files_only=True)
     model.max_seq_length = max_tokens
     model.eval()
-    features = model.tokenize(list(PROBE_TEXTS[:2]))
+    preprocess = getattr(model, "preprocess", None) or model.tokenize  # `tokenize` before sentence-transformers 6
+    features = preprocess(list(PROBE_TEXTS[:2]))
     inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features]
 
     class Pipeline(torch.nn.Module):

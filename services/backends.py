@@ -327,7 +327,9 @@ def _to_openvino(onnx_path: Path, target: Path, quantization: str) -> None:
         import nncf
 
         nncf.set_log_level(logging.ERROR)  # its statistics table would interrupt our own progress output
-        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+        # Its progress bar writes to stdout, which carries `--json` output: silenced.
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
     ov.save_model(model, str(target), compress_to_fp16=False)
 
 

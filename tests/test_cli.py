@@ -58,12 +58,19 @@ def test_ingest_prints_a_json_summary_and_status_shows_the_collection(cli_env, t
     assert status["backend"] == "openvino"  # the default
 
 
-def test_the_first_ingest_with_an_exported_backend_says_it_exports_once(cli_env, tmp_path):
-    env = {**cli_env, "TAFSIR_MODEL_CACHE": str(tmp_path / "cache"), "TAFSIR_EMBEDDING_BACKEND": "onnx"}
+@pytest.mark.parametrize(("backend", "quantization"), [("onnx", "none"), ("openvino", "int8")])
+def test_the_first_ingest_with_an_exported_backend_says_it_exports_once(cli_env, tmp_path, backend, quantization):
+    env = {
+        **cli_env,
+        "TAFSIR_MODEL_CACHE": str(tmp_path / "cache"),
+        "TAFSIR_EMBEDDING_BACKEND": backend,
+        "TAFSIR_EMBEDDING_QUANTIZATION": quantization,
+    }
     source = write_jsonl(tmp_path / "short.jsonl", "test.short", [113, 114])
     first = run(env, "ingest", "--source", str(source), "--json", "--full")
     assert first.returncode == 0, first.stderr
-    assert "exporting the model for the onnx backend" in " ".join(first.stderr.split())
+    assert json.loads(first.stdout)["embedded"] > 0  # stdout holds the JSON summary and nothing else
+    assert f"exporting the model for the {backend} backend ({quantization})" in " ".join(first.stderr.split())
     second = run(env, "ingest", "--source", str(source), "--json", "--full")
     assert second.returncode == 0 and "exporting" not in second.stderr, second.stderr
     assert len(list((tmp_path / "cache").rglob("manifest.json"))) == 1

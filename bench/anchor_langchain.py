@@ -12,13 +12,18 @@ Usage: python bench/anchor_langchain.py [--store DIR]   (default: a temporary fo
 
 from __future__ import annotations
 
-import argparse
-import json
-import tempfile
 import time
-from pathlib import Path
 
 STARTED = time.perf_counter()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the project's `ingest` package, not bench/ingest.py
 
 
 def run(store: Path) -> dict:

@@ -67,7 +67,7 @@ def serve_first_answer(question: str, queries: list[str]) -> tuple[float, float 
                     raise SystemExit((Path(tmp) / "serve.log").read_text()[-2000:])
                 try:
                     response = httpx.post(url + "/v1/retrieve", json={"query": question, "k": 5}, timeout=30)
-                    if response.status_code == 200 and response.json()["passages"]:
+                    if response.status_code == 200 and response.json()["documents"]:
                         break
                 except httpx.TransportError:
                     pass

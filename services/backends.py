@@ -232,7 +232,9 @@ def _export(model_folder: Path, identity: str, backend: str, quantization: str, 
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Loading weights" would interleave with our own progress output
     started = time.perf_counter()
     model = SentenceTransformer(str(model_folder), device="cpu", local_files_only=True)
     model.max_seq_length = max_tokens

@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(64, ge=0, description="Tokens shared by consecutive windows of a long ayah.")
 
     # --- batching --------------------------------------------------------------------------------
-    embed_batch_size: int = Field(32, ge=1, description="Texts per forward pass of the model.")
+    embed_batch_size: int = Field(
+        16, ge=1, description="Texts per forward pass of the model (16: fastest measured, bench/tune.py)."
+    )
     upsert_batch_size: int = Field(256, ge=1, description="Points per upsert request.")
 
     # --- retrieval ------------------------------------------------------------------------------

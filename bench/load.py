@@ -60,6 +60,19 @@ def rss_mb(pid: int | None) -> float | None:
     return None
 
 
+def rss_split_mb(pid: int | None) -> dict[str, float] | None:
+    """RSS by kind: anonymous (heap: what a leak grows) and file-backed (mapped store and model files,
+    pages the kernel may reclaim)."""
+    if pid is None:
+        return None
+    fields = {"RssAnon:": "anon_mb", "RssFile:": "file_mb", "RssShmem:": "shmem_mb"}
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    return {fields[p[0]]: round(int(p[1]) / 1024, 1) for p in (line.split() for line in lines) if p and p[0] in fields}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

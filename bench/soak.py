@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import load_queries, rss_mb, start_server, wait_ready  # noqa: E402
+from bench.load import load_queries, rss_mb, rss_split_mb, start_server, wait_ready  # noqa: E402
 
 MARKER = "soakpenandaunik"
 CHANGED = (2, 255)
@@ -121,6 +121,7 @@ def main() -> None:
         for q in queries[:8]:
             httpx.post(url + "/v1/retrieve", json={"query": q, "k": 5}, timeout=60)
         rss_start = rss_mb(process.pid)
+        split_start = rss_split_mb(process.pid)
         seconds = args.minutes * 60
 
         async def soak() -> None:
@@ -131,6 +132,7 @@ def main() -> None:
 
         asyncio.run(soak())
         rss_end = rss_mb(process.pid)
+        split_end = rss_split_mb(process.pid)
         # Let a run that started at the very end finish, then check the changed ayah is served.
         time.sleep(5)
         marker = httpx.post(url + "/v1/retrieve", json={"query": MARKER, "k": 1, "mode": "sparse"}, timeout=60).json()
@@ -167,6 +169,8 @@ def main() -> None:
         "rss_start_mb": rss_start,
         "rss_end_mb": rss_end,
         "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 2) if rss_start and rss_end else None,
+        "rss_split_start_mb": split_start,
+        "rss_split_end_mb": split_end,
         "rss_mb_per_minute": [
             max((r for t, r in rss_samples if m * 60 <= t < (m + 1) * 60 and r), default=None)
             for m in range(int(args.minutes))

@@ -123,7 +123,7 @@ def ingest(
         with open_store_or_exit(settings) as store:
             pipeline = IngestPipeline(settings, store, embedder)
             try:
-                with _progress() as progress:
+                with _progress(settings.progress_interval) as progress:
                     summary = pipeline.run(ayat_source, full=full, progress=progress)
             except EmbeddingModelError as exc:
                 raise _fail(str(exc), EXIT_INPUT) from None
@@ -202,7 +202,7 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
 
 
 @contextmanager
-def _progress():
+def _progress(interval: float = 2.0):
     """Progress on stderr: a live bar with chunks/s and ETA on a terminal, plain lines in logs."""
     from rich.progress import (
         BarColumn,
@@ -215,13 +215,13 @@ def _progress():
     )
 
     if not stderr.is_terminal:
-        # Scheduled jobs and pipes get a line at most every 2 s (and the last one), readable in logs.
+        # Scheduled jobs and pipes get a line at most every `interval` s (and the last one), readable in logs.
         started = time.monotonic()
         last = [0.0]
 
         def log(done: int, total: int) -> None:
             now = time.monotonic()
-            if done in (0, total) or now - last[0] >= 2:
+            if done in (0, total) or now - last[0] >= interval:
                 last[0] = now
                 rate = done / (now - started) if now > started else 0.0
                 print(f"embedded {done}/{total} chunks ({rate:.0f} chunks/s)", file=sys.stderr, flush=True)

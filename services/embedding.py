@@ -327,7 +327,12 @@ class Embedder:
 
     def encode_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Embed chunk texts (each already within ``max_tokens``) as float32 rows."""
-        return self.runner.encode(texts, batch_size)
+        return self.runner.encode_documents(texts, batch_size)
+
+    def release_working_memory(self) -> None:
+        """Free what embedding document batches keeps (a server calls it after each scheduled run)."""
+        if self._runner is not None:
+            self._runner.release()
 
     def encode_query(self, text: str) -> list[float]:
         return self.runner.encode([text], 1)[0].tolist()

@@ -276,7 +276,10 @@ def ingest_job(
         from ingest.sources import read_builtin, read_source
 
         ayat_source = read_source(source, edition) if source is not None else read_builtin()
-        return IngestPipeline(settings, store, embedder).run(ayat_source).as_dict()
+        try:
+            return IngestPipeline(settings, store, embedder).run(ayat_source).as_dict()
+        finally:
+            embedder.release_working_memory()  # the process serves queries until the next run
 
     return job
 

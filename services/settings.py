@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         16, ge=1, description="Texts per forward pass of the model (16: fastest measured, bench/tune.py)."
     )
     upsert_batch_size: int = Field(256, ge=1, description="Points per upsert request.")
+    progress_interval: float = Field(
+        2.0, ge=0, description="Seconds between `embedded n/m` progress lines when stderr is not a terminal."
+    )
 
     # --- retrieval ------------------------------------------------------------------------------
     # Fusion is a per-model choice, made with `tafsir eval` on labelled queries (docs/BENCHMARKS.md):

@@ -140,3 +140,23 @@ def test_an_unknown_backend_is_refused_by_the_settings(monkeypatch):
     monkeypatch.setenv("TAFSIR_EMBEDDING_BACKEND", "tensorflow")
     with pytest.raises(ValueError, match="embedding_backend"):
         Settings(_env_file=None)
+
+
+def test_openvino_document_batches_run_on_a_model_that_release_drops_and_queries_keep_working(tiny_model, tmp_path):
+    model = embedder(tiny_model, tmp_path, embedding_backend="openvino")
+    query_before = model.encode_query(TEXTS[4])
+    rows = model.encode_documents(TEXTS, batch_size=4)
+    runner = model.runner
+    assert runner._documents is not None and runner._documents[0] is not runner.compiled
+    model.release_working_memory()
+    assert runner._documents is None
+    assert np.allclose(model.encode_query(TEXTS[4]), query_before, atol=1e-5)
+    assert np.allclose(model.encode_documents(TEXTS, batch_size=4), rows, atol=1e-5)  # compiled again on demand
+
+
+def test_batches_are_padded_to_a_multiple_of_16_tokens_so_shapes_stay_few(tiny_model, tmp_path):
+    model = embedder(tiny_model, tmp_path, embedding_backend="onnx")
+    model.warm_up()
+    lengths = {model.runner._feeds([text])["input_ids"].shape[1] for text in TEXTS}
+    assert lengths and all(length % backends.PAD_MULTIPLE == 0 for length in lengths)
+    assert max(lengths) <= model.max_tokens

@@ -151,8 +151,13 @@ def _ingest_then_kill(env: dict[str, str], *args: str) -> None:
 
 @pytest.fixture
 def slow_env(cli_env):
-    # Small upsert batches and one thread: the run lasts long enough to be killed half-way.
-    return {**cli_env, "TAFSIR_UPSERT_BATCH_SIZE": "16", "TAFSIR_EMBED_BATCH_SIZE": "8"}
+    # Small batches, a progress line after each: a line to kill on half-way, however fast the model runs.
+    return {
+        **cli_env,
+        "TAFSIR_UPSERT_BATCH_SIZE": "16",
+        "TAFSIR_EMBED_BATCH_SIZE": "8",
+        "TAFSIR_PROGRESS_INTERVAL": "0",
+    }
 
 
 def test_kill_9_during_the_first_ingest_then_a_rerun_completes_without_duplicates(slow_env, tmp_path):

@@ -162,8 +162,13 @@ def test_a_server_gone_for_good_during_a_rebuild_stops_the_run_and_keeps_the_ali
 
 @pytest.fixture
 def slow_env(cli_env):
-    # Small batches: an ingest lasts a few seconds and prints several progress lines to kill on.
-    return {**cli_env, "TAFSIR_UPSERT_BATCH_SIZE": "16", "TAFSIR_EMBED_BATCH_SIZE": "8"}
+    # Small batches, a progress line after each: several lines to kill on, however fast the model runs.
+    return {
+        **cli_env,
+        "TAFSIR_UPSERT_BATCH_SIZE": "16",
+        "TAFSIR_EMBED_BATCH_SIZE": "8",
+        "TAFSIR_PROGRESS_INTERVAL": "0",
+    }
 
 
 def open_in_process(env: dict[str, str]):

@@ -236,6 +236,7 @@ def ensure_export(
     backend: str,
     quantization: str,
     cache: Path,
+    tokenizer: Tokenizer,
     max_tokens: int,
     reporter: Any = None,
 ) -> Path:
@@ -251,7 +252,7 @@ def ensure_export(
     (reporter or logging.getLogger(__name__).warning)(message)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
-        manifest = _export(model_folder, identity, backend, quantization, max_tokens, work)
+        manifest = _export(model_folder, identity, backend, quantization, tokenizer, max_tokens, work)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         try:
             os.rename(work, folder)  # atomic: readers see a complete export or none
@@ -263,7 +264,15 @@ def ensure_export(
     return folder
 
 
-def _export(model_folder: Path, identity: str, backend: str, quantization: str, max_tokens: int, work: Path) -> dict:
+def _export(
+    model_folder: Path,
+    identity: str,
+    backend: str,
+    quantization: str,
+    tokenizer: Tokenizer,
+    max_tokens: int,
+    work: Path,
+) -> dict:
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
@@ -316,10 +325,7 @@ def _export(model_folder: Path, identity: str, backend: str, quantization: str, 
         "export_seconds": round(time.perf_counter() - started, 2),
     }
     # The traced graph must agree with torch on texts of other lengths and batch sizes than it was traced on.
-    from tokenizers import Tokenizer
-
-    tokenizer_file = _tokenizer_file(model_folder)
-    runner = load_runner(work, manifest, Tokenizer.from_file(str(tokenizer_file)), max_tokens, None, "f32")
+    runner = load_runner(work, manifest, tokenizer, max_tokens, None, "f32")
     exported = np.vstack([runner.encode(list(PROBE_TEXTS), batch_size=3), runner.encode(["a"], batch_size=1)])
     reference = np.vstack([reference, reference[:1]])
     cosine = (exported * reference).sum(1) / (np.linalg.norm(exported, axis=1) * np.linalg.norm(reference, axis=1))
@@ -368,13 +374,6 @@ def _to_openvino(onnx_path: Path, target: Path, quantization: str) -> None:
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
     ov.save_model(model, str(target), compress_to_fp16=False)
-
-
-def _tokenizer_file(model_folder: Path) -> Path:
-    for candidate in (model_folder / "tokenizer.json", *sorted(model_folder.glob("*/tokenizer.json"))):
-        if candidate.is_file():
-            return candidate
-    raise BackendError(f"{model_folder} has no tokenizer.json: the onnx/openvino backends need a fast tokenizer")
 
 
 @contextlib.contextmanager

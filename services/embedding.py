@@ -265,7 +265,8 @@ class Embedder:
 
     @property
     def model(self) -> SentenceTransformer:
-        """The sentence-transformers (torch) model; other backends never load it except to export once."""
+        """The sentence-transformers (torch) model; the onnx/openvino backends never load it (an export loads
+        its own copy, once)."""
         if self._model is None:
             with self._lock:
                 if self._model is None:
@@ -286,7 +287,7 @@ class Embedder:
         from services import backends
 
         if self.backend == "torch":
-            self._model = self._load()
+            self._model = self._model or self._load()  # `model` (or `dimension`) may have loaded it already
             return backends.TorchRunner(self._model)
         try:
             folder = backends.ensure_export(
@@ -295,6 +296,7 @@ class Embedder:
                 self.backend,
                 self.quantization,
                 self.model_cache,
+                self.tokenizer,  # the probe check tokenizes as serving will
                 self.max_tokens,
                 reporter=self.on_export,
             )

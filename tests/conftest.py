@@ -44,5 +44,17 @@ def cli_env(tmp_path, tiny_model) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def slow_env(cli_env) -> dict[str, str]:
+    """cli_env with small batches and a progress line after each: lines to kill an ingest on, however fast
+    the model runs."""
+    return {
+        **cli_env,
+        "TAFSIR_UPSERT_BATCH_SIZE": "16",
+        "TAFSIR_EMBED_BATCH_SIZE": "8",
+        "TAFSIR_PROGRESS_INTERVAL": "0",
+    }
+
+
 def tafsir_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "services.cli", *args]

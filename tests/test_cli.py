@@ -149,17 +149,6 @@ def _ingest_then_kill(env: dict[str, str], *args: str) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
-@pytest.fixture
-def slow_env(cli_env):
-    # Small batches, a progress line after each: a line to kill on half-way, however fast the model runs.
-    return {
-        **cli_env,
-        "TAFSIR_UPSERT_BATCH_SIZE": "16",
-        "TAFSIR_EMBED_BATCH_SIZE": "8",
-        "TAFSIR_PROGRESS_INTERVAL": "0",
-    }
-
-
 def test_kill_9_during_the_first_ingest_then_a_rerun_completes_without_duplicates(slow_env, tmp_path):
     source = write_jsonl(tmp_path / "big.jsonl", "test.big", range(2, 6))
     _ingest_then_kill(slow_env, "--source", str(source))

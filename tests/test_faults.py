@@ -160,17 +160,6 @@ def test_a_server_gone_for_good_during_a_rebuild_stops_the_run_and_keeps_the_ali
 # --- the embedded backend through the real CLI ----------------------------------------------------------
 
 
-@pytest.fixture
-def slow_env(cli_env):
-    # Small batches, a progress line after each: several lines to kill on, however fast the model runs.
-    return {
-        **cli_env,
-        "TAFSIR_UPSERT_BATCH_SIZE": "16",
-        "TAFSIR_EMBED_BATCH_SIZE": "8",
-        "TAFSIR_PROGRESS_INTERVAL": "0",
-    }
-
-
 def open_in_process(env: dict[str, str]):
     return open_store(Settings(_env_file=None, qdrant_path=env["TAFSIR_QDRANT_PATH"]))
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import load_queries, rss_mb, start_server  # noqa: E402
+from bench.load import load_queries, rss_mb, start_server, stop_server  # noqa: E402
 
 QUESTION = "Apa hukum meminum khamar?"
 
@@ -78,11 +77,7 @@ def serve_first_answer(question: str, queries: list[str]) -> tuple[float, float 
                     client.post("/v1/retrieve", json={"query": query, "k": 10})
             rss, peak = rss_mb(process.pid), peak_mb(process.pid)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process)
     return first, rss, peak
 
 

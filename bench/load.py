@@ -95,6 +95,15 @@ def start_server(log_path: Path, extra_env: dict[str, str] | None = None) -> tup
     return process, f"http://127.0.0.1:{port}"
 
 
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM (a graceful shutdown), then SIGKILL if it has not exited within 30 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def wait_ready(url: str, process: subprocess.Popen | None, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -193,11 +202,7 @@ def main() -> None:
         rss_after = rss_mb(pid)
     finally:
         if process is not None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process)
     report = {
         "benchmark": "load",
         "clients": args.clients,

@@ -19,9 +19,7 @@ import itertools
 import json
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import load_queries, rss_mb, rss_split_mb, start_server, wait_ready  # noqa: E402
+from bench.load import load_queries, rss_mb, rss_split_mb, start_server, stop_server, wait_ready  # noqa: E402
 
 MARKER = "soakpenandaunik"
 CHANGED = (2, 255)
@@ -138,11 +136,7 @@ def main() -> None:
         marker = httpx.post(url + "/v1/retrieve", json={"query": MARKER, "k": 1, "mode": "sparse"}, timeout=60).json()
         found = marker["documents"][0]["citation"] if marker["documents"] else None
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
 
     per_minute = []
     for minute in range(int(args.minutes)):

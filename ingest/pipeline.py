@@ -60,6 +60,7 @@ class IngestSummary:
     resumed: bool = False  # continued a build that an earlier run left unfinished
     dropped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    dry_run: bool = False  # a plan: the counts say what a run would do; nothing was written
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +72,7 @@ class Target:
     new: bool  # not behind the alias yet: move the alias when complete
     resumed: bool
     previous: str | None  # the collection the alias points at now
+    exists: bool = True  # False only for a dry run's new build, which is named but not created
 
 
 def collection_spec(embedder: Embedder, params: ChunkingParams) -> CollectionSpec:
@@ -87,8 +89,11 @@ def _build_pattern(alias: str, fingerprint: str | None = None) -> re.Pattern[str
     return re.compile(rf"^{re.escape(alias)}-{fp}-\d{{14}}$")
 
 
-def plan_target(store: VectorStore, alias: str, spec: CollectionSpec, full: bool) -> Target:
-    """Where this run writes: the live collection if compatible, else a resumed or new build."""
+def plan_target(store: VectorStore, alias: str, spec: CollectionSpec, full: bool, create: bool = True) -> Target:
+    """Where this run writes: the live collection if compatible, else a resumed or new build.
+
+    A new build's collection is created here unless ``create`` is false (a dry run names it only).
+    """
     current = store.resolve_alias(alias)
     if current is not None and not full:
         info = store.collection_info(current)
@@ -105,8 +110,9 @@ def plan_target(store: VectorStore, alias: str, spec: CollectionSpec, full: bool
     while name in store.list_collections():  # two builds within one second
         time.sleep(1)
         name = f"{alias}-{spec.fingerprint[:10]}-{datetime.now(UTC):%Y%m%d%H%M%S}"
-    store.create_collection(name, spec)
-    return Target(name, new=True, resumed=False, previous=current)
+    if create:
+        store.create_collection(name, spec)
+    return Target(name, new=True, resumed=False, previous=current, exists=create)
 
 
 def stored_ayat(store: VectorStore, collection: str, edition: str) -> list[Ayah]:
@@ -169,6 +175,17 @@ class EditionWork:
         return self._weights[key]
 
 
+@dataclass
+class IngestPlan:
+    """Where a run writes and, per edition, what it embeds, re-weights and deletes; ``summary`` holds
+    the counts as the run will report them."""
+
+    target: Target
+    spec: CollectionSpec
+    work: list[EditionWork]
+    summary: IngestSummary
+
+
 class IngestPipeline:
     def __init__(
         self, settings: Settings, store: VectorStore, embedder: Embedder, sparse: SparseEncoder | None = None
@@ -185,11 +202,16 @@ class IngestPipeline:
     def chunk(self, ayat: Sequence[Ayah]) -> list[Chunk]:
         return chunk_ayat(ayat, self.embedder.tokenizer, self.params)
 
-    def run(self, source: Source, full: bool = False, progress: ProgressCallback | None = None) -> IngestSummary:
+    def plan(self, source: Source, full: bool = False, *, dry_run: bool = False) -> IngestPlan:
+        """Chunk the source and diff it against the store: what a run embeds, re-weights and deletes.
+
+        With ``dry_run`` nothing is written (a new build is named, not created); :meth:`run` executes a
+        plan made without it.
+        """
         started = time.perf_counter()
         alias = self.settings.collection
         spec = collection_spec(self.embedder, self.params)
-        target = plan_target(self.store, alias, spec, full)
+        target = plan_target(self.store, alias, spec, full, create=not dry_run)
         summary = IngestSummary(
             source.edition,
             alias,
@@ -198,6 +220,7 @@ class IngestPipeline:
             spec.dense_size,
             rebuilt=target.new,
             resumed=target.resumed,
+            dry_run=dry_run,
         )
         editions = [(source.edition, list(source.ayat))]
         if target.new and target.previous is not None:
@@ -210,7 +233,7 @@ class IngestPipeline:
         work = []
         for edition, ayat in editions:
             job = EditionWork(edition, ayat, self.chunk(ayat), self.sparse)
-            stored = {h.id: h for h in self.store.iter_hashes(target.name, edition)}
+            stored = {h.id: h for h in self.store.iter_hashes(target.name, edition)} if target.exists else {}
             for chunk in job.chunks:
                 held = stored.get(chunk.id)
                 if held is None or held.content_hash != self._hash(chunk, job.ayah(chunk), spec):
@@ -222,9 +245,25 @@ class IngestPipeline:
             if edition == source.edition:
                 summary.chunks = len(job.chunks)
                 summary.unchanged = len(job.chunks) - len(job.embed)
+                summary.embedded = len(job.embed)
+                summary.resparsed = len(job.resparse)
+                summary.deleted = len(job.stale)
             else:
                 summary.carried_over += len(job.embed)
+        summary.seconds = round(time.perf_counter() - started, 3)
+        return IngestPlan(target, spec, work, summary)
 
+    def run(self, source: Source, full: bool = False, progress: ProgressCallback | None = None) -> IngestSummary:
+        started = time.perf_counter()
+        plan = self.plan(source, full)
+        self._execute(plan, progress)
+        summary = plan.summary
+        summary.dropped = self._drop_superseded(summary.alias, plan.target.name)
+        summary.seconds = round(time.perf_counter() - started, 3)
+        return summary
+
+    def _execute(self, plan: IngestPlan, progress: ProgressCallback | None) -> None:
+        target, spec, work = plan.target, plan.spec, plan.work
         total = sum(len(job.embed) for job in work)
         done = 0
         if progress:
@@ -255,17 +294,10 @@ class IngestPipeline:
             # Stale points go only after the new ones are in (STYLE.md, "Bookkeeping after success").
             if job.stale:
                 self.store.delete(target.name, sorted(job.stale))
-            if job.edition == source.edition:
-                summary.embedded = len(job.embed)
-                summary.resparsed = len(job.resparse)
-                summary.deleted = len(job.stale)
 
         if target.new:
             self._verify(target.name, work)
-            self.store.swap_alias(alias, target.name)
-        summary.dropped = self._drop_superseded(alias, target.name)
-        summary.seconds = round(time.perf_counter() - started, 3)
-        return summary
+            self.store.swap_alias(plan.summary.alias, target.name)
 
     def _previous_editions(self, previous: str, full: bool) -> list[str]:
         """The editions to carry over from the collection the alias points at now.

@@ -77,6 +77,14 @@ def ingest(
     ] = None,
     edition: Annotated[str | None, typer.Option(help="Edition id of --source, if its file does not name one.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Re-embed everything into a fresh collection.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Read, chunk and diff against the store, then print what a run would embed, re-weight and "
+            "delete; nothing is embedded or written.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     schedule: Annotated[
         str | None,
@@ -103,8 +111,9 @@ def ingest(
     if source is None and edition is not None:
         raise _fail("--edition names the edition of --source; the built-in source is id.jalalayn", EXIT_INPUT)
     if schedule is not None:
-        if full:
-            raise _fail("--full rebuilds once; it cannot be combined with --schedule", EXIT_INPUT)
+        if full or dry_run:
+            flag = "--full rebuilds once" if full else "--dry-run plans once"
+            raise _fail(f"{flag}; it cannot be combined with --schedule", EXIT_INPUT)
         _ingest_worker(settings, schedule, source, edition, metrics_port)
         return
 
@@ -116,34 +125,52 @@ def ingest(
     embedder.on_export = lambda message: stderr.print(message, highlight=False)
     lock = IngestLock.for_settings(settings)
     try:
-        lock.acquire(wait=False)  # never two runs on one collection (a scheduled worker may be running)
+        # Never two runs on one collection (a scheduled worker may be running); a dry run only reads.
+        if not dry_run:
+            lock.acquire(wait=False)
     except IngestLockError as exc:
         raise _fail(str(exc), EXIT_STORE) from None
     try:
         with open_store_or_exit(settings) as store:
             pipeline = IngestPipeline(settings, store, embedder)
             try:
-                with _progress(settings.progress_interval) as progress:
-                    summary = pipeline.run(ayat_source, full=full, progress=progress)
+                if dry_run:
+                    summary = pipeline.plan(ayat_source, full=full, dry_run=True).summary
+                else:
+                    with _progress(settings.progress_interval) as progress:
+                        summary = pipeline.run(ayat_source, full=full, progress=progress)
             except EmbeddingModelError as exc:
                 raise _fail(str(exc), EXIT_INPUT) from None
     finally:
-        lock.release()
+        if not dry_run:
+            lock.release()
     if as_json:
         _print_json(summary.as_dict())
         return
-    table = Table(title=f"ingest {summary.edition} → {summary.alias} ({summary.collection})", show_header=False)
-    for key in (
-        "chunks",
-        "embedded",
-        "unchanged",
-        "deleted",
-        "carried_over",
-        "rebuilt",
-        "resumed",
-        "seconds",
-    ):
-        table.add_row(key, str(getattr(summary, key)))
+    _print_summary(summary)
+
+
+def _print_summary(summary) -> None:
+    if summary.dry_run:
+        title = f"dry run: ingest {summary.edition} → {summary.alias} ({summary.collection})"
+        caption = "nothing was embedded or written"
+        rows = {
+            "chunks": "chunks",
+            "embedded": "to embed",
+            "resparsed": "to re-weight (BM25 only)",
+            "unchanged": "unchanged",
+            "deleted": "to delete",
+            "carried_over": "to carry over",
+            "rebuilt": "new collection",
+            "resumed": "resumes a build",
+        }
+    else:
+        title, caption = f"ingest {summary.edition} → {summary.alias} ({summary.collection})", None
+        keys = ("chunks", "embedded", "unchanged", "deleted", "carried_over", "rebuilt", "resumed", "seconds")
+        rows = {key: key for key in keys}
+    table = Table(title=title, caption=caption, show_header=False)
+    for key, label in rows.items():
+        table.add_row(label, str(getattr(summary, key)))
     table.add_row("model", f"{summary.model} ({summary.dense_size}-d)")
     stdout.print(table)
 
@@ -162,7 +189,7 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
     import signal
 
     from services.embedding import Embedder
-    from services.schedule import IngestLock, IngestScheduler, Schedule, alias_missing, ingest_job
+    from services.schedule import IngestLock, IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
 
     try:
         plan = Schedule.parse(expression)
@@ -182,11 +209,13 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
         start_http_server(metrics_port, addr=settings.api_host)
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.api_host, metrics_port)
     with open_store_or_exit(settings) as store:
+        embedder = Embedder(settings)
         scheduler = IngestScheduler(
             plan,
-            ingest_job(settings, store, Embedder(settings), source, edition),
+            ingest_job(settings, store, embedder, source, edition),
             IngestLock.for_settings(settings),
             run_first=alias_missing(settings, store),
+            check=ingest_check(settings, store, embedder, source, edition),
         )
 
         def stop(signum: int, _frame) -> None:

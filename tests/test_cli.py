@@ -109,6 +109,24 @@ def test_malformed_source_is_refused_and_nothing_stored_changes(populated_store,
     assert store_state(env) == before
 
 
+def test_a_dry_run_prints_the_plan_and_changes_nothing(populated_store):
+    env, folder, before = populated_store
+    grown = write_jsonl(folder / "grown.jsonl", "t.jsonl", [112, 113, 114])  # surah 112 (4 ayat) is new
+    result = run(env, "ingest", "--source", str(grown), "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["dry_run"] and (plan["embedded"], plan["unchanged"], plan["deleted"]) == (4, 11, 0)
+    assert plan["collection"] == before[0] and not plan["rebuilt"]
+    assert store_state(env) == before
+
+    table = run(env, "ingest", "--source", str(grown), "--dry-run")
+    assert table.returncode == 0 and "nothing was embedded or written" in table.stdout and "to embed" in table.stdout
+    assert store_state(env) == before
+
+    refused = run(env, "ingest", "--dry-run", "--schedule", "0 3 * * *")
+    assert refused.returncode == 2 and "--dry-run" in refused.stderr
+
+
 def test_edition_flag_for_the_builtin_source_is_refused(cli_env):
     result = run(cli_env, "ingest", "--edition", "x.y")
     assert result.returncode == 2 and "--edition" in result.stderr

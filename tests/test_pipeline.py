@@ -201,3 +201,45 @@ def test_an_interrupted_first_build_is_resumed_without_duplicates(settings, stor
     assert summary.resumed and summary.embedded == summary.chunks - 2 * settings.upsert_batch_size
     assert store.count("tafsir") == summary.chunks
     assert len(stored_hashes(store)) == summary.chunks
+
+
+def store_snapshot(store) -> tuple:
+    """Everything a run could change: the collections, the alias, and every point's hashes."""
+    return (
+        sorted(store.list_collections()),
+        store.resolve_alias("tafsir"),
+        {h.id: (h.content_hash, h.sparse_hash) for h in store.iter_hashes("tafsir")},
+    )
+
+
+def test_a_dry_run_says_what_the_run_will_do_and_writes_nothing(pipeline, store):
+    pipeline.run(make_source("test.one"))
+    before = store_snapshot(store)
+    changed = make_source(
+        "test.one", edit={(103, 2): "Sesungguhnya manusia itu benar-benar dalam kerugian besar."}, drop={(114, 6)}
+    )
+    plan = pipeline.plan(changed, dry_run=True).summary
+    assert store_snapshot(store) == before
+    assert plan.dry_run and (plan.embedded, plan.deleted) == (1, 1)
+    # 103:1 and 103:3 change context; 114:5 loses its neighbour 114:6.
+    assert plan.resparsed == 3
+
+    done = pipeline.run(changed)
+    assert not done.dry_run
+    counted = ("chunks", "embedded", "resparsed", "unchanged", "deleted", "collection", "rebuilt")
+    assert {k: getattr(plan, k) for k in counted} == {k: getattr(done, k) for k in counted}
+
+
+def test_a_dry_run_of_a_model_change_names_a_new_build_but_creates_nothing(settings, store, tmp_path):
+    from tests.tiny_model import build_tiny_model
+
+    IngestPipeline(settings, store, Embedder(settings)).run(make_source("test.one"))
+    IngestPipeline(settings, store, Embedder(settings)).run(make_source("test.two", surahs=[1]))
+    before = store_snapshot(store)
+    other_model = build_tiny_model(tmp_path / "m16", [a.text for a in read_builtin().ayat[::5]], dim=16)
+    new_settings = settings.model_copy(update={"embedding_model": str(other_model)})
+    plan = IngestPipeline(new_settings, store, Embedder(new_settings)).plan(make_source("test.one"), dry_run=True)
+    assert store_snapshot(store) == before
+    summary = plan.summary
+    assert summary.rebuilt and summary.collection not in before[0] and summary.dense_size == 16
+    assert summary.embedded == summary.chunks and summary.carried_over == 7  # test.two comes along

@@ -8,6 +8,10 @@ source changes one ayah (2:255 gains a marker word), so the third run re-embeds 
 server at the start and the end, the runs seen in /metrics, and whether the marker query finds 2:255
 after the last run.
 
+The start is taken once the server is ready, has answered a few queries and has logged its start-up
+check of the scheduled source (a dry run that reads, chunks and diffs it; ``rss_ready_mb`` is the RSS
+before that check).
+
 Usage: python bench/soak.py [--minutes 10] [--every 3] [--clients 4]
 """
 
@@ -44,6 +48,19 @@ def export_source(path: Path, changed: bool) -> None:
             text = a.text + (f" Kata {MARKER}." if changed and (a.surah, a.ayah) == CHANGED else "")
             row = {"surah": a.surah, "ayah": a.ayah, "text": text, "translation": a.translation, "arabic": a.arabic}
             f.write(json.dumps({**row, "edition": a.edition}, ensure_ascii=False) + "\n")
+
+
+def wait_for_check(url: str, timeout: float = 120) -> str:
+    """The outcome of the server's start-up check of the scheduled source, once /metrics counts it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(
+            r'^tafsir_ingest_checks_total\{outcome="(\w+)"\} 1\.0', httpx.get(url + "/metrics").text, re.M
+        )
+        if found:
+            return found.group(1)
+        time.sleep(0.5)
+    raise SystemExit(f"the server's start-up check did not finish within {timeout} s")
 
 
 def successful_runs(url: str) -> int:
@@ -115,6 +132,8 @@ def main() -> None:
     rss_samples: list = []
     try:
         wait_ready(url, process)
+        rss_ready = rss_mb(process.pid)
+        check = wait_for_check(url)
         queries = load_queries(None)
         for q in queries[:8]:
             httpx.post(url + "/v1/retrieve", json={"query": q, "k": 5}, timeout=60)
@@ -160,6 +179,8 @@ def main() -> None:
         "errors": sum(1 for s in samples if not s[2]),
         "scheduled_runs_succeeded": runs_seen[-1][1] if runs_seen else 0,
         "runs_seen_at_s": runs_seen,
+        "start_check_outcome": check,
+        "rss_ready_mb": rss_ready,
         "rss_start_mb": rss_start,
         "rss_end_mb": rss_end,
         "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 2) if rss_start and rss_end else None,

@@ -414,15 +414,16 @@ class Service:
             return
         if self.store_error is not None:
             return
-        from services.schedule import IngestLock, IngestScheduler, Schedule, alias_missing, ingest_job
+        from services.schedule import IngestLock, IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
 
-        store = self.engine.store
-        job = ingest_job(settings, store, self.engine.embedder, settings.ingest_source, settings.ingest_edition)
+        store, embedder = self.engine.store, self.engine.embedder
+        source, edition = settings.ingest_source, settings.ingest_edition
         self.scheduler = IngestScheduler(
             Schedule.parse(settings.ingest_schedule),
-            job,
+            ingest_job(settings, store, embedder, source, edition),
             IngestLock.for_settings(settings),
             run_first=alias_missing(settings, store),
+            check=ingest_check(settings, store, embedder, source, edition),
         ).start()
         log.info("scheduled re-ingestion in this process: %s", settings.ingest_schedule)
 

@@ -62,6 +62,11 @@ INGEST_EMBEDDED = Counter("tafsir_ingest_embedded_chunks", "Chunks embedded and 
 INGEST_DELETED = Counter("tafsir_ingest_deleted_chunks", "Stale points deleted by ingest runs.", ["edition"])
 INGEST_LAST_SUCCESS = Gauge("tafsir_ingest_last_success_timestamp_seconds", "Unix time the last successful run ended.")
 INGEST_RUNNING = Gauge("tafsir_ingest_running", "1 while an ingest run is in progress in this process.")
+INGEST_CHECKS = Counter(
+    "tafsir_ingest_checks",
+    "Checks of the scheduled source when the scheduler starts (a dry run: read, chunk, diff), by outcome.",
+    ["outcome"],
+)
 
 
 # --- the schedule ------------------------------------------------------------------------------------
@@ -210,7 +215,7 @@ def run_ingest(job: IngestJob, lock: IngestLock, trigger: str) -> dict[str, Any]
         lock.acquire(wait=False)
     except IngestLockError as exc:
         INGEST_RUNS.labels(outcome="skipped", trigger=trigger).inc()
-        _log_run(logging.WARNING, {"outcome": "skipped", "trigger": trigger, "reason": str(exc)})
+        _log_event("ingest_run", logging.WARNING, {"outcome": "skipped", "trigger": trigger, "reason": str(exc)})
         return None
     INGEST_RUNNING.set(1)
     started = time.perf_counter()
@@ -223,7 +228,8 @@ def run_ingest(job: IngestJob, lock: IngestLock, trigger: str) -> dict[str, Any]
         # Errors meant for people (a bad source, the store, the model) carry their own explanation;
         # anything else also gets its traceback in the log.
         expected = _is_explained(exc)
-        _log_run(
+        _log_event(
+            "ingest_run",
             logging.ERROR,
             {"outcome": "error", "trigger": trigger, "seconds": seconds, "error": f"{type(exc).__name__}: {exc}"},
             exc_info=None if expected else exc,
@@ -241,7 +247,7 @@ def run_ingest(job: IngestJob, lock: IngestLock, trigger: str) -> dict[str, Any]
     INGEST_EMBEDDED.labels(edition=edition).inc(summary.get("embedded", 0))
     INGEST_DELETED.labels(edition=edition).inc(summary.get("deleted", 0))
     INGEST_LAST_SUCCESS.set(time.time())
-    _log_run(logging.INFO, {"outcome": "success", "trigger": trigger, **summary})
+    _log_event("ingest_run", logging.INFO, {"outcome": "success", "trigger": trigger, **summary})
     return summary
 
 
@@ -261,9 +267,9 @@ def _is_explained(exc: BaseException) -> bool:
     return isinstance(exc, StoreError | EmbeddingModelError | SourceError)
 
 
-def _log_run(level: int, record: dict[str, Any], exc_info: BaseException | None = None) -> None:
-    """One line of JSON per run, for log collectors (``docker logs ... | jq``)."""
-    log.log(level, json.dumps({"event": "ingest_run", **record}, ensure_ascii=False, default=str), exc_info=exc_info)
+def _log_event(event: str, level: int, record: dict[str, Any], exc_info: BaseException | None = None) -> None:
+    """One line of JSON per run or check, for log collectors (``docker logs ... | jq``)."""
+    log.log(level, json.dumps({"event": event, **record}, ensure_ascii=False, default=str), exc_info=exc_info)
 
 
 def ingest_job(
@@ -273,15 +279,62 @@ def ingest_job(
 
     def job() -> dict[str, Any]:
         from ingest.pipeline import IngestPipeline
-        from ingest.sources import read_builtin, read_source
 
-        ayat_source = read_source(source, edition) if source is not None else read_builtin()
+        ayat_source = _read(source, edition)
         try:
             return IngestPipeline(settings, store, embedder).run(ayat_source).as_dict()
         finally:
             embedder.release_working_memory()  # the process serves queries until the next run
 
     return job
+
+
+def ingest_check(
+    settings: Settings, store: VectorStore, embedder: Embedder, source: Path | None = None, edition: str | None = None
+) -> IngestJob:
+    """The dry run of :func:`ingest_job`: read and chunk the source and diff it against the store.
+
+    Nothing is embedded or written; the summary says what the next run would do.
+    """
+
+    def check() -> dict[str, Any]:
+        from ingest.pipeline import IngestPipeline
+
+        plan = IngestPipeline(settings, store, embedder).plan(_read(source, edition), dry_run=True)
+        return plan.summary.as_dict()
+
+    return check
+
+
+def _read(source: Path | None, edition: str | None):
+    from ingest.sources import read_builtin, read_source
+
+    return read_source(source, edition) if source is not None else read_builtin()
+
+
+def run_check(check: IngestJob) -> dict[str, Any] | None:
+    """Run ``check`` (see :func:`ingest_check`); log one JSON line and count the outcome. Never raises.
+
+    Run when a scheduler starts, so that a source which has gone bad is reported now, not at the next
+    firing (perhaps 03:00), and the log says how much the next run will embed. It also pays the ingest
+    path's one-time memory (parser, tokenizer, store readers) at start rather than at the first run.
+    """
+    started = time.perf_counter()
+    try:
+        summary = check()
+    except Exception as exc:
+        INGEST_CHECKS.labels(outcome="error").inc()
+        record = {"outcome": "error", "error": f"{type(exc).__name__}: {exc}"}
+        _log_event("ingest_check", logging.ERROR, record, exc_info=None if _is_explained(exc) else exc)
+        return None
+    finally:
+        _return_freed_memory()
+    INGEST_CHECKS.labels(outcome="ok").inc()
+    record = {"outcome": "ok", "seconds": round(time.perf_counter() - started, 3)}
+    record |= {key: summary[key] for key in ("edition", "collection", "chunks", "embedded", "resparsed", "deleted")}
+    record["rebuild"] = summary["rebuilt"]
+    _log_event("ingest_check", logging.INFO, record)
+    return summary
 
 
 # --- the loop ------------------------------------------------------------------------------------------
@@ -292,7 +345,8 @@ class IngestScheduler:
 
     A firing that comes while the previous run still holds the lock is skipped, and firings missed
     during a long run are not made up: the next run is the next firing after the previous one ends.
-    ``run_first`` (checked once at the start) asks for an immediate run, e.g. when the alias is missing.
+    ``run_first`` (checked once at the start) asks for an immediate run, e.g. when the alias is missing;
+    otherwise ``check`` (a dry run, :func:`ingest_check`) runs at the start, reporting a bad source at once.
     """
 
     def __init__(
@@ -302,12 +356,14 @@ class IngestScheduler:
         lock: IngestLock,
         *,
         run_first: Callable[[], bool] | None = None,
+        check: IngestJob | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
     ) -> None:
         self.schedule = schedule
         self.job = job
         self.lock = lock
         self.run_first = run_first
+        self.check = check
         self.clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -323,6 +379,8 @@ class IngestScheduler:
     def run_forever(self) -> None:
         if self.run_first is not None and not self._stop.is_set() and self._should_run_first():
             run_ingest(self.job, self.lock, trigger="start")
+        elif self.check is not None and not self._stop.is_set():
+            run_check(self.check)
         last_fire: datetime | None = None
         while not self._stop.is_set():
             now = self.clock()

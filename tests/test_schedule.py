@@ -18,7 +18,15 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from services.schedule import IngestBusyError, IngestLock, IngestScheduler, Schedule, run_ingest
+from services.schedule import (
+    IngestBusyError,
+    IngestLock,
+    IngestScheduler,
+    Schedule,
+    ingest_check,
+    run_check,
+    run_ingest,
+)
 from services.settings import Settings
 from tests.conftest import tafsir_cmd
 from tests.test_api import SURAHS, LiveServer, free_port, ingest, store_env, write_jsonl
@@ -35,9 +43,13 @@ def lock_for(tmp_path: Path, alias: str = "tafsir") -> IngestLock:
     return IngestLock.for_settings(settings)
 
 
-def ingest_runs_in(log: str) -> list[dict]:
-    """The JSON summary lines (`... services.schedule: {"event": "ingest_run", ...}`) in a log."""
-    return [json.loads(line[line.index("{") :]) for line in log.splitlines() if '{"event": "ingest_run"' in line]
+def ingest_runs_in(log: str, event: str = "ingest_run") -> list[dict]:
+    """The JSON lines (`... services.schedule: {"event": "ingest_run", ...}`) of one event in a log."""
+    return [json.loads(line[line.index("{") :]) for line in log.splitlines() if f'{{"event": "{event}"' in line]
+
+
+def checks(outcome: str) -> float:
+    return REGISTRY.get_sample_value("tafsir_ingest_checks_total", {"outcome": outcome}) or 0.0
 
 
 # --- the schedule -------------------------------------------------------------------------------------------
@@ -166,7 +178,57 @@ def test_the_loop_keeps_its_schedule_after_a_failed_run(tmp_path):
     assert all(b - a > 0.5 for a, b in itertools.pairwise(calls[1:]))  # one run per firing
 
 
+def test_the_check_at_start_says_what_the_next_run_will_do_and_writes_nothing(tmp_path, tiny_model, caplog):
+    from services.embedding import Embedder
+    from services.store import open_store
+
+    env = store_env(tiny_model, tmp_path / "qdrant")
+    before = ingest(env, write_jsonl(tmp_path / "s.jsonl", "t.check", [113, 114]))
+    grown = write_jsonl(tmp_path / "grown.jsonl", "t.check", [112, 113, 114])  # 4 new ayat
+    settings = Settings(_env_file=None, qdrant_path=tmp_path / "qdrant", embedding_model=str(tiny_model))
+    store = open_store(settings)
+    try:
+        ok_before = checks("ok")
+        with caplog.at_level(logging.INFO, logger="services.schedule"):
+            summary = run_check(ingest_check(settings, store, Embedder(settings), grown))
+        assert summary is not None and summary["dry_run"]
+        assert store.count("tafsir") == before["chunks"]  # nothing written
+    finally:
+        store.close()
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
+    assert record["event"] == "ingest_check" and record["outcome"] == "ok"
+    assert (record["embedded"], record["deleted"], record["rebuild"]) == (4, 0, False)
+    assert record["collection"] == before["collection"]
+    assert checks("ok") == ok_before + 1
+
+
 # --- hosted by the API (embedded store) and by the worker ----------------------------------------------------
+
+
+def test_a_server_with_a_schedule_reports_a_bad_source_at_start_and_keeps_serving(tmp_path, tiny_model):
+    env = store_env(tiny_model, tmp_path / "qdrant")
+    before = ingest(env, write_jsonl(tmp_path / "s.jsonl", "t.bad", [113, 114]))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"surah": 1, "ayah": 1, "text": "ok", "edition": "t.bad"}\n{"surah": 1, "ayah": 2, "text": \n')
+    env.update(TAFSIR_INGEST_SCHEDULE="@yearly", TAFSIR_INGEST_SOURCE=str(broken))
+    live = LiveServer(env, tmp_path / "server.log")
+    try:
+        live.wait("/readyz")
+        deadline = time.monotonic() + 60
+        while not ingest_runs_in(live.log(), "ingest_check") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        metrics = httpx.get(live.url + "/metrics", timeout=30).text
+        ready = httpx.get(live.url + "/readyz", timeout=30).json()
+    finally:
+        code = live.stop()
+    log = live.log()
+    assert code == 0, log
+    (check,) = ingest_runs_in(log, "ingest_check")
+    assert check["outcome"] == "error" and f"{broken}:2:" in check["error"], log
+    assert "Traceback" not in log
+    assert 'tafsir_ingest_checks_total{outcome="error"} 1.0' in metrics
+    assert ingest_runs_in(log) == []  # the next run is next year's; the check ran none
+    assert (ready["collection"], ready["points"]) == (before["collection"], before["chunks"])  # still serving
 
 
 def test_a_scheduled_rebuild_during_queries_answers_every_query_and_shows_in_metrics(tmp_path, tiny_model):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from tokenizers import Tokenizer
@@ -115,10 +115,8 @@ def _next_start(text: str, offsets: Sequence[tuple[int, int]], start: int, end: 
 
 def chunk_ayat(ayat: Iterable[Ayah], tokenizer: Tokenizer, params: ChunkingParams) -> list[Chunk]:
     """All chunks of ``ayat`` in (surah, ayah, chunk) order; every chunk fits ``params.limit``."""
-    ayat = list(ayat)
-    encodings = tokenizer.encode_batch([a.text for a in ayat], add_special_tokens=False)
     chunks: list[Chunk] = []
-    for ayah, encoding in zip(ayat, encodings, strict=True):
+    for ayah, encoding in _encoded(ayat, tokenizer):
         offsets = encoding.offsets
         spans = windows(ayah.text, offsets, params)
         for index, (start, end) in enumerate(spans):
@@ -148,6 +146,16 @@ def chunk_ayat(ayat: Iterable[Ayah], tokenizer: Tokenizer, params: ChunkingParam
                 )
             )
     return chunks
+
+
+def _encoded(ayat: Iterable[Ayah], tokenizer: Tokenizer, slice_size: int = 256) -> Iterator[tuple[Ayah, Any]]:
+    """Each ayah with its encoding, tokenized a slice at a time: the encodings of a whole corpus (ids, offsets,
+    token strings: about 100 MB for the built-in edition) are never held at once, which keeps a serving
+    process that hosts scheduled runs from growing by the peak of every run."""
+    ayat = list(ayat)
+    for start in range(0, len(ayat), slice_size):
+        batch = ayat[start : start + slice_size]
+        yield from zip(batch, tokenizer.encode_batch([a.text for a in batch], add_special_tokens=False), strict=True)
 
 
 def join_chunks(chunks: Sequence[tuple[int, int, str]]) -> str:

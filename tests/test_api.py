@@ -238,6 +238,11 @@ def test_health_readiness_and_metrics_need_no_key(server):
         assert httpx.get(server.url + path, timeout=30).status_code == 200, path
 
 
+def test_a_server_without_a_schedule_keeps_pythons_own_allocator(server):
+    environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+    assert not any(entry.startswith(b"PYTHONMALLOC=") for entry in environ)
+
+
 def test_the_api_key_never_reaches_the_log(client, server):
     client.post("/v1/retrieve", json={"query": API_KEY})  # even as a query
     httpx.get(f"{server.url}/v1/ayah/1/1", headers={"Authorization": f"Bearer {API_KEY}-wrong"}, timeout=30)

@@ -214,6 +214,8 @@ def test_a_server_with_a_schedule_reports_a_bad_source_at_start_and_keeps_servin
     live = LiveServer(env, tmp_path / "server.log")
     try:
         live.wait("/readyz")
+        # A process that hosts scheduled runs re-executes itself (same pid) on the system allocator.
+        environ = Path(f"/proc/{live.process.pid}/environ").read_bytes().split(b"\0")
         deadline = time.monotonic() + 60
         while not ingest_runs_in(live.log(), "ingest_check") and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -229,6 +231,7 @@ def test_a_server_with_a_schedule_reports_a_bad_source_at_start_and_keeps_servin
     assert 'tafsir_ingest_checks_total{outcome="error"} 1.0' in metrics
     assert ingest_runs_in(log) == []  # the next run is next year's; the check ran none
     assert (ready["collection"], ready["points"]) == (before["collection"], before["chunks"])  # still serving
+    assert b"PYTHONMALLOC=malloc" in environ
 
 
 def test_a_scheduled_rebuild_during_queries_answers_every_query_and_shows_in_metrics(tmp_path, tiny_model):

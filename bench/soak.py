@@ -8,9 +8,10 @@ source changes one ayah (2:255 gains a marker word), so the third run re-embeds 
 server at the start and the end, the runs seen in /metrics, and whether the marker query finds 2:255
 after the last run.
 
-The start is taken once the server is ready, has answered a few queries and has logged its start-up
-check of the scheduled source (a dry run that reads, chunks and diffs it; ``rss_ready_mb`` is the RSS
-before that check).
+The start is taken once the server is ready, has finished its start-up check of the scheduled source
+(a dry run that reads, chunks and diffs it; counted in /metrics) and has answered a few queries: the
+footprint of a serving process that hosts a schedule. ``bench/ingest_memory.py`` measures what the
+check itself costs.
 
 Usage: python bench/soak.py [--minutes 10] [--every 3] [--clients 4]
 """
@@ -132,7 +133,6 @@ def main() -> None:
     rss_samples: list = []
     try:
         wait_ready(url, process)
-        rss_ready = rss_mb(process.pid)
         check = wait_for_check(url)
         queries = load_queries(None)
         for q in queries[:8]:
@@ -180,7 +180,6 @@ def main() -> None:
         "scheduled_runs_succeeded": runs_seen[-1][1] if runs_seen else 0,
         "runs_seen_at_s": runs_seen,
         "start_check_outcome": check,
-        "rss_ready_mb": rss_ready,
         "rss_start_mb": rss_start,
         "rss_end_mb": rss_end,
         "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 2) if rss_start and rss_end else None,

@@ -226,17 +226,23 @@ def test_cli_reports_missing_files_with_shell_metacharacters_as_missing(cli_env,
     _assert_no_side_effects(shell_dir)
 
 
+# The one exec allowed: `tafsir serve` re-running itself, the same interpreter with its own argument vector
+# (a list, no shell), to switch allocators (services/cli.py, `_use_the_system_allocator`).
+REVIEWED_EXEC = 'os.execve(sys.executable, sys.orig_argv, {**os.environ, "PYTHONMALLOC": "malloc"})'
+
+
 def test_production_code_never_runs_a_shell():
     pattern = re.compile(r"shell\s*=\s*True|os\.system\(|os\.popen\(|\bcommands\.|pty\.spawn|os\.exec[lv]p?e?\(")
-    offenders = [
-        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+    found = [
+        (f"{path.relative_to(ROOT)}", line.strip())
         for folder in ("services", "ingest", "retriever", "bench")
         if (ROOT / folder).is_dir()
         for path in sorted((ROOT / folder).rglob("*.py"))
-        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        for line in path.read_text().splitlines()
         if pattern.search(line)
     ]
-    assert not offenders, offenders
+    assert [hit for hit in found if hit != ("services/cli.py", REVIEWED_EXEC)] == []
+    assert found.count(("services/cli.py", REVIEWED_EXEC)) == 1
 
 
 # --- the server backend: its API key and HTTPS ---------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import shutil
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 import qdrant_edge as edge
 
 from services import locking
+from services.files import fsync_folder, write_atomically
 from services.store.base import (
     DENSE,
     INTEGER_INDEXES,
@@ -173,7 +173,7 @@ class EdgeStore:
                     shard.close()
                 _write_json_atomically(staging / "spec.json", asdict(spec))
                 staging.rename(folder)
-                _fsync_folder(self._collections)
+                fsync_folder(self._collections)
             except Exception as exc:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise StoreError(f"Could not create collection {name!r} in {self._collections}: {exc}") from exc
@@ -522,24 +522,7 @@ def _read_aliases(path: Path) -> dict[str, str]:
 
 
 def _write_json_atomically(path: Path, data: Any) -> None:
-    """Readers see the old file or the new one, never a half-written one, even after a power cut."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _acquire_store_lock(path: Path) -> int:

@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from ingest.archive import SourceArchive
 from ingest.chunking import Chunk, ChunkingParams, chunk_ayat, content_hash, join_chunks
 from ingest.sources import Ayah, Source
 from services.embedding import Embedder
@@ -184,16 +185,23 @@ class IngestPlan:
     spec: CollectionSpec
     work: list[EditionWork]
     summary: IngestSummary
+    editions: list[tuple[str, list[Ayah]]]  # the ayat of each edition the run writes
 
 
 class IngestPipeline:
     def __init__(
-        self, settings: Settings, store: VectorStore, embedder: Embedder, sparse: SparseEncoder | None = None
+        self,
+        settings: Settings,
+        store: VectorStore,
+        embedder: Embedder,
+        sparse: SparseEncoder | None = None,
+        archive: SourceArchive | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.embedder = embedder
         self.sparse = sparse or SparseEncoder()
+        self.archive = archive or SourceArchive.for_settings(settings)
 
     @property
     def params(self) -> ChunkingParams:
@@ -223,12 +231,10 @@ class IngestPipeline:
             dry_run=dry_run,
         )
         editions = [(source.edition, list(source.ayat))]
-        if target.new and target.previous is not None:
+        if target.new:
             # A rebuild must not lose the other editions the old collection serves: re-chunk and
             # re-embed them from their stored text with the new model.
-            for edition in self._previous_editions(target.previous, full):
-                if edition != source.edition:
-                    editions.append((edition, stored_ayat(self.store, target.previous, edition)))
+            editions += self._carried_editions(target.previous, full, besides=source.edition)
 
         work = []
         for edition, ayat in editions:
@@ -251,7 +257,7 @@ class IngestPipeline:
             else:
                 summary.carried_over += len(job.embed)
         summary.seconds = round(time.perf_counter() - started, 3)
-        return IngestPlan(target, spec, work, summary)
+        return IngestPlan(target, spec, work, summary, editions)
 
     def run(self, source: Source, full: bool = False, progress: ProgressCallback | None = None) -> IngestSummary:
         started = time.perf_counter()
@@ -259,6 +265,7 @@ class IngestPipeline:
         self._execute(plan, progress)
         summary = plan.summary
         summary.dropped = self._drop_superseded(summary.alias, plan.target.name)
+        self._archive(plan.editions)
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
 
@@ -299,20 +306,39 @@ class IngestPipeline:
             self._verify(target.name, work)
             self.store.swap_alias(plan.summary.alias, target.name)
 
-    def _previous_editions(self, previous: str, full: bool) -> list[str]:
-        """The editions to carry over from the collection the alias points at now.
+    def _carried_editions(self, previous: str | None, full: bool, besides: str) -> list[tuple[str, list[Ayah]]]:
+        """The editions other than ``besides`` to carry over into a new build, with their ayat.
 
-        A damaged collection cannot be read; its error message says ``tafsir ingest --full`` rebuilds,
-        so a full rebuild goes on without it (its other editions must be ingested again from their
-        sources) instead of failing on the very damage it is meant to repair.
+        From the collection the alias points at now; from the source archive when there is none (the
+        alias file is missing or damaged) or when, on a full rebuild, it cannot be read: its error says
+        ``tafsir ingest --full`` repairs, so the repair must not fail on the very damage it is meant to
+        repair.
         """
-        try:
-            return sorted(self.store.editions(previous))
-        except StoreError as exc:
-            if not full:
-                raise
-            log.warning("cannot read %s to carry its other editions over (%s); rebuilding without them", previous, exc)
+        if previous is not None:
+            try:
+                others = sorted(set(self.store.editions(previous)) - {besides})
+                return [(e, stored_ayat(self.store, previous, e)) for e in others]
+            except StoreError as exc:
+                if not full:
+                    raise
+                log.warning("cannot read %s to carry its other editions over (%s)", previous, exc)
+        if self.archive is None:
             return []
+        archived = [e for e in self.archive.editions() if e != besides]
+        if archived:
+            log.warning("carrying over %s from the source archive %s", ", ".join(archived), self.archive.folder)
+        loaded = [self.archive.load(e) for e in archived]
+        return [(s.edition, list(s.ayat)) for s in loaded if s is not None]
+
+    def _archive(self, editions: list[tuple[str, list[Ayah]]]) -> None:
+        """Keep a copy of each edition written (see ingest/archive.py); a failure here fails no run."""
+        if self.archive is None:
+            return
+        for edition, ayat in editions:
+            try:
+                self.archive.save(Source(edition, "archive", tuple(ayat)))
+            except OSError as exc:
+                log.warning("could not keep a copy of edition %r in %s: %s", edition, self.archive.folder, exc)
 
     def _hash(self, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> str:
         return content_hash(chunk.text, ayah.translation or "", ayah.arabic or "", spec.fingerprint)

@@ -277,6 +277,11 @@ def test_a_damaged_store_is_reported_with_its_path_and_the_repair_and_ingest_ful
     first = run(cli_env, "ingest", "--source", str(source), "--json")
     assert first.returncode == 0, first.stderr
     chunks = json.loads(first.stdout)["chunks"]
+    # A second edition whose file is gone by the time of the repair: only the store knows it.
+    other_file = write_jsonl(tmp_path / "other.jsonl", "test.other", [1])
+    other = run(cli_env, "ingest", "--source", str(other_file), "--json")
+    assert other.returncode == 0, other.stderr
+    other_file.unlink()
     store = Path(cli_env["TAFSIR_QDRANT_PATH"])
     damaged = DAMAGE[damage](store, json.loads(first.stdout)["collection"])
 
@@ -290,11 +295,12 @@ def test_a_damaged_store_is_reported_with_its_path_and_the_repair_and_ingest_ful
 
     repaired = run(cli_env, "ingest", "--source", str(source), "--full", "--json")
     assert repaired.returncode == 0, repaired.stderr
+    assert json.loads(repaired.stdout)["carried_over"] == 7  # test.other, from the store's source archive
     status = run(cli_env, "status", "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["points"] == chunks
+    assert json.loads(status.stdout)["editions"] == {"test.damage": chunks, "test.other": 7}
     alias, count, ids, collections = read_alias(cli_env)
-    assert count == len(set(ids)) == chunks and collections == [alias]  # the damaged collection is gone
+    assert count == len(set(ids)) == chunks + 7 and collections == [alias]  # the damaged collection is gone
 
 
 def test_two_ingests_started_together_one_runs_the_other_is_told_who_holds_the_store(slow_env, tmp_path):

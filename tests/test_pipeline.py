@@ -243,3 +243,9 @@ def test_a_dry_run_of_a_model_change_names_a_new_build_but_creates_nothing(setti
     summary = plan.summary
     assert summary.rebuilt and summary.collection not in before[0] and summary.dense_size == 16
     assert summary.embedded == summary.chunks and summary.carried_over == 7  # test.two comes along
+
+
+def test_a_run_keeps_a_copy_of_its_edition_in_the_store(pipeline):
+    source = make_source("test.kept", surahs=[112, 113])
+    pipeline.run(source)
+    assert pipeline.archive.load("test.kept").ayat == source.ayat

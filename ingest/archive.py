@@ -1,0 +1,72 @@
+"""A copy of every edition's source inside the embedded store, so that a rebuild never loses an edition.
+
+A rebuild (``tafsir ingest --full``, or a new model) carries the store's other editions into the new
+collection from their stored text. When the old collection is damaged (a half-written shard, missing
+payload pages: the cases ``tafsir ingest --full`` is there to repair) that text cannot be read, and
+editions ingested from files that are gone or changed since would be lost. So every successful run
+also keeps its edition's ayat as JSONL in ``<store>/sources/<alias>/<edition>.jsonl`` (written
+atomically; rewritten only when the edition changed), and a rebuild that cannot read the old
+collection carries the editions over from there.
+
+Only the embedded store keeps an archive: a Qdrant server keeps its own data, and its collections are
+read back for a rebuild (``stored_ayat``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ingest.sources import Source, SourceError, read_source
+from services.files import write_atomically
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SourceArchive:
+    """The editions behind one alias, as the JSONL files that ``read_source`` reads back."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> SourceArchive | None:
+        if settings.uses_server:
+            return None
+        return cls(Path(settings.qdrant_path).expanduser() / "sources" / settings.collection)
+
+    def path(self, edition: str) -> Path:
+        return self.folder / f"{edition}.jsonl"
+
+    def save(self, source: Source) -> None:
+        """Keep ``source``'s ayat (text, translation, Arabic); an unchanged edition is not rewritten."""
+        rows = (
+            {
+                "edition": a.edition,
+                "surah": a.surah,
+                "ayah": a.ayah,
+                "text": a.text,
+                "translation": a.translation,
+                "arabic": a.arabic,
+            }
+            for a in source.ayat
+        )
+        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+        path = self.path(source.edition)
+        if path.is_file() and path.read_bytes() == data:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, data)
+
+    def editions(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.jsonl")) if self.folder.is_dir() else []
+
+    def load(self, edition: str) -> Source | None:
+        """The archived edition, or None (logged) when it is missing or unreadable."""
+        try:
+            return read_source(self.path(edition), edition)
+        except SourceError as exc:
+            log.warning("the archived copy of edition %r cannot be read: %s", edition, exc)
+            return None

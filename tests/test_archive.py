@@ -1,0 +1,52 @@
+"""The source archive: a copy of every edition inside the embedded store, read back for a rebuild."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ingest.archive import SourceArchive
+from ingest.sources import Source, read_builtin
+from services.settings import Settings
+
+
+def short_source(edition: str = "t.archive", **changes) -> Source:
+    ayat = tuple(dataclasses.replace(a, edition=edition, **changes) for a in read_builtin().ayat if a.surah == 112)
+    return Source(edition, "test", ayat)
+
+
+def test_an_archived_edition_reads_back_as_it_was_including_missing_fields(tmp_path):
+    archive = SourceArchive(tmp_path / "sources")
+    with_all = short_source()
+    bare = short_source("t.bare", translation=None, arabic=None)
+    archive.save(with_all)
+    archive.save(bare)
+    assert archive.editions() == ["t.archive", "t.bare"]
+    assert archive.load("t.archive").ayat == with_all.ayat
+    assert archive.load("t.bare").ayat == bare.ayat
+
+
+def test_an_unchanged_edition_is_not_rewritten_and_a_changed_one_is(tmp_path):
+    archive = SourceArchive(tmp_path / "sources")
+    archive.save(short_source())
+    path = archive.path("t.archive")
+    written = path.stat().st_ino
+    archive.save(short_source())
+    assert path.stat().st_ino == written
+    edited = short_source(text="tafsir baru")
+    archive.save(edited)
+    assert path.stat().st_ino != written and archive.load("t.archive").ayat == edited.ayat
+
+
+def test_a_missing_or_damaged_copy_is_skipped_not_fatal(tmp_path):
+    archive = SourceArchive(tmp_path / "sources")
+    assert archive.editions() == [] and archive.load("t.none") is None
+    archive.folder.mkdir(parents=True)
+    archive.path("t.cut").write_text('{"surah": 112, "ayah": 1, "text": ')
+    assert archive.load("t.cut") is None
+
+
+def test_only_the_embedded_store_keeps_an_archive_one_folder_per_alias(tmp_path):
+    embedded = Settings(_env_file=None, qdrant_path=tmp_path / "q", collection="tafsir")
+    assert SourceArchive.for_settings(embedded).folder == tmp_path / "q" / "sources" / "tafsir"
+    server = Settings(_env_file=None, qdrant_url="http://localhost:6333")
+    assert SourceArchive.for_settings(server) is None

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 unexpected failure, 2 bad input (a source file, a setti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -650,12 +651,21 @@ def _use_the_system_allocator() -> None:
     (``malloc_trim``), so the footprint stays flat (docs/BENCHMARKS.md, "Soak"). The interpreter reads
     the setting only at start, so the process re-executes itself once, same pid and arguments, before it
     has loaded anything; an explicit PYTHONMALLOC is left alone.
+
+    On malloc, the mmap threshold is also fixed at 256 KiB. glibc otherwise raises it to the largest block
+    freed so far (up to 32 MiB): after one run, a run's large buffers (a source file, its JSONL copy, batches
+    of vectors) come from the heap instead of mmap and leave it fragmented; mmapped, they go back when freed.
     """
-    if os.environ.get("PYTHONMALLOC"):
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, {**os.environ, "PYTHONMALLOC": "malloc"})
+    if not os.environ.get("PYTHONMALLOC"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, {**os.environ, "PYTHONMALLOC": "malloc"})
+    if os.environ["PYTHONMALLOC"] == "malloc":
+        import ctypes
+
+        m_mmap_threshold = -3  # <malloc.h>
+        with contextlib.suppress(OSError, AttributeError):  # not glibc
+            ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, 256 * 1024)
 
 
 @app.command()

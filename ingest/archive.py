@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingest.sources import Source, SourceError, read_source
 from services.files import write_atomically
-from services.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from services.store.base import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +35,10 @@ class SourceArchive:
         self.folder = folder
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> SourceArchive | None:
-        if settings.uses_server:
-            return None
-        return cls(Path(settings.qdrant_path).expanduser() / "sources" / settings.collection)
+    def for_store(cls, store: VectorStore, alias: str) -> SourceArchive | None:
+        """The archive of ``alias`` inside ``store`` (the store's own folder), or None for a server."""
+        root = getattr(store, "archive_root", None)
+        return cls(root / alias) if root is not None else None
 
     def path(self, edition: str) -> Path:
         return self.folder / f"{edition}.jsonl"

@@ -201,7 +201,7 @@ class IngestPipeline:
         self.store = store
         self.embedder = embedder
         self.sparse = sparse or SparseEncoder()
-        self.archive = archive or SourceArchive.for_settings(settings)
+        self.archive = archive or SourceArchive.for_store(store, settings.collection)
 
     @property
     def params(self) -> ChunkingParams:

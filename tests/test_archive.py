@@ -6,7 +6,6 @@ import dataclasses
 
 from ingest.archive import SourceArchive
 from ingest.sources import Source, read_builtin
-from services.settings import Settings
 
 
 def short_source(edition: str = "t.archive", **changes) -> Source:
@@ -45,8 +44,17 @@ def test_a_missing_or_damaged_copy_is_skipped_not_fatal(tmp_path):
     assert archive.load("t.cut") is None
 
 
-def test_only_the_embedded_store_keeps_an_archive_one_folder_per_alias(tmp_path):
-    embedded = Settings(_env_file=None, qdrant_path=tmp_path / "q", collection="tafsir")
-    assert SourceArchive.for_settings(embedded).folder == tmp_path / "q" / "sources" / "tafsir"
-    server = Settings(_env_file=None, qdrant_url="http://localhost:6333")
-    assert SourceArchive.for_settings(server) is None
+def test_the_archive_lives_in_the_embedded_stores_own_folder_one_per_alias_and_a_server_keeps_none(tmp_path):
+    from qdrant_client import QdrantClient
+
+    from services.store.edge import EdgeStore
+    from services.store.server import ServerStore
+
+    # The store's folder, not the settings' default path: a pipeline handed a store elsewhere archives there.
+    edge = EdgeStore(tmp_path / "elsewhere")
+    try:
+        assert SourceArchive.for_store(edge, "tafsir").folder == tmp_path / "elsewhere" / "sources" / "tafsir"
+    finally:
+        edge.close()
+    server = ServerStore(QdrantClient(":memory:"), ":memory:")
+    assert SourceArchive.for_store(server, "tafsir") is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 DENSE = "dense"  # name of the dense vector in every collection
@@ -139,6 +140,7 @@ class VectorStore(Protocol):
     """Both adapters: ``EdgeStore`` (embedded, default) and ``ServerStore`` (qdrant-client)."""
 
     location: str  # for messages: the folder or the URL
+    archive_root: Path | None  # where the source archive lives (ingest/archive.py); None: the store keeps none
 
     def resolve_alias(self, alias: str) -> str | None: ...
     def list_collections(self) -> list[str]: ...

@@ -75,6 +75,7 @@ class EdgeStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.location = str(self.path)
+        self.archive_root = self.path / "sources"
         self._collections = self.path / "collections"
         self._aliases_file = self.path / "aliases.json"
         try:

@@ -125,6 +125,7 @@ class ServerStore:
     ) -> None:
         self.client = client
         self.location = location
+        self.archive_root = None  # the server keeps its own data; a rebuild reads its collections back
         self._tries = tries
         self._sleep = sleep
         # A new collection's layout over a cluster; None leaves each to the server's default.

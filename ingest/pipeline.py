@@ -140,6 +140,7 @@ class EditionWork:
 
     def __init__(self, edition: str, ayat: Sequence[Ayah], chunks: list[Chunk], sparse: SparseEncoder) -> None:
         self.edition = edition
+        self.ayat = ayat
         self.chunks = chunks
         self.sparse = sparse
         self.index = ayat_index(ayat)
@@ -185,7 +186,6 @@ class IngestPlan:
     spec: CollectionSpec
     work: list[EditionWork]
     summary: IngestSummary
-    editions: list[tuple[str, list[Ayah]]]  # the ayat of each edition the run writes
 
 
 class IngestPipeline:
@@ -257,7 +257,7 @@ class IngestPipeline:
             else:
                 summary.carried_over += len(job.embed)
         summary.seconds = round(time.perf_counter() - started, 3)
-        return IngestPlan(target, spec, work, summary, editions)
+        return IngestPlan(target, spec, work, summary)
 
     def run(self, source: Source, full: bool = False, progress: ProgressCallback | None = None) -> IngestSummary:
         started = time.perf_counter()
@@ -265,7 +265,7 @@ class IngestPipeline:
         self._execute(plan, progress)
         summary = plan.summary
         summary.dropped = self._drop_superseded(summary.alias, plan.target.name)
-        self._archive(plan.editions)
+        self._archive(plan.work)
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
 
@@ -330,15 +330,15 @@ class IngestPipeline:
         loaded = [self.archive.load(e) for e in archived]
         return [(s.edition, list(s.ayat)) for s in loaded if s is not None]
 
-    def _archive(self, editions: list[tuple[str, list[Ayah]]]) -> None:
+    def _archive(self, work: list[EditionWork]) -> None:
         """Keep a copy of each edition written (see ingest/archive.py); a failure here fails no run."""
         if self.archive is None:
             return
-        for edition, ayat in editions:
+        for job in work:
             try:
-                self.archive.save(Source(edition, "archive", tuple(ayat)))
+                self.archive.save(Source(job.edition, "archive", tuple(job.ayat)))
             except OSError as exc:
-                log.warning("could not keep a copy of edition %r in %s: %s", edition, self.archive.folder, exc)
+                log.warning("could not keep a copy of edition %r in %s: %s", job.edition, self.archive.folder, exc)
 
     def _hash(self, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> str:
         return content_hash(chunk.text, ayah.translation or "", ayah.arabic or "", spec.fingerprint)

@@ -28,16 +28,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import load_queries, rss_mb, start_server, stop_server  # noqa: E402
+from bench.load import load_queries, rss_mb, start_server, status_mb, stop_server  # noqa: E402
 
 QUESTION = "Apa hukum meminum khamar?"
-
-
-def peak_mb(pid: int) -> float | None:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return None
 
 
 def cli_first_answer(question: str) -> float:
@@ -75,7 +68,7 @@ def serve_first_answer(question: str, queries: list[str]) -> tuple[float, float 
             with httpx.Client(base_url=url, timeout=30) as client:
                 for query in (queries * 2)[:50]:
                     client.post("/v1/retrieve", json={"query": query, "k": 10})
-            rss, peak = rss_mb(process.pid), peak_mb(process.pid)
+            rss, peak = rss_mb(process.pid), status_mb(process.pid).get("VmHWM")
         finally:
             stop_server(process)
     return first, rss, peak

@@ -48,29 +48,29 @@ def load_queries(path: Path | None) -> list[str]:
     return [json.loads(line)["query"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def rss_mb(pid: int | None) -> float | None:
+def status_mb(pid: int | None) -> dict[str, float]:
+    """The memory fields of ``/proc/<pid>/status`` in MB (VmRSS, VmHWM, RssAnon, RssFile, ...); empty if the
+    process is gone."""
     if pid is None:
-        return None
+        return {}
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
-        return None
-    return None
+        return {}
+    parts = (line.split() for line in lines)
+    return {p[0].rstrip(":"): round(int(p[1]) / 1024, 1) for p in parts if len(p) == 3 and p[2] == "kB"}
+
+
+def rss_mb(pid: int | None) -> float | None:
+    return status_mb(pid).get("VmRSS")
 
 
 def rss_split_mb(pid: int | None) -> dict[str, float] | None:
     """RSS by kind: anonymous (heap: what a leak grows) and file-backed (mapped store and model files,
     pages the kernel may reclaim)."""
-    if pid is None:
-        return None
-    fields = {"RssAnon:": "anon_mb", "RssFile:": "file_mb", "RssShmem:": "shmem_mb"}
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return None
-    return {fields[p[0]]: round(int(p[1]) / 1024, 1) for p in (line.split() for line in lines) if p and p[0] in fields}
+    status = status_mb(pid)
+    fields = {"RssAnon": "anon_mb", "RssFile": "file_mb", "RssShmem": "shmem_mb"}
+    return {name: status[field] for field, name in fields.items() if field in status} if status else None
 
 
 def free_port() -> int:

@@ -238,7 +238,7 @@ def run_ingest(job: IngestJob, lock: IngestLock, trigger: str) -> dict[str, Any]
     finally:
         INGEST_RUNNING.set(0)
         lock.release()
-        _return_freed_memory()
+        return_freed_memory()
     seconds = round(time.perf_counter() - started, 3)
     INGEST_DURATION.observe(seconds)
     INGEST_RUNS.labels(outcome="success", trigger=trigger).inc()
@@ -251,7 +251,7 @@ def run_ingest(job: IngestJob, lock: IngestLock, trigger: str) -> dict[str, Any]
     return summary
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Give the memory a run freed back to the OS: a long-lived server otherwise keeps the peak of every
     run (chunk lists, tokenizer encodings, payloads) in glibc's per-thread arenas, and its RSS creeps."""
     gc.collect()
@@ -328,7 +328,7 @@ def run_check(check: IngestJob) -> dict[str, Any] | None:
         _log_event("ingest_check", logging.ERROR, record, exc_info=None if _is_explained(exc) else exc)
         return None
     finally:
-        _return_freed_memory()
+        return_freed_memory()
     INGEST_CHECKS.labels(outcome="ok").inc()
     record = {"outcome": "ok", "seconds": round(time.perf_counter() - started, 3)}
     record |= {key: summary[key] for key in ("edition", "collection", "chunks", "embedded", "resparsed", "deleted")}

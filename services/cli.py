@@ -13,11 +13,14 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ingest.pipeline import IngestSummary
 
 app = typer.Typer(
     name="tafsir",
@@ -126,12 +129,11 @@ def ingest(
     embedder = Embedder(settings)
     embedder.on_export = lambda message: stderr.print(message, highlight=False)
     lock = IngestLock.for_settings(settings)
-    try:
-        # Never two runs on one collection (a scheduled worker may be running); a dry run only reads.
-        if not dry_run:
-            lock.acquire(wait=False)
-    except IngestLockError as exc:
-        raise _fail(str(exc), EXIT_STORE) from None
+    if not dry_run:  # a dry run only reads
+        try:
+            lock.acquire(wait=False)  # never two runs on one collection (a scheduled worker may be running)
+        except IngestLockError as exc:
+            raise _fail(str(exc), EXIT_STORE) from None
     try:
         with open_store_or_exit(settings) as store:
             pipeline = IngestPipeline(settings, store, embedder)
@@ -152,7 +154,7 @@ def ingest(
     _print_summary(summary)
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary: IngestSummary) -> None:
     if summary.dry_run:
         title = f"dry run: ingest {summary.edition} → {summary.alias} ({summary.collection})"
         caption = "nothing was embedded or written"

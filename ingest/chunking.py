@@ -2,7 +2,8 @@
 
 Pure functions: the only collaborator is a ``tokenizers.Tokenizer`` (the model's own, in memory).
 One ayah's tafsir is one chunk, as in the seed model's training data. A longer one is split into
-windows of at most ``limit`` tokens *including* the special tokens the model adds, overlapping by
+windows of at most ``limit`` tokens *including* the special tokens and the prompt (E5's ``passage: ``)
+the model adds, overlapping by
 ``overlap`` tokens and preferring sentence ends. Chunk text is cut from the original string by the
 tokenizer's character offsets, never decoded from tokens, so it is exactly the source text.
 """
@@ -32,12 +33,13 @@ _CLAUSE_END = frozenset(",;:)")
 class ChunkingParams:
     limit: int  # tokens per chunk, special tokens included
     overlap: int  # tokens shared by consecutive windows
-    special_tokens: int  # tokens the model adds to every text ([CLS], [SEP])
+    reserved_tokens: int  # tokens every text carries besides its own: [CLS], [SEP] and the prompt ("passage: ")
 
     @property
     def budget(self) -> int:
-        """Text tokens per chunk: the limit less the special tokens (e.g. 512 - 2 for BERT)."""
-        return self.limit - self.special_tokens
+        """Text tokens per chunk: the limit less the reserved tokens (512 - 2 for BERT; 512 - 4 for E5's
+        `<s> passage: ... </s>`)."""
+        return self.limit - self.reserved_tokens
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Chunk:
     text: str
     char_start: int  # text == ayah_text[char_start:char_end]
     char_end: int
-    tokens: int  # tokens the model sees, special tokens included
+    tokens: int  # tokens the model sees, special tokens and prompt included
 
     @property
     def id(self) -> str:
@@ -122,12 +124,13 @@ def chunk_ayat(ayat: Iterable[Ayah], tokenizer: Tokenizer, params: ChunkingParam
         for index, (start, end) in enumerate(spans):
             if len(spans) == 1:  # one chunk: the whole text, even characters the tokenizer drops
                 char_start, char_end = 0, len(ayah.text)
-                tokens = end - start + params.special_tokens
+                tokens = end - start + params.reserved_tokens
             else:
                 char_start, char_end = offsets[start][0], offsets[end - 1][1]
                 # A window cut from a longer text can tokenize differently on its own (rare, at
                 # its edges); count again so that no chunk exceeds what the model embeds.
-                tokens = len(tokenizer.encode(ayah.text[char_start:char_end]).ids)
+                window = ayah.text[char_start:char_end]
+                tokens = len(tokenizer.encode(window, add_special_tokens=False).ids) + params.reserved_tokens
                 if tokens > params.limit:
                     raise AssertionError(
                         f"{ayah.edition} {ayah.surah}:{ayah.ayah}: window of {tokens} tokens exceeds {params.limit}"

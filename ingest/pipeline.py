@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from ingest.archive import SourceArchive
 from ingest.chunking import Chunk, ChunkingParams, chunk_ayat, content_hash, join_chunks
 from ingest.sources import Ayah, Source
-from services.embedding import Embedder
+from services.embedding import Embedder, ModelMismatchError
 from services.quran import surah as surah_info
 from services.settings import Settings
 from services.sparse import SparseEncoder, document_text
@@ -205,7 +205,7 @@ class IngestPipeline:
 
     @property
     def params(self) -> ChunkingParams:
-        return ChunkingParams(self.embedder.max_tokens, self.settings.chunk_overlap, self.embedder.special_tokens)
+        return ChunkingParams(self.embedder.max_tokens, self.settings.chunk_overlap, self.embedder.reserved_tokens)
 
     def chunk(self, ayat: Sequence[Ayah]) -> list[Chunk]:
         return chunk_ayat(ayat, self.embedder.tokenizer, self.params)
@@ -219,6 +219,8 @@ class IngestPipeline:
         started = time.perf_counter()
         alias = self.settings.collection
         spec = collection_spec(self.embedder, self.params)
+        if not full:
+            self._refuse_another_model(alias, spec)
         target = plan_target(self.store, alias, spec, full, create=not dry_run)
         summary = IngestSummary(
             source.edition,
@@ -339,6 +341,14 @@ class IngestPipeline:
                 self.archive.save(Source(job.edition, "archive", tuple(job.ayat)))
             except OSError as exc:
                 log.warning("could not keep a copy of edition %r in %s: %s", job.edition, self.archive.folder, exc)
+
+    def _refuse_another_model(self, alias: str, spec: CollectionSpec) -> None:
+        """An incremental run never mixes models: another model (or other weights under the same name) than
+        the one that built the live collection is refused, naming both and `tafsir ingest --rebuild`."""
+        current = self.store.resolve_alias(alias)
+        info = self.store.collection_info(current) if current is not None else None
+        if info is not None and info.spec is not None and info.spec.model != spec.model:
+            raise ModelMismatchError(info.name, alias, info.spec.model, self.embedder)
 
     def _hash(self, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> str:
         return content_hash(chunk.text, ayah.translation or "", ayah.arabic or "", spec.fingerprint)

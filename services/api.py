@@ -452,13 +452,10 @@ class Service:
                 f"The alias {alias!r} does not exist in {store.location}: run `tafsir ingest` "
                 "(or wait for the scheduled ingest) to build the collection.",
             )
-        if info.spec is not None and info.spec.dense_size != embedder.dimension:
-            raise ApiError(
-                503,
-                "not_ready",
-                f"The collection {name} holds {info.spec.dense_size}-d vectors of {info.spec.model}, but "
-                f"TAFSIR_EMBEDDING_MODEL gives {embedder.dimension}-d vectors: run `tafsir ingest` to rebuild it.",
-            )
+        try:
+            self.engine.check_model()
+        except EmbeddingModelError as exc:
+            raise ApiError(503, "not_ready", str(exc)) from None
         return ReadyResponse(collection=name, points=info.points, model=embedder.identity)
 
 

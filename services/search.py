@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.embedding import Embedder
+from services.embedding import Embedder, ModelMismatchError, settings_for_collection
+from services.models import Fusion
 from services.quran import SURAH_COUNT, citation
 from services.quran import surah as surah_info
 from services.settings import Settings
@@ -24,7 +25,9 @@ from services.store.base import (
     Mode,
     PointFilter,
     SearchRequest,
+    StoreError,
     VectorStore,
+    recorded_model,
 )
 
 
@@ -128,6 +131,7 @@ class SearchEngine:
         self._embedder = embedder
         self.sparse = sparse or SparseEncoder()
         self._lock = threading.Lock()
+        self._verified: set[str] = set()  # collections whose recorded model is this engine's
 
     @property
     def store(self) -> VectorStore:
@@ -142,25 +146,53 @@ class SearchEngine:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = Embedder(self.settings)
+            with self._lock:
+                if self._embedder is None:
+                    self._embedder = Embedder(self._model_settings())
         return self._embedder
+
+    def _recorded_model(self) -> tuple[str, str] | None:
+        try:
+            return recorded_model(self.store, self.settings.collection)
+        except StoreError:
+            return None  # the search itself reports the damage, naming the file and the repair
+
+    def _model_settings(self) -> Settings:
+        """A collection built by an earlier default (all-MiniLM-L6-v2) keeps answering until rebuilt."""
+        recorded = self._recorded_model()
+        return settings_for_collection(self.settings, recorded[1] if recorded else None)
+
+    def check_model(self) -> None:
+        """Refuse to query a collection with vectors of another model (or other weights of the same one)."""
+        recorded = self._recorded_model()
+        if recorded is None or recorded[0] in self._verified:
+            return
+        collection, model = recorded
+        if model != self.embedder.identity:
+            raise ModelMismatchError(collection, self.settings.collection, model, self.embedder)
+        self._verified.add(collection)
+
+    @property
+    def fusion(self) -> Fusion:
+        """The model's measured fusion (services/models.py) with the settings that override it."""
+        return self.embedder.profile.fusion.overridden(self.settings.fusion_overrides())
 
     def request(self, query: str, options: SearchOptions) -> SearchRequest:
         mode = Mode(options.mode)
-        s = self.settings
+        fusion = self.fusion
         return SearchRequest(
             mode=mode,
             limit=options.k,
             dense=self.embedder.encode_query(query) if mode in (Mode.DENSE, Mode.HYBRID) else None,
             sparse=self.sparse.query(query) if mode in (Mode.SPARSE, Mode.HYBRID) else None,
             filter=options.filter,
-            prefetch_limit=max(s.prefetch_limit, options.k),
-            rrf_k=s.rrf_k,
-            dense_weight=s.weight_dense,
+            prefetch_limit=max(fusion.prefetch_limit, options.k),
+            rrf_k=fusion.rrf_k,
+            dense_weight=fusion.dense,
             sparse_weights={
-                SPARSE: s.weight_bm25,
-                SPARSE_CONTEXT: s.weight_bm25_ctx,
-                SPARSE_TRANSLATION: s.weight_bm25_tr,
+                SPARSE: fusion.bm25,
+                SPARSE_CONTEXT: fusion.bm25_ctx,
+                SPARSE_TRANSLATION: fusion.bm25_tr,
             },
             score_threshold=options.score_threshold,
         )
@@ -169,6 +201,8 @@ class SearchEngine:
         options = options or SearchOptions()
         if not query.strip():
             raise ValueError("the query is empty")
+        if Mode(options.mode) is not Mode.SPARSE:
+            self.check_model()
         hits = self.store.search(self.settings.collection, self.request(query, options))
         passages = [Passage.from_payload(h.id, h.payload, h.score) for h in hits]
         if options.neighbors > 0 and passages:

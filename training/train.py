@@ -24,9 +24,10 @@ from typing import Any, Literal, Protocol
 
 from ingest.chunking import ChunkingParams
 from ingest.sources import Source
-from services.embedding import DEFAULT_MODEL_NAME, Embedder
+from services.embedding import Embedder
 from services.evaluation import LabelledQuery, evaluate
-from services.settings import DEFAULT_MODEL, Settings
+from services.models import LINEAGE_FILE
+from services.settings import Settings
 from services.store.base import Mode
 from training.pairs import CorpusPairs, TrainingPair, corpus_pairs, held_out_ayat, pairs_fingerprint
 
@@ -107,7 +108,7 @@ def pairs_from_corpus(settings: Settings, source: Source, holdout: Sequence[str 
     """(translation, tafsir chunk) pairs from ``source``, chunked as ingest chunks it with the model
     ``settings.embedding_model``, leaving out every ayah labelled relevant in the ``holdout`` query files."""
     embedder = Embedder(settings)
-    params = ChunkingParams(embedder.max_tokens, settings.chunk_overlap, embedder.special_tokens)
+    params = ChunkingParams(embedder.max_tokens, settings.chunk_overlap, embedder.reserved_tokens)
     return corpus_pairs(source.ayat, embedder.tokenizer, params, held_out_ayat(holdout))
 
 
@@ -397,10 +398,8 @@ def _load_before(output: Path, identity: str, eval_sets: Sequence[EvalSet]) -> d
 
 
 def _hub_id(embedder: Embedder) -> str | None:
-    """The base model's hub id, for the model card: known for the bundled default and hub ids, not folders."""
-    if embedder.setting == DEFAULT_MODEL:
-        return DEFAULT_MODEL_NAME
-    return None if Path(embedder.setting).expanduser().is_dir() else embedder.setting
+    """The base model's hub id, for the model card: known for bundled models and hub ids, not folders."""
+    return embedder.source.name if embedder.source.kind in ("bundle", "hub") else None
 
 
 def _fit(
@@ -429,7 +428,12 @@ def _fit(
     card.model_name = f"{hub_id or base.setting} fine-tuned on tafsir pairs (tafsir-rag)"
     dataset = Dataset.from_dict({"sentence_0": [p.query for p in pairs], "sentence_1": [p.passage for p in pairs]})
     loss = MultipleNegativesRankingLoss(model, scale=recipe.scale, similarity_fct=cos_sim)
+    profile = base.profile
     args = SentenceTransformerTrainingArguments(
+        # The model's prompts, as ingest and queries use them (E5: "query: " / "passage: ").
+        prompts={"sentence_0": profile.query_prefix, "sentence_1": profile.document_prefix}
+        if profile.query_prefix or profile.document_prefix
+        else None,
         output_dir=str(output / CHECKPOINTS),
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps if recipe.max_steps is not None else -1,
@@ -468,6 +472,9 @@ def _fit(
     losses = [(int(log["step"]), float(log["loss"])) for log in trainer.state.log_history if "loss" in log]
     first_step = int(Path(resumed_from).name.split("-")[-1]) if resumed_from else 0
     model.save_pretrained(str(output))  # with sentence-transformers' model card (README.md)
+    # The folder inherits its base's facts (prompts, fusion: services/models.py) when TAFSIR_EMBEDDING_MODEL
+    # points at it.
+    _write_json(output / LINEAGE_FILE, {"base": profile.name or base.identity, "base_identity": base.identity})
     del trainer, loss
     gc.collect()
     return TrainingResult(

@@ -199,6 +199,15 @@ def candidate_limit(request: SearchRequest) -> int:
     return request.limit + max(request.limit, 16)
 
 
+def recorded_model(store: VectorStore, alias: str) -> tuple[str, str] | None:
+    """(collection, model identity) of the collection behind ``alias``, if there is one that records a model."""
+    name = store.resolve_alias(alias)
+    info = store.collection_info(name) if name is not None else None
+    if info is None or info.spec is None:
+        return None
+    return info.name, info.spec.model
+
+
 def rank_hits(hits: Iterable[Hit], request: SearchRequest) -> list[Hit]:
     """Deterministic order: best score first, ties by id; then the threshold and the limit."""
     threshold = request.score_threshold

@@ -1,0 +1,101 @@
+"""What the project knows about each embedding model, in one table: prompts, token limit, fusion.
+
+A model is found by name (a hub id such as ``intfloat/multilingual-e5-small``); a folder trained by
+``tafsir train`` names its base in ``tafsir_model.json`` and inherits the base's facts. Anything
+unknown gets ``GENERIC``: no prompts, 512 tokens, and the fusion measured for a model that does not
+read Indonesian (the BM25 lists carry the quality).
+
+The fusion numbers are chosen with ``tafsir eval`` on the dev question files, never assumed
+(docs/BENCHMARKS.md, "Fusion"); settings (TAFSIR_RRF_K, TAFSIR_WEIGHT_*, TAFSIR_PREFETCH_LIMIT)
+override them one by one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+# Written by `tafsir train` into the model folder it produces: {"base": "<hub id of the base model>"}.
+LINEAGE_FILE = "tafsir_model.json"
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How the hybrid query merges its lists: Qdrant's weighted RRF over one prefetch per list."""
+
+    rrf_k: int
+    prefetch_limit: int
+    dense: float
+    bm25: float  # tafsir + translation + surah name
+    bm25_ctx: float  # the same with neighbouring ayat as context
+    bm25_tr: float  # the translation alone
+
+    def overridden(self, overrides: dict[str, Any]) -> Fusion:
+        """This fusion with every non-None value of ``overrides`` (keys are field names) in place."""
+        names = {f.name for f in fields(self)}
+        return replace(self, **{k: v for k, v in overrides.items() if k in names and v is not None})
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    query_prefix: str = ""
+    document_prefix: str = ""
+    max_tokens: int = 512
+    fusion: Fusion = field(
+        # Measured with all-MiniLM-L6-v2 (English) on the dev questions: dense adds little (docs/BENCHMARKS.md).
+        default_factory=lambda: Fusion(rrf_k=2, prefetch_limit=50, dense=0.5, bm25=1.0, bm25_ctx=4.0, bm25_tr=1.0)
+    )
+
+
+GENERIC = ModelProfile(name="")
+
+MULTILINGUAL_E5_SMALL = "intfloat/multilingual-e5-small"
+ALL_MINILM_L6_V2 = "sentence-transformers/all-MiniLM-L6-v2"
+
+PROFILES: dict[str, ModelProfile] = {
+    # E5 was trained with these prefixes; without them its quality drops (model card, "FAQ").
+    MULTILINGUAL_E5_SMALL: ModelProfile(
+        name=MULTILINGUAL_E5_SMALL,
+        query_prefix="query: ",
+        document_prefix="passage: ",
+        max_tokens=512,
+        fusion=Fusion(rrf_k=2, prefetch_limit=50, dense=1.0, bm25=1.0, bm25_ctx=4.0, bm25_tr=1.0),
+    ),
+    ALL_MINILM_L6_V2: ModelProfile(name=ALL_MINILM_L6_V2),
+}
+
+
+def profile_for(name: str | None, folder: Path | None = None) -> ModelProfile:
+    """The facts for model ``name``; a folder's lineage file or sentence-transformers prompts fill gaps."""
+    if name in PROFILES:
+        return PROFILES[name]
+    if folder is not None:
+        lineage = folder / LINEAGE_FILE
+        if lineage.is_file():
+            base = json.loads(lineage.read_text()).get("base")
+            if base in PROFILES:
+                return replace(PROFILES[base], name=name or base)
+        prompts = _folder_prompts(folder)
+        if prompts:
+            return replace(
+                GENERIC,
+                name=name or "",
+                query_prefix=prompts.get("query", ""),
+                document_prefix=prompts.get("document", prompts.get("passage", "")),
+            )
+    return replace(GENERIC, name=name or "")
+
+
+def _folder_prompts(folder: Path) -> dict[str, str]:
+    """The prompts a sentence-transformers folder declares (config_sentence_transformers.json)."""
+    path = folder / "config_sentence_transformers.json"
+    if not path.is_file():
+        return {}
+    try:
+        prompts = json.loads(path.read_text()).get("prompts") or {}
+    except ValueError:
+        return {}
+    return {key: value for key, value in prompts.items() if isinstance(value, str)}

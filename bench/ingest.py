@@ -75,7 +75,7 @@ def in_process(store: Path) -> dict:
         pipeline_s = time.perf_counter() - started
     finally:
         vector_store.close()
-    texts = [c.text for c in pipeline.chunk(source.ayat)]
+    texts = [c.model_text for c in pipeline.chunk(source.ayat)]
     started = time.perf_counter()
     embedder.encode_documents(sorted(texts, key=len, reverse=True), settings.embed_batch_size)
     encode_s = time.perf_counter() - started

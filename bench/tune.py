@@ -37,7 +37,7 @@ def main() -> None:
     params = ChunkingParams(probe.max_tokens, settings.chunk_overlap, probe.reserved_tokens)
     chunks = chunk_ayat(read_builtin().ayat, probe.tokenizer, params)
     sample = sorted(random.Random(0).sample(chunks, min(args.sample, len(chunks))), key=lambda c: -c.tokens)
-    texts = [c.text for c in sample]
+    texts = [c.model_text for c in sample]
     timings = []
     for threads in args.threads:
         embedder = Embedder(settings.model_copy(update={"embedding_threads": threads}))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +34,9 @@ class ChunkingParams:
     limit: int  # tokens per chunk, special tokens included
     overlap: int  # tokens shared by consecutive windows
     reserved_tokens: int  # tokens every text carries besides its own: [CLS], [SEP] and the prompt ("passage: ")
+    # Each chunk is embedded behind its ayah's translation (the heading): the model then sees what the ayah
+    # says as well as the commentary (dev questions, dense nDCG@10: docs/BENCHMARKS.md, "Dense document").
+    translation_heading: bool = False
 
     @property
     def budget(self) -> int:
@@ -52,11 +55,17 @@ class Chunk:
     text: str
     char_start: int  # text == ayah_text[char_start:char_end]
     char_end: int
-    tokens: int  # tokens the model sees, special tokens and prompt included
+    tokens: int  # tokens the model sees, special tokens, prompt and heading included
+    heading: str = ""  # embedded in front of the text (the ayah's translation), not part of it
 
     @property
     def id(self) -> str:
         return point_id(self.edition, self.surah, self.ayah, self.chunk)
+
+    @property
+    def model_text(self) -> str:
+        """What the model embeds: the heading, then the chunk's own text."""
+        return f"{self.heading}\n{self.text}" if self.heading else self.text
 
 
 def point_id(edition: str, surah: int, ayah: int, chunk: int) -> str:
@@ -118,19 +127,21 @@ def _next_start(text: str, offsets: Sequence[tuple[int, int]], start: int, end: 
 def chunk_ayat(ayat: Iterable[Ayah], tokenizer: Tokenizer, params: ChunkingParams) -> list[Chunk]:
     """All chunks of ``ayat`` in (surah, ayah, chunk) order; every chunk fits ``params.limit``."""
     chunks: list[Chunk] = []
-    for ayah, encoding in _encoded(ayat, tokenizer):
+    for ayah, encoding, heading, heading_tokens in _encoded(ayat, tokenizer, params):
         offsets = encoding.offsets
-        spans = windows(ayah.text, offsets, params)
+        reserved = params.reserved_tokens + heading_tokens
+        own = replace(params, reserved_tokens=reserved)
+        spans = windows(ayah.text, offsets, own)
         for index, (start, end) in enumerate(spans):
             if len(spans) == 1:  # one chunk: the whole text, even characters the tokenizer drops
                 char_start, char_end = 0, len(ayah.text)
-                tokens = end - start + params.reserved_tokens
+                tokens = end - start + reserved
             else:
                 char_start, char_end = offsets[start][0], offsets[end - 1][1]
                 # A window cut from a longer text can tokenize differently on its own (rare, at
                 # its edges); count again so that no chunk exceeds what the model embeds.
                 window = ayah.text[char_start:char_end]
-                tokens = len(tokenizer.encode(window, add_special_tokens=False).ids) + params.reserved_tokens
+                tokens = len(tokenizer.encode(window, add_special_tokens=False).ids) + reserved
                 if tokens > params.limit:
                     raise AssertionError(
                         f"{ayah.edition} {ayah.surah}:{ayah.ayah}: window of {tokens} tokens exceeds {params.limit}"
@@ -146,19 +157,51 @@ def chunk_ayat(ayat: Iterable[Ayah], tokenizer: Tokenizer, params: ChunkingParam
                     char_start=char_start,
                     char_end=char_end,
                     tokens=tokens,
+                    heading=heading,
                 )
             )
     return chunks
 
 
-def _encoded(ayat: Iterable[Ayah], tokenizer: Tokenizer, slice_size: int = 256) -> Iterator[tuple[Ayah, Any]]:
-    """Each ayah with its encoding, tokenized a slice at a time: the encodings of a whole corpus (ids, offsets,
-    token strings: about 100 MB for the built-in edition) are never held at once, which keeps a serving
-    process that hosts scheduled runs from growing by the peak of every run."""
+def _encoded(
+    ayat: Iterable[Ayah], tokenizer: Tokenizer, params: ChunkingParams, slice_size: int = 256
+) -> Iterator[tuple[Ayah, Any, str, int]]:
+    """Each ayah with its encoding, its heading and the heading's tokens, tokenized a slice at a time: the
+    encodings of a whole corpus (ids, offsets, token strings: about 100 MB for the built-in edition) are never
+    held at once, which keeps a serving process that hosts scheduled runs from growing by the peak of every run."""
     ayat = list(ayat)
     for start in range(0, len(ayat), slice_size):
         batch = ayat[start : start + slice_size]
-        yield from zip(batch, tokenizer.encode_batch([a.text for a in batch], add_special_tokens=False), strict=True)
+        texts = tokenizer.encode_batch([a.text for a in batch], add_special_tokens=False)
+        headings = [_heading(a, tokenizer, params) for a in batch]
+        yield from ((a, e, h, n) for a, e, (h, n) in zip(batch, texts, headings, strict=True))
+
+
+def _heading(ayah: Ayah, tokenizer: Tokenizer, params: ChunkingParams) -> tuple[str, int]:
+    """The ayah's translation as a heading, and the tokens it costs with its line break.
+
+    A heading takes at most half of the text budget, so the commentary always keeps room: a longer
+    translation (the longest built-in one is 361 tokens of 508) is cut at a word boundary. The cut is
+    to the heading only, a retrieval aid; the chunk's own text is never cut.
+    """
+    translation = (ayah.translation or "").strip()
+    if not params.translation_heading or not translation:
+        return "", 0
+    allowed = params.budget // 2
+    cost = _cost_in_front(translation, tokenizer)
+    if cost <= allowed:
+        return translation, cost
+    encoding = tokenizer.encode(translation, add_special_tokens=False)
+    cut = encoding.offsets[allowed - 2][1]  # room for the line break too
+    heading = translation[:cut].rsplit(" ", 1)[0] if " " in translation[:cut] else translation[:cut]
+    return heading, _cost_in_front(heading, tokenizer)
+
+
+def _cost_in_front(heading: str, tokenizer: Tokenizer) -> int:
+    """Tokens ``heading`` and its line break add in front of a text, counted in context: a tokenizer may join
+    the break to the next word (SentencePiece's ▁), so the heading alone would be counted wrong."""
+    alone = len(tokenizer.encode("Allah", add_special_tokens=False).ids)
+    return len(tokenizer.encode(heading + "\nAllah", add_special_tokens=False).ids) - alone
 
 
 def join_chunks(chunks: Sequence[tuple[int, int, str]]) -> str:

@@ -79,9 +79,8 @@ class Target:
 def collection_spec(embedder: Embedder, params: ChunkingParams) -> CollectionSpec:
     # The sparse vectors' *names* shape a collection; their BM25 settings only their values, which each
     # point's sparse_hash tracks, so a BM25 change rewrites sparse vectors in place, embedding nothing.
-    fingerprint = content_hash(
-        embedder.identity, str(embedder.dimension), f"{params.limit}/{params.overlap}", ",".join(SPARSE_VECTORS)
-    )
+    layout = f"{params.limit}/{params.overlap}" + ("/translation-heading" if params.translation_heading else "")
+    fingerprint = content_hash(embedder.identity, str(embedder.dimension), layout, ",".join(SPARSE_VECTORS))
     return CollectionSpec(dense_size=embedder.dimension, model=embedder.identity, fingerprint=fingerprint)
 
 
@@ -205,7 +204,12 @@ class IngestPipeline:
 
     @property
     def params(self) -> ChunkingParams:
-        return ChunkingParams(self.embedder.max_tokens, self.settings.chunk_overlap, self.embedder.reserved_tokens)
+        return ChunkingParams(
+            self.embedder.max_tokens,
+            self.settings.chunk_overlap,
+            self.embedder.reserved_tokens,
+            translation_heading=True,
+        )
 
     def chunk(self, ayat: Sequence[Ayah]) -> list[Chunk]:
         return chunk_ayat(ayat, self.embedder.tokenizer, self.params)
@@ -284,7 +288,9 @@ class IngestPipeline:
             for job in work:
                 # Longest first: similar lengths share a batch (little padding); the ETA is pessimistic.
                 for batch in _batches(sorted(job.embed, key=lambda c: -c.tokens), self.settings.upsert_batch_size):
-                    vectors = self.embedder.encode_documents([c.text for c in batch], self.settings.embed_batch_size)
+                    vectors = self.embedder.encode_documents(
+                        [c.model_text for c in batch], self.settings.embed_batch_size
+                    )
                     if pending is not None:
                         done += pending.result()  # re-raises a failed upsert here, before more work
                         if progress:

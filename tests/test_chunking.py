@@ -108,3 +108,29 @@ def test_limit_is_the_models_maximum_where_smaller(tmp_path, default_embedder):
     small = Embedder(Settings(_env_file=None, chunk_tokens=1024))
     assert small.max_tokens == 512  # position embeddings cap it
     assert Embedder(Settings(_env_file=None, chunk_tokens=256, chunk_overlap=32)).max_tokens == 256
+
+
+def test_each_chunk_is_embedded_behind_its_ayahs_translation_and_still_fits(default_embedder):
+    ayat = read_builtin().ayat
+    params = ChunkingParams(default_embedder.max_tokens, 64, default_embedder.reserved_tokens, translation_heading=True)
+    chunks = chunk_ayat(ayat, default_embedder.tokenizer, params)
+    translations = {(a.surah, a.ayah): a.translation for a in ayat}
+    whole = [c.heading == translations[c.surah, c.ayah].strip() for c in chunks]
+    assert all(translations[c.surah, c.ayah].startswith(c.heading) for c in chunks)
+    assert 0 < whole.count(False) < 50  # only the few translations over half the budget (254 tokens) are cut
+    seen = default_embedder.tokenizer.encode_batch(["passage: " + c.model_text for c in chunks])
+    assert [len(e.ids) for e in seen] == [c.tokens for c in chunks]
+    assert max(c.tokens for c in chunks) <= 512
+
+
+def test_a_translation_longer_than_half_the_budget_is_cut_in_the_heading_only(default_embedder):
+    sentence = "Dan janganlah kamu mengikuti langkah-langkah setan, sesungguhnya setan itu musuh yang nyata. "
+    ayah = Ayah("test.long", 2, 168, sentence * 12, translation=sentence * 40)
+    params = ChunkingParams(256, 32, default_embedder.reserved_tokens, translation_heading=True)
+    chunks = chunk_ayat([ayah], default_embedder.tokenizer, params)
+    assert join_chunks([(c.char_start, c.char_end, c.text) for c in chunks]).strip() == ayah.text.strip()
+    heading = chunks[0].heading
+    assert ayah.translation.startswith(heading) and len(heading) < len(ayah.translation)
+    assert not heading.endswith(" ")  # cut at a word boundary
+    for chunk in chunks:
+        assert len(default_embedder.tokenizer.encode("passage: " + chunk.model_text).ids) == chunk.tokens <= 256

@@ -295,7 +295,10 @@ def test_ingest_with_a_trained_model_of_another_size_moves_the_alias_to_a_new_co
     output = tmp_path / "trained"
     train(pairs, output, tiny_settings(wider), Recipe(max_steps=2))
 
-    second = run({**cli_env, "TAFSIR_EMBEDDING_MODEL": str(output)}, "ingest", "--source", str(source), "--json")
+    trained_env = {**cli_env, "TAFSIR_EMBEDDING_MODEL": str(output)}
+    refused = run(trained_env, "ingest", "--source", str(source), "--json")  # never mixes two models' vectors
+    assert refused.returncode == 2 and "tafsir ingest --rebuild" in refused.stderr
+    second = run(trained_env, "ingest", "--source", str(source), "--rebuild", "--json")
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["rebuilt"] is True
     after = json.loads(run({**cli_env, "TAFSIR_EMBEDDING_MODEL": str(output)}, "status", "--json").stdout)

@@ -402,3 +402,21 @@ def test_upgrading_embeds_exactly_the_chunks_whose_text_changed(settings, store)
     summary = IngestPipeline(settings, store, embedder).run(edited)
     assert (summary.embedded, summary.resparsed) == (1, stored - 1)
     assert embedder.embedded == 1
+
+
+def test_a_rebuild_carries_an_edition_stored_by_the_previous_release_over_with_its_translation(
+    settings, store, tmp_path
+):
+    from tests.tiny_model import build_tiny_model
+
+    old = old_corpus(make_source("test.two", surahs=[1]))
+    store_as_the_previous_release(IngestPipeline(settings, store, Embedder(settings)), old)
+    other_model = build_tiny_model(tmp_path / "m16", [a.text for a in BUILTIN.ayat[::5]], dim=16)
+    new_settings = settings.model_copy(update={"embedding_model": str(other_model)})
+    summary = IngestPipeline(new_settings, store, Embedder(new_settings)).run(make_source("test.one", surahs=[112]))
+    assert summary.rebuilt and summary.carried_over == 7
+    carried = {h.payload["ayah"]: h.payload for h in store.retrieve("tafsir", PointFilter(editions=["test.two"]))}
+    for ayah in old.ayat:
+        payload = carried[ayah.ayah]
+        assert payload["translation_legacy"] == payload["translation"] == ayah.translation
+        assert payload["translation_2019"] is None and payload["dense_hash"]

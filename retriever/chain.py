@@ -24,13 +24,16 @@ PROMPT = ChatPromptTemplate.from_messages(
 
 
 def format_docs(docs: Sequence[Document]) -> str:
-    """Numbered passages, each headed by its citation; neighbouring ayat are marked as context."""
+    """Numbered passages, each headed by its citation and the ayah's translation (in the wording the
+    retriever shows); neighbouring ayat are marked as context."""
     blocks = []
     for number, doc in enumerate(docs, start=1):
         meta = doc.metadata
         head = f"[{number}] {meta.get('citation', '')}"
         if meta.get("context_for"):
             head += f" (konteks untuk {meta['context_for']})"
+        if meta.get("translation"):
+            head += f"\nTerjemahan: {meta['translation'].strip()}"
         blocks.append(f"{head}\n{doc.page_content.strip()}")
     return "\n\n".join(blocks)
 

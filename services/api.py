@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import services.schedule  # noqa: F401  (registers the ingest metrics, so /metrics always lists them)
 from services.embedding import EmbeddingModelError
-from services.quran import SURAH_COUNT, SURAHS, check_ayah, citation
+from services.quran import SURAH_COUNT, SURAHS, TRANSLATION_FIELDS, check_ayah, citation, shown_translation
 from services.quran import surah as surah_info
 from services.search import Passage, SearchEngine, SearchOptions, TafsirFilter
 from services.settings import Settings
@@ -114,7 +114,7 @@ class DocumentMetadata(BaseModel):
     chunk: int = Field(description="This chunk's position within the ayah's tafsir (0-based).")
     chunks: int = Field(description="How many chunks the ayah's tafsir has.")
     edition: str
-    translation: str | None
+    translation: str | None = Field(description="The ayah's translation, in the wording TAFSIR_TRANSLATION chooses.")
     arabic: str | None
     context_for: str | None = Field(
         None, description="For a neighbouring ayah added as context: the citation of the hit it surrounds."
@@ -148,7 +148,7 @@ class AyahResponse(BaseModel):
     surah_name: str
     surah_name_ar: str
     ayah: int
-    translation: str | None
+    translation: str | None = Field(description="The ayah's translation, in the wording TAFSIR_TRANSLATION chooses.")
     arabic: str | None
     chunks: list[AyahChunk] = Field(description="The stored tafsir chunks of this ayah, by edition and position.")
 
@@ -560,7 +560,10 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
             scope = f" for edition {edition!r}" if edition is not None else ""
             message = f"{citation(surah, ayah)} has no tafsir stored in {settings.collection!r}{scope}."
             raise ApiError(404, "ayah_not_stored", message)
-        first = next((h.payload for h in hits if h.payload.get("translation")), hits[0].payload)
+        # The ayah's translation from whichever edition stores it, the chosen wording first.
+        wordings: dict[str, str] = {}
+        for field in (*TRANSLATION_FIELDS.values(), "translation"):
+            wordings.update(next(({field: h.payload[field]} for h in hits if h.payload.get(field)), {}))
         info = surah_info(surah)
         return AyahResponse(
             citation=citation(surah, ayah),
@@ -568,7 +571,7 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
             surah_name=info.name,
             surah_name_ar=info.name_ar,
             ayah=ayah,
-            translation=first.get("translation"),
+            translation=shown_translation(wordings, settings.translation),
             arabic=next((h.payload["arabic"] for h in hits if h.payload.get("arabic")), None),
             chunks=[
                 AyahChunk(

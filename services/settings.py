@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     weight_bm25_tr: float | None = Field(
         None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
     )
+    sparse_layout: str = Field(
+        "both-wordings",
+        description="Which texts feed the three BM25 vectors: a layout named in services/sparse.py "
+        "(SPARSE_LAYOUTS); a change rewrites the sparse vectors at the next ingest, embedding nothing.",
+    )
+
+    # --- presentation ---------------------------------------------------------------------------
+    translation: Literal["2019", "legacy"] = Field(
+        "2019",
+        description="Which wording of the Ministry's translation citations, the API, the CLI and LangChain "
+        "Documents show: 2019 (the current revision) or legacy (the older wording); an ayah without the "
+        "chosen one shows the other.",
+    )
 
     # --- HTTP API -----------------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address `tafsir serve` listens on (0.0.0.0 in a container).")
@@ -136,6 +149,14 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("sparse_layout")
+    @classmethod
+    def _known_layout(cls, value: str) -> str:
+        from services.sparse import Bm25Settings
+
+        Bm25Settings.named(value)  # ValueError lists the layouts
         return value
 
     @field_validator("ingest_schedule")

@@ -3,12 +3,16 @@
 Qdrant's own BM25 (``qdrant_edge.Bm25``, the configuration a Qdrant server's ``qdrant/bm25``
 inference takes) computes term-frequency weights client-side; every sparse vector in the collection
 uses Qdrant's IDF modifier, which supplies the IDF half of BM25. Three sparse vectors per chunk,
-fused with the dense one by Qdrant's RRF (choices measured on the dev sets, docs/BENCHMARKS.md):
+fused with the dense one by Qdrant's RRF (choices measured on the dev sets, docs/BENCHMARKS.md).
+Which texts of an ayah feed each of them is a ``SparseLayout``; the default (``both-wordings``):
 
-- ``bm25``: the chunk's tafsir + the ayah's translation + the surah name;
+- ``bm25``: the chunk's tafsir + the ayah's translation in both wordings + the surah name;
 - ``bm25_ctx``: the same plus ``neighbour_weight`` x the neighbouring ayat's vectors, because a
   story or a ruling spans several ayat and a question names words from all of them;
-- ``bm25_tr``: the translation alone, so that a quoted translation finds its own ayah first.
+- ``bm25_tr``: the translation alone (both wordings), so that a quoted translation finds its own ayah first.
+
+A layout is chosen by name with ``TAFSIR_SPARSE_LAYOUT`` (``SPARSE_LAYOUTS`` below); a change rewrites
+the stored sparse vectors at the next ``tafsir ingest`` (each point's ``sparse_hash``), embedding nothing.
 
 Before Bm25, text is normalised toward the standard Indonesian (KBBI) spelling of Arabic loanwords,
 so that the many transliterations of one word meet: Zakariyyâ / Zakaria, dzikir / zikir, shalat /
@@ -74,31 +78,111 @@ def normalise(text: str) -> str:
     return _WORD.sub(lambda m: _fold_word(m.group(0)), text)
 
 
+# --- layouts: which texts feed which sparse vector ----------------------------------------------------
+
+# The texts of an ayah a sparse vector can index.
+TAFSIR = "tafsir"  # the chunk's tafsir (a neighbouring ayah: its whole tafsir)
+TRANSLATION_LEGACY = "translation_legacy"  # the translation as the source gives it (built-in: the older wording)
+TRANSLATION_2019 = "translation_2019"  # the Ministry's 2019 wording
+TRANSLITERATION = "transliteration"  # the Arabic in Latin letters
+SURAH_NAME = "surah_name"
+TEXT_FIELDS = (TAFSIR, TRANSLATION_LEGACY, TRANSLATION_2019, TRANSLITERATION, SURAH_NAME)
+
+AyahTexts = Mapping[str, "str | None"]  # TEXT_FIELDS -> text (None or absent: the ayah has no such text)
+
+# Mean length of each text over the built-in corpus in Bm25's own tokens (after stopwords), as
+# ``measure_avg_len`` computes it; a test pins them. Lengths add up: a list's avg_len is the sum over its texts.
+FIELD_AVG_LEN = {
+    TAFSIR: 26.14,
+    TRANSLATION_LEGACY: 10.70,
+    TRANSLATION_2019: 10.33,
+    TRANSLITERATION: 15.19,
+    SURAH_NAME: 1.80,
+}
+
+
+@dataclass(frozen=True)
+class SparseList:
+    """One sparse vector: the texts it indexes (joined into one BM25 document) and its BM25 parameters."""
+
+    fields: tuple[str, ...]
+    k: float
+    b: float
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.fields if f not in TEXT_FIELDS]
+        if unknown or not self.fields:
+            raise ValueError(f"a sparse list indexes some of {list(TEXT_FIELDS)}, got {list(self.fields)}")
+
+    @property
+    def avg_len(self) -> float:
+        return round(sum(FIELD_AVG_LEN[f] for f in self.fields), 2)
+
+
+@dataclass(frozen=True)
+class SparseLayout:
+    """What feeds each of the collection's three sparse vectors. ``bm25_ctx`` also adds
+    ``Bm25Settings.neighbour_weight`` x the neighbouring ayat's own ``bm25_ctx`` weights."""
+
+    bm25: SparseList
+    bm25_ctx: SparseList
+    bm25_tr: SparseList
+
+    def lists(self) -> dict[str, SparseList]:
+        return {SPARSE: self.bm25, SPARSE_CONTEXT: self.bm25_ctx, SPARSE_TRANSLATION: self.bm25_tr}
+
+
+# Low k and b suit tafsir: long explanatory texts where repeating a word adds little. A translation is
+# short and plain: BM25's usual parameters.
+_TAFSIR_K, _TAFSIR_B = 0.9, 0.3
+_TRANSLATION_K, _TRANSLATION_B = 1.2, 0.75
+_BOTH_WORDINGS = (TRANSLATION_LEGACY, TRANSLATION_2019)
+
+
+def _layout(combined: tuple[str, ...], translation: tuple[str, ...]) -> SparseLayout:
+    main = SparseList(combined, _TAFSIR_K, _TAFSIR_B)
+    return SparseLayout(main, main, SparseList(translation, _TRANSLATION_K, _TRANSLATION_B))
+
+
+# Named layouts for TAFSIR_SPARSE_LAYOUT. To measure another, add it here, then
+# `TAFSIR_SPARSE_LAYOUT=<name> tafsir ingest` (sparse vectors only) and `tafsir eval`.
+SPARSE_LAYOUTS: dict[str, SparseLayout] = {
+    # each list as before, with the translation in both wordings
+    "both-wordings": _layout((TAFSIR, *_BOTH_WORDINGS, SURAH_NAME), _BOTH_WORDINGS),
+    # the layout before the 2019 wording came in: the translation in the source's (older) wording only
+    "older-wording": _layout((TAFSIR, TRANSLATION_LEGACY, SURAH_NAME), (TRANSLATION_LEGACY,)),
+    # one list a field: bm25/bm25_ctx the tafsir (and the surah name), bm25_tr the translation
+    "split-fields": _layout((TAFSIR, SURAH_NAME), _BOTH_WORDINGS),
+    # both-wordings with the transliteration in the combined lists too
+    "both-wordings+transliteration": _layout((TAFSIR, *_BOTH_WORDINGS, TRANSLITERATION, SURAH_NAME), _BOTH_WORDINGS),
+}
+DEFAULT_SPARSE_LAYOUT = "both-wordings"
+
+
 # --- encoder ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Bm25Settings:
-    """BM25 parameters, chosen by measurement on the dev sets (docs/BENCHMARKS.md).
-
-    ``avg_len`` is the mean document length in Bm25's own tokens (after stopwords) over the built-in
-    corpus, as ``measure_avg_len`` computes it; the defaults are pinned by a test against it.
-    Low k and b suit tafsir: long explanatory texts where repeating a word adds little.
-    """
+    """BM25 configuration, chosen by measurement on the dev sets (docs/BENCHMARKS.md)."""
 
     language: str = "indonesian"
-    k: float = 0.9
-    b: float = 0.3
-    avg_len: float = 38.6  # tafsir + translation + surah name
-    translation_k: float = 1.2
-    translation_b: float = 0.75
-    translation_avg_len: float = 10.7
+    layout: SparseLayout = SPARSE_LAYOUTS[DEFAULT_SPARSE_LAYOUT]
     neighbour_weight: float = 0.4
+
+    @classmethod
+    def named(cls, layout: str) -> Bm25Settings:
+        """The settings with the layout ``TAFSIR_SPARSE_LAYOUT`` names; ValueError lists the names."""
+        if layout not in SPARSE_LAYOUTS:
+            raise ValueError(f"unknown sparse layout {layout!r}: expected one of {', '.join(SPARSE_LAYOUTS)}")
+        return cls(layout=SPARSE_LAYOUTS[layout])
 
     @property
     def version(self) -> str:
         """Part of each point's sparse hash: a change here rewrites the sparse vectors, not the dense."""
-        return "bm25-v2:" + json.dumps(asdict(self), sort_keys=True)
+        lists = {name: {**asdict(lst), "avg_len": lst.avg_len} for name, lst in self.layout.lists().items()}
+        settings = {"language": self.language, "neighbour_weight": self.neighbour_weight, "lists": lists}
+        return "bm25-v3:" + json.dumps(settings, sort_keys=True)
 
 
 def _bm25(language: str, k: float = 1.2, b: float = 0.75, avg_len: float = 256.0):
@@ -112,48 +196,61 @@ def _to_vector(weights: Mapping[int, float]) -> SparseVector:
     return SparseVector(indices=indices, values=[float(weights[i]) for i in indices])
 
 
-def document_text(tafsir: str, translation: str | None, surah_name: str) -> str:
-    """What the main sparse vector indexes: tafsir, translation and surah name, normalised."""
-    return normalise(f"{tafsir} {translation or ''} {surah_name}")
+def document_text(texts: AyahTexts, fields: Iterable[str]) -> str:
+    """The BM25 document of ``fields`` of one ayah: their texts in that order, normalised."""
+    return normalise(" ".join(text for f in fields if (text := texts.get(f))))
 
 
 class SparseEncoder:
     def __init__(self, settings: Bm25Settings | None = None) -> None:
         self.settings = settings or Bm25Settings()
+        self._encoders: dict[tuple[float, float, float], object] = {}
+
+    def _encoder(self, lst: SparseList):
+        key = (lst.k, lst.b, lst.avg_len)
+        if key not in self._encoders:
+            self._encoders[key] = _bm25(self.settings.language, *key)
+        return self._encoders[key]
 
     @cached_property
-    def _document(self):
-        s = self.settings
-        return _bm25(s.language, s.k, s.b, s.avg_len)
+    def _query(self):
+        return _bm25(self.settings.language)
 
-    @cached_property
-    def _translation(self):
-        s = self.settings
-        return _bm25(s.language, s.translation_k, s.translation_b, s.translation_avg_len)
-
-    def weights(self, text: str) -> dict[int, float]:
-        """BM25 term weights of a document text made by ``document_text``."""
-        vector = self._document.embed_document(text)
+    def _weights(self, lst: SparseList, texts: AyahTexts) -> dict[int, float]:
+        text = document_text(texts, lst.fields)
+        if not text.strip():
+            return {}
+        vector = self._encoder(lst).embed_document(text)
         return dict(zip(vector.indices, vector.values, strict=True))
 
-    def vectors(
-        self, chunk_text: str, translation: str | None, surah_name: str, neighbours: Iterable[Mapping[int, float]]
-    ) -> dict[str, SparseVector]:
-        """The three sparse vectors of one chunk; ``neighbours`` are the adjacent ayat's ``weights``."""
-        own = self.weights(document_text(chunk_text, translation, surah_name))
-        context = Counter(own)
-        for neighbour in neighbours:
-            for term, weight in neighbour.items():
-                context[term] += self.settings.neighbour_weight * weight
-        vectors = {SPARSE: _to_vector(own), SPARSE_CONTEXT: _to_vector(context)}
-        if translation:
-            vector = self._translation.embed_document(normalise(translation))
-            vectors[SPARSE_TRANSLATION] = SparseVector(list(vector.indices), list(vector.values))
+    def neighbour_weights(self, texts: AyahTexts) -> dict[int, float]:
+        """An ayah's own ``bm25_ctx`` weights, which its neighbours add a share of."""
+        return self._weights(self.settings.layout.bm25_ctx, texts)
+
+    def vectors(self, texts: AyahTexts, neighbours: Iterable[Mapping[int, float]] = ()) -> dict[str, SparseVector]:
+        """The sparse vectors of one chunk; ``neighbours`` are the adjacent ayat's ``neighbour_weights``.
+
+        A list whose texts the ayah lacks (a source without a translation) gets no vector.
+        """
+        own: dict[SparseList, dict[int, float]] = {}  # lists with the same texts and parameters share one
+        vectors = {}
+        for name, lst in self.settings.layout.lists().items():
+            if lst not in own:
+                own[lst] = self._weights(lst, texts)
+            weights = own[lst]
+            if name == SPARSE_CONTEXT:
+                context = Counter(weights)
+                for neighbour in neighbours:
+                    for term, weight in neighbour.items():
+                        context[term] += self.settings.neighbour_weight * weight
+                weights = dict(context)
+            if weights:
+                vectors[name] = _to_vector(weights)
         return vectors
 
     def query(self, text: str) -> SparseVector:
         """The query's terms (weight 1 each), searched in every sparse vector: they share one tokenizer."""
-        vector = self._document.embed_query(normalise(text))
+        vector = self._query.embed_query(normalise(text))
         return SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 

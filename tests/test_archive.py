@@ -16,7 +16,7 @@ def short_source(edition: str = "t.archive", **changes) -> Source:
 def test_an_archived_edition_reads_back_as_it_was_including_missing_fields(tmp_path):
     archive = SourceArchive(tmp_path / "sources")
     with_all = short_source()
-    bare = short_source("t.bare", translation=None, arabic=None)
+    bare = short_source("t.bare", translation=None, arabic=None, translation_2019=None, transliteration=None)
     archive.save(with_all)
     archive.save(bare)
     assert archive.editions() == ["t.archive", "t.bare"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from ingest.sources import read_builtin
+from ingest.sources import apiquran_package_folder, read_builtin
 from services.settings import Settings
 from services.store import open_store
 from tests.conftest import tafsir_cmd
@@ -105,6 +106,35 @@ def test_malformed_source_is_refused_and_nothing_stored_changes(populated_store,
     assert result.returncode == 2
     for expected in case.expected:
         assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert store_state(env) == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda ayat: ayat.pop("286"), ["field 'ayat': surah 2 has 285 ayat here but 286", "ayah 2:286 is missing"]),
+        (lambda ayat: ayat["255"].update(teksIndonesia=""), ["field 'ayat.255.teksIndonesia': ayah 2:255 has no text"]),
+    ],
+    ids=["an ayah too few", "an ayah without text"],
+)
+def test_a_damaged_2019_translation_is_refused_and_nothing_stored_changes(populated_store, tmp_path, damage, expected):
+    """The built-in ingest finds apiquran through importlib: a damaged copy first on PYTHONPATH is what it reads."""
+    env, _, before = populated_store
+    package = tmp_path / "site" / "apiquran"
+    shutil.copytree(apiquran_package_folder(), package / "alquran")
+    (package / "__init__.py").write_text("raise ImportError('the reader must not import apiquran')\n")
+    surah_2 = package / "alquran" / "2.json"
+    document = json.loads(surah_2.read_text(encoding="utf-8"))
+    damage(document["ayat"])
+    surah_2.write_text(json.dumps(document, ensure_ascii=False, indent=4), encoding="utf-8")
+
+    result = run({**env, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{env['PYTHONPATH']}"}, "ingest")
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert str(surah_2) in message
+    for text in expected:
+        assert text in message
     assert "Traceback" not in result.stderr
     assert store_state(env) == before
 

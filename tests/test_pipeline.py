@@ -14,12 +14,15 @@ from services.settings import Settings
 from services.store import open_store
 from services.store.base import PointFilter
 
+BUILTIN = read_builtin()
 
-def make_source(edition: str, surahs=range(97, 115), edit=None, drop=()) -> Source:
-    """Built-in ayat of some short surahs, as a user edition; ``edit`` maps (surah, ayah) -> new text."""
+
+def make_source(edition: str, surahs=range(97, 115), edit=None, drop=(), keep=None) -> Source:
+    """Built-in ayat of some short surahs, as a user edition; ``edit`` maps (surah, ayah) -> new text;
+    ``keep`` lists the only (surah, ayah) to take, if given."""
     ayat = []
-    for a in read_builtin().ayat:
-        if a.surah in surahs and (a.surah, a.ayah) not in drop:
+    for a in BUILTIN.ayat:
+        if a.surah in surahs and (a.surah, a.ayah) not in drop and (keep is None or (a.surah, a.ayah) in keep):
             text = (edit or {}).get((a.surah, a.ayah), a.text)
             ayat.append(dataclasses.replace(a, edition=edition, text=text))
     return Source(edition, "test", tuple(ayat))
@@ -73,8 +76,33 @@ def test_stored_payload_has_what_an_operator_filters_on(pipeline, store):
         1,
     )
     assert payload["translation"] and payload["arabic"] and payload["text"]
-    for key in ("content_hash", "model", "ingested_at"):
+    for key in ("dense_hash", "content_hash", "sparse_hash", "model", "ingested_at"):
         assert payload[key]
+
+
+def test_the_payload_keeps_both_wordings_and_shows_the_2019_one(pipeline, store):
+    pipeline.run(make_source("test.one", surahs=[2], keep=[(2, 2)]))
+    payload = store.retrieve("tafsir", PointFilter(ayat=[(2, 2)]), limit=10)[0].payload
+    assert (
+        payload["translation_2019"]
+        == "Kitab (Al-Qur'an) ini tidak ada keraguan padanya; petunjuk bagi mereka yang bertakwa,"
+    )
+    assert (
+        payload["translation_legacy"]
+        == "Kitab (Al Quran) ini tidak ada keraguan padanya; petunjuk bagi mereka yang bertakwa,"
+    )
+    assert payload["translation"] == payload["translation_2019"]  # TAFSIR_TRANSLATION=2019, the default
+    assert payload["transliteration"].startswith("Żālikal-kitābu")
+
+
+def test_choosing_the_legacy_wording_rewrites_payloads_without_embedding(settings, store):
+    source = make_source("test.one", surahs=[2], keep=[(2, 1), (2, 2), (2, 3)])
+    first = IngestPipeline(settings, store, Embedder(settings)).run(source)
+    legacy = settings.model_copy(update={"translation": "legacy"})
+    summary = IngestPipeline(legacy, store, Embedder(legacy)).run(source)
+    assert (summary.embedded, summary.resparsed) == (0, first.chunks)
+    payload = store.retrieve("tafsir", PointFilter(ayat=[(2, 2)]), limit=10)[0].payload
+    assert payload["translation"] == payload["translation_legacy"] != payload["translation_2019"]
 
 
 def test_reingest_of_unchanged_corpus_embeds_nothing(pipeline, store):
@@ -107,9 +135,19 @@ def test_changing_bm25_settings_rewrites_sparse_vectors_without_embedding(settin
 
     source = make_source("test.one")
     first = IngestPipeline(settings, store, Embedder(settings)).run(source)
-    retuned = IngestPipeline(settings, store, Embedder(settings), SparseEncoder(Bm25Settings(k=1.5)))
+    retuned = IngestPipeline(settings, store, Embedder(settings), SparseEncoder(Bm25Settings(neighbour_weight=0.5)))
     summary = retuned.run(source)
     assert (summary.embedded, summary.resparsed, summary.rebuilt) == (0, first.chunks, False)
+
+
+def test_another_sparse_layout_rewrites_sparse_vectors_without_embedding(settings, store):
+    source = make_source("test.one", surahs=[112, 113])
+    first = IngestPipeline(settings, store, Embedder(settings)).run(source)
+    split = settings.model_copy(update={"sparse_layout": "split-fields"})
+    summary = IngestPipeline(split, store, Embedder(split)).run(source)
+    assert (summary.embedded, summary.resparsed, summary.rebuilt) == (0, first.chunks, False)
+    again = IngestPipeline(split, store, Embedder(split)).run(source)
+    assert (again.embedded, again.resparsed) == (0, 0)
 
 
 def test_removing_an_ayah_deletes_its_points(pipeline, store):
@@ -152,8 +190,14 @@ def test_a_rebuild_with_another_model_builds_a_new_collection_and_carries_other_
     assert summary.carried_over == 7
     ikhlas = store.retrieve("tafsir", PointFilter(editions=["test.two"]), limit=100)
     assert sorted(h.payload["ayah"] for h in ikhlas) == list(range(1, 8))
-    original = {a.ayah: a.text for a in builtin().ayat if a.surah == 1}
-    assert all(h.payload["text"] == original[h.payload["ayah"]] for h in ikhlas)
+    original = {a.ayah: a for a in builtin().ayat if a.surah == 1}
+    for hit in ikhlas:
+        ayah = original[hit.payload["ayah"]]
+        assert hit.payload["text"] == ayah.text
+        assert (hit.payload["translation_legacy"], hit.payload["translation_2019"]) == (
+            ayah.translation,
+            ayah.translation_2019,
+        )
 
 
 def test_an_incremental_run_with_another_model_is_refused_naming_both_and_the_rebuild(settings, store, tmp_path):
@@ -270,3 +314,132 @@ def test_a_run_keeps_a_copy_of_its_edition_in_the_store(pipeline):
     source = make_source("test.kept", surahs=[112, 113])
     pipeline.run(source)
     assert pipeline.archive.load("test.kept").ayat == source.ayat
+
+
+# --- upgrading a collection built before dense_hash and the 2019 wording -------------------------------------
+
+
+class CountingEmbedder(Embedder):
+    """The real embedder, counting the chunk texts it embeds."""
+
+    embedded = 0
+
+    def encode_documents(self, texts, batch_size=32):
+        self.embedded += len(texts)
+        return super().encode_documents(texts, batch_size)
+
+
+def old_corpus(source: Source) -> Source:
+    """The built-in corpus as the previous release read it: no 2019 wording, no transliteration."""
+    ayat = tuple(dataclasses.replace(a, translation_2019=None, transliteration=None) for a in source.ayat)
+    return dataclasses.replace(source, ayat=ayat)
+
+
+OLD_INGESTED_AT = "2025-01-01T00:00:00+00:00"
+
+
+def store_as_the_previous_release(pipeline: IngestPipeline, source: Source) -> int:
+    """Write ``source`` behind the alias exactly as the previous release did (commit 2359cba, ``_upsert``):
+    ``translation`` holds the older wording, no ``dense_hash``, ``content_hash`` over text + translation +
+    Arabic + collection fingerprint, and the sparse vectors of the layout before the 2019 wording."""
+    from ingest.chunking import content_hash
+    from ingest.pipeline import ayah_texts, ayat_index, collection_spec, plan_target
+    from services.quran import surah as surah_info
+    from services.sparse import Bm25Settings, SparseEncoder
+    from services.store.base import PointToStore
+
+    store, alias = pipeline.store, pipeline.settings.collection
+    spec = collection_spec(pipeline.embedder, pipeline.params)
+    target = plan_target(store, alias, spec, full=False)
+    chunks = pipeline.chunk(source.ayat)
+    index = ayat_index(source.ayat)
+    old_sparse = SparseEncoder(Bm25Settings.named("older-wording"))
+    vectors = Embedder(pipeline.settings).encode_documents([c.text for c in chunks])
+    points = []
+    for chunk, vector in zip(chunks, vectors, strict=True):
+        ayah, info = index[chunk.surah, chunk.ayah], surah_info(chunk.surah)
+        payload = {
+            "text": chunk.text,
+            "edition": chunk.edition,
+            "surah": chunk.surah,
+            "surah_name": info.name,
+            "surah_name_ar": info.name_ar,
+            "ayah": chunk.ayah,
+            "chunk": chunk.chunk,
+            "chunks": chunk.chunks,
+            "translation": ayah.translation,
+            "arabic": ayah.arabic,
+            "char_start": chunk.char_start,
+            "char_end": chunk.char_end,
+            "tokens": chunk.tokens,
+            "content_hash": content_hash(chunk.text, ayah.translation or "", ayah.arabic or "", spec.fingerprint),
+            "sparse_hash": content_hash("bm25-v2: the previous release's BM25 settings"),
+            "model": spec.model,
+            "ingested_at": OLD_INGESTED_AT,
+        }
+        sparse = old_sparse.vectors(ayah_texts(ayah, chunk.text))
+        points.append(PointToStore(chunk.id, vector.tolist(), sparse, payload))
+    store.upsert(target.name, points)
+    store.swap_alias(alias, target.name)
+    return len(points)
+
+
+def test_upgrading_rewrites_payload_and_sparse_vectors_and_embeds_nothing(settings, store):
+    from services.search import SearchEngine, SearchOptions
+    from services.store.base import Mode
+
+    source = make_source("id.jalalayn", surahs=range(93, 115))
+    stored = store_as_the_previous_release(IngestPipeline(settings, store, Embedder(settings)), old_corpus(source))
+    engine = SearchEngine(settings, store=store, embedder=Embedder(settings))
+    only_in_2019 = ("tetaplah bekerja keras", (94, 7))  # 94:7's 2019 wording; the older one and the tafsir differ
+    before = engine.search(only_in_2019[0], SearchOptions(k=1, mode=Mode.SPARSE))
+    assert (before[0].surah, before[0].ayah) != only_in_2019[1]
+
+    embedder = CountingEmbedder(settings)
+    summary = IngestPipeline(settings, store, embedder).run(source)
+
+    assert (summary.chunks, summary.embedded, summary.resparsed, summary.deleted) == (stored, 0, stored, 0)
+    assert embedder.embedded == 0 and not summary.rebuilt
+    hits = store.retrieve("tafsir", PointFilter(), limit=10_000)
+    assert len(hits) == stored
+    for hit in hits:
+        payload = hit.payload
+        assert payload["translation_2019"] and payload["translation"] == payload["translation_2019"]
+        assert payload["translation_legacy"] and payload["dense_hash"]
+        assert payload["ingested_at"] == OLD_INGESTED_AT  # the dense vector was kept, not written again
+    after = engine.search(only_in_2019[0], SearchOptions(k=1, mode=Mode.SPARSE))
+    assert (after[0].surah, after[0].ayah) == only_in_2019[1]
+    assert after[0].translation.startswith("Maka apabila engkau telah selesai (dari sesuatu urusan), tetaplah bekerja")
+
+    again = IngestPipeline(settings, store, embedder).run(source)
+    assert (again.embedded, again.resparsed, again.unchanged) == (0, 0, stored)
+
+
+def test_upgrading_embeds_exactly_the_chunks_whose_text_changed(settings, store):
+    source = make_source("id.jalalayn", surahs=range(100, 115))
+    stored = store_as_the_previous_release(IngestPipeline(settings, store, Embedder(settings)), old_corpus(source))
+    edited = make_source("id.jalalayn", surahs=range(100, 115), edit={(103, 2): "Manusia benar-benar merugi."})
+    embedder = CountingEmbedder(settings)
+    summary = IngestPipeline(settings, store, embedder).run(edited)
+    assert (summary.embedded, summary.resparsed) == (1, stored - 1)
+    assert embedder.embedded == 1
+
+
+def test_a_rebuild_carries_an_edition_stored_by_the_previous_release_over_with_its_translation(
+    settings, store, tmp_path
+):
+    from tests.tiny_model import build_tiny_model
+
+    old = old_corpus(make_source("test.two", surahs=[1]))
+    store_as_the_previous_release(IngestPipeline(settings, store, Embedder(settings)), old)
+    other_model = build_tiny_model(tmp_path / "m16", [a.text for a in BUILTIN.ayat[::5]], dim=16)
+    new_settings = settings.model_copy(update={"embedding_model": str(other_model)})
+    summary = IngestPipeline(new_settings, store, Embedder(new_settings)).run(
+        make_source("test.one", surahs=[112]), full=True
+    )
+    assert summary.rebuilt and summary.carried_over == 7
+    carried = {h.payload["ayah"]: h.payload for h in store.retrieve("tafsir", PointFilter(editions=["test.two"]))}
+    for ayah in old.ayat:
+        payload = carried[ayah.ayah]
+        assert payload["translation_legacy"] == payload["translation"] == ayah.translation
+        assert payload["translation_2019"] is None and payload["dense_hash"]

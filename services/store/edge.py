@@ -310,7 +310,7 @@ class EdgeStore:
                 offset=offset,
                 limit=SCROLL_PAGE,
                 filter=point_filter,
-                with_payload=["content_hash", "edition", "sparse_hash"],
+                with_payload=["content_hash", "edition", "sparse_hash", "dense_hash"],
                 with_vector=False,
             )
             # One page per use, so a slow consumer never holds the shard open between pages.
@@ -326,6 +326,7 @@ class EdgeStore:
                     str(payload.get("content_hash", "")),
                     str(payload.get("edition", "")),
                     payload.get("sparse_hash"),
+                    payload.get("dense_hash"),
                 )
             if offset is None:
                 return

@@ -319,7 +319,7 @@ class ServerStore:
                     scroll_filter=point_filter,
                     limit=SCROLL_PAGE,
                     offset=offset,
-                    with_payload=["content_hash", "edition", "sparse_hash"],
+                    with_payload=["content_hash", "edition", "sparse_hash", "dense_hash"],
                     with_vectors=False,
                 ),
                 physical,
@@ -331,6 +331,7 @@ class ServerStore:
                     str(payload.get("content_hash", "")),
                     str(payload.get("edition", "")),
                     payload.get("sparse_hash"),
+                    payload.get("dense_hash"),
                 )
             if offset is None:
                 return

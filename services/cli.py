@@ -392,17 +392,25 @@ def search(
 
 @app.command(name="eval")
 def evaluate(
-    queries: Annotated[Path, typer.Option("--queries", help="JSONL: {qid, query, relevant: [[surah, ayah, grade]]}.")],
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            "--queries",
+            help="JSONL: {qid, query, relevant: [[surah, ayah, grade]]} (default: the 40 questions shipped with "
+            "tafsir-rag, labelled against the built-in corpus).",
+        ),
+    ] = None,
     mode: ModeOption = "hybrid",
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=100, help="Cut-off for the metrics.")] = 10,
     neighbors: Annotated[int, typer.Option(min=0, max=10, help="Add n adjacent ayat as context.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Retrieval quality on labelled queries: hit@k, Recall@k, MRR@k, nDCG@k (ayah level) and the misses."""
-    from services.evaluation import QueryFileError, evaluate, load_queries
+    from services.evaluation import BUILTIN_QUERIES, QueryFileError, evaluate, load_queries
     from services.search import SearchOptions
 
     settings = load_settings()
+    queries = queries or BUILTIN_QUERIES
     try:
         labelled = load_queries(queries)
     except QueryFileError as exc:

@@ -199,3 +199,15 @@ def test_kill_9_during_a_rebuild_leaves_readers_on_the_complete_collection(slow_
         assert store.list_collections() == [alias]  # the half-built collection was cleaned up
     finally:
         store.close()
+
+
+def test_eval_without_a_file_uses_the_questions_shipped_with_the_project(cli_env, tmp_path):
+    from services.evaluation import BUILTIN_QUERIES
+
+    assert run(cli_env, "ingest", "--source", str(write_jsonl(tmp_path / "s.jsonl", "t.s", [97, 105]))).returncode == 0
+    result = run(cli_env, "eval", "--mode", "sparse", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["queries_file"] == str(BUILTIN_QUERIES) and report["queries"] == 40
+    # the store holds Al-Qadr and Al-Fil only: their two questions are found, the 38 others are missed
+    assert {m["qid"] for m in report["missed"]} >= {"q01", "q26"} and len(report["missed"]) == 38

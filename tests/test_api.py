@@ -312,7 +312,32 @@ def test_a_form_body_is_told_to_send_json(client):
 def test_validation_errors_name_the_field(client):
     body = assert_json_error(client.post("/v1/retrieve", json={"query": "a" * 2001}), 422)
     assert body["error"] == "invalid_request" and body["details"][0]["location"] == ["body", "query"]
-    assert "2000" in body["message"]
+    assert body["message"] == "query must be between 1 and 2,000 characters"
+
+
+@pytest.mark.parametrize(
+    ("request_body", "location", "message", "kind"),
+    [
+        ({"filter": {"surah": 200}}, ["body", "filter", "surah"], "surah must be between 1 and 114", "less_than_equal"),
+        ({"filter": {"surah": [2, 0]}}, ["body", "filter", "surah", 1], "surah must be between 1 and 114", None),
+        ({"filter": {"ayah_from": 287}}, ["body", "filter", "ayah_from"], "ayah_from must be between 1 and 286", None),
+        ({"k": 51}, ["body", "k"], "k must be between 1 and 50", "less_than_equal"),
+        ({"neighbors": -1}, ["body", "neighbors"], "neighbors must be between 0 and 10", "greater_than_equal"),
+        ({"filter": {"edition": "x" * 101}}, ["body", "filter", "edition"], "edition must be an edition id of 1", None),
+        ({"filter": {"juz": 30}}, ["body", "filter", "juz"], "filter has no field 'juz'", "extra_forbidden"),
+    ],
+    ids=str,
+)
+def test_an_out_of_range_field_is_422_with_a_message_a_person_would_write(
+    client, request_body, location, message, kind
+):
+    body = assert_json_error(client.post("/v1/retrieve", json={"query": "Allah", **request_body}), 422)
+    [detail] = body["details"]  # one problem, one entry: not one per alternative of a number-or-list field
+    assert detail["location"] == location and detail["message"].startswith(message)
+    assert kind is None or detail["type"] == kind  # the machine-readable type stays pydantic's
+    assert body["message"].startswith(message)
+    for internal in ("constrained-int", "list[", "Input should"):
+        assert internal not in json.dumps(body)
 
 
 def test_a_body_over_64_kib_is_refused_with_413_json(client):

@@ -19,13 +19,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -49,6 +52,10 @@ from services.store.base import PointFilter, StoreError
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# Swagger UI and ReDoc come from the pinned PyPI package fastapi-offline and are served from here: FastAPI's
+# own pages load them from a CDN, which leaves /docs blank on a machine without internet.
+DOCS_ASSETS_URL = "/docs-assets"
+DOCS_ASSETS = resources.files("fastapi_offline") / "static"
 
 # --- HTTP metrics (the default registry, shared with the ingest metrics in services.schedule) -------------
 
@@ -449,6 +456,38 @@ def _document(passage: Passage) -> Document:
 # --- the app ------------------------------------------------------------------------------------------------
 
 
+def _install_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc over /openapi.json, with every asset served by this process."""
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(DOCS_ASSETS)), name="docs-assets")
+
+    def root(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")  # behind a proxy that strips a prefix
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        base = root(request)
+        return get_swagger_ui_html(
+            openapi_url=f"{base}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{base}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{base}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{base}{DOCS_ASSETS_URL}/favicon.png",
+            # Swagger UI would otherwise show a badge image from validator.swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        base = root(request)
+        return get_redoc_html(
+            openapi_url=f"{base}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{base}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{base}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAPI:
     """The API over ``engine`` (or a new one on ``settings``; the app then opens and closes its store)."""
     service = Service(settings, engine)
@@ -471,8 +510,11 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
             "or `X-API-Key: <key>`; /healthz, /readyz and /metrics stay open."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served below, from local assets
+        redoc_url=None,
     )
     app.state.service = service
+    _install_docs(app)
     _install_error_handlers(app)
 
     auth = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -367,8 +368,27 @@ def test_metrics_count_requests_and_latency_by_route_template_and_status(client,
     assert "# TYPE tafsir_ingest_runs_total counter" in text  # listed before the first run
 
 
-def test_openapi_is_served_at_docs(server):
-    assert "swagger" in httpx.get(server.url + "/docs", timeout=30).text.lower()
+# What a documentation page loads: scripts, styles, icons, and the schema it renders.
+PAGE_REFERENCE = re.compile(r"""(?:src|href|spec-url)="([^"]*)"|url: '([^']*)'""")
+
+
+@pytest.mark.parametrize(
+    ("page", "renderer"), [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")], ids=str
+)
+def test_the_docs_page_and_everything_it_loads_come_from_the_server_itself(server, page, renderer):
+    response = httpx.get(server.url + page, timeout=30)  # no API key: documentation stays open
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert "://" not in html and "//" not in html.replace("<!--", "").replace("-->", ""), "an external host"
+    references = {a or b for a, b in PAGE_REFERENCE.findall(html)}
+    assert "/openapi.json" in references and any(r.endswith(renderer) for r in references), references
+    for reference in references:
+        assert reference.startswith("/"), reference  # a path on this server
+        asset = httpx.get(server.url + reference, timeout=30)
+        assert asset.status_code == 200 and len(asset.content) > 1000, (reference, asset.status_code)
+        kind = asset.headers["content-type"]
+        expected = {".js": "javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json"}
+        assert expected[Path(reference).suffix] in kind, (reference, kind)
     paths = httpx.get(server.url + "/openapi.json", timeout=30).json()["paths"]
     assert {"/v1/retrieve", "/v1/ayah/{surah}/{ayah}", "/healthz", "/readyz"} <= set(paths)
 

@@ -134,18 +134,20 @@ class RetrieveRequest(BaseModel):
 # time and, for a field that takes a number or a list, report both alternatives with internal tags in the
 # location ("constrained-int", "list[constrained-int]"); these replace them, for the HTTP 422 body and the CLI.
 FIELD_RULES = {
-    "surah": f"surah must be between 1 and {SURAH_COUNT} (or a list of such numbers)",
-    "ayah": "ayah must be a whole number from 1",
+    "surah": f"surah must be between 1 and {SURAH_COUNT}",
+    "ayah": "ayah must be a whole number",
     "ayah_from": f"ayah_from must be between 1 and {MAX_AYAT_IN_A_SURAH}",
     "ayah_to": f"ayah_to must be between 1 and {MAX_AYAT_IN_A_SURAH}",
-    "edition": f"edition must be an edition id of 1 to {MAX_EDITION_CHARS} characters "
-    f"(or a list of at most {MAX_EDITIONS} of them)",
+    "edition": f"edition must be an edition id of 1 to {MAX_EDITION_CHARS} characters",
     "k": f"k must be between 1 and {MAX_K}",
     "neighbors": f"neighbors must be between 0 and {MAX_NEIGHBORS}",
     "query": f"query must be between 1 and {MAX_QUERY_CHARS:,} characters",
     "mode": f"mode must be one of {', '.join(m.value for m in Mode)}",
     "score_threshold": "score_threshold must be a finite number",
 }
+# A filter field of the body also takes a list; in a URL path or query string it is one value.
+LIST_RULES = {"surah": " (or a list of such numbers)", "edition": f" (or a list of at most {MAX_EDITIONS} of them)"}
+_ONE_VALUE = ("path", "query")
 # Errors that mean "not what this field takes": a field's rule says what it takes instead.
 _RULE_ERRORS = {
     "greater_than",
@@ -188,7 +190,7 @@ def humane_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         name = names[-1] if names else "body"
         kind = str(error.get("type", ""))
         if kind in _RULE_ERRORS and name in FIELD_RULES:
-            msg = FIELD_RULES[name]
+            msg = FIELD_RULES[name] + ("" if loc[:1] and loc[0] in _ONE_VALUE else LIST_RULES.get(name, ""))
         elif kind == "missing":
             msg = f"{name} is required"
         elif kind == "extra_forbidden":

@@ -127,3 +127,14 @@ def test_each_bad_surah_in_a_list_is_named_by_its_position():
 def test_a_missing_query_and_a_blank_one_are_said_plainly():
     assert messages({"k": 3}) == [(["query"], "query is required", "missing")]
     assert messages({"query": "  "}) == [(["query"], "the query is blank", "value_error")]
+
+
+def test_a_path_or_query_parameter_takes_one_value_and_its_message_says_no_more():
+    errors = [
+        {"loc": ("path", "surah"), "type": "int_parsing", "msg": "Input should be a valid integer"},
+        {"loc": ("query", "edition"), "type": "string_too_long", "msg": "String should have at most 100 characters"},
+    ]
+    assert [e["msg"] for e in humane_errors(errors)] == [
+        "surah must be between 1 and 114",
+        "edition must be an edition id of 1 to 100 characters",
+    ]

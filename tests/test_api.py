@@ -23,6 +23,7 @@ from ingest.sources import read_builtin
 from tests.conftest import ROOT, tafsir_cmd
 
 API_KEY = "kunci-rahasia-uji-123"
+JSON = {"content-type": "application/json"}
 ORIGIN = "https://chat.example"
 SURAHS = (1, 103, 108, 110, 112, 113, 114)  # 7 + 3 + 3 + 3 + 4 + 5 + 6 = 31 ayat: ingests in seconds
 
@@ -339,6 +340,61 @@ def test_an_out_of_range_field_is_422_with_a_message_a_person_would_write(
     assert body["message"].startswith(message)
     for internal in ("constrained-int", "list[", "Input should"):
         assert internal not in json.dumps(body)
+
+
+# For each status and code the README's "The API" section documents: a request the running server must answer
+# with exactly that. The 5xx codes need a broken store, model or code: the readiness tests below produce 503, and
+# test_an_unexpected_error_is_500_internal_error_with_an_id_only produces 500.
+DOCUMENTED_ERRORS = {
+    (400, "bad_request"): [("POST", "/v1/retrieve", {"content": b'{"query": "\xff"}', "headers": JSON})],
+    (401, "unauthorized"): [("GET", "/v1/ayah/1/1", {"headers": {"X-API-Key": ""}})],
+    (403, "forbidden"): [("GET", "/v1/ayah/1/1", {"headers": {"X-API-Key": "salah"}})],
+    (404, "not_found"): [("GET", "/v1/nowhere", {})],
+    (404, "no_such_ayah"): [("GET", "/v1/ayah/1/8", {})],
+    (404, "ayah_not_stored"): [("GET", "/v1/ayah/2/255", {})],
+    (405, "method_not_allowed"): [("GET", "/v1/retrieve", {})],
+    (413, "body_too_large"): [("POST", "/v1/retrieve", {"content": b" " * (65 * 1024), "headers": JSON})],
+    (422, "invalid_request"): [
+        ("POST", "/v1/retrieve", {"json": {"query": "Allah", "k": 51}}),
+        ("POST", "/v1/retrieve", {"content": b'{"query": ', "headers": JSON}),  # not valid JSON: 422, not 400
+    ],
+}
+PRODUCED_ELSEWHERE = {(500, "internal_error"), (503, "not_ready")}
+
+
+def readme_api_errors() -> set[tuple[int, str]]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### The API") : readme.index("### Scheduled re-ingestion")]
+    return {(int(status), code) for status, code in re.findall(r"\b([1-5]\d\d) `([a-z_]+)`", section)}
+
+
+def test_every_status_code_the_readme_documents_is_the_one_returned(client):
+    documented = readme_api_errors()
+    assert documented - PRODUCED_ELSEWHERE == set(DOCUMENTED_ERRORS), "README.md and this table disagree"
+    for (status, code), requests in DOCUMENTED_ERRORS.items():
+        for method, path, kwargs in requests:
+            response = client.request(method, path, **kwargs)
+            assert (response.status_code, response.json()["error"]) == (status, code), (method, path, response.text)
+    invalid_json = client.post("/v1/retrieve", content=b'{"query": ', headers=JSON).json()
+    assert invalid_json["message"].startswith("the body is not valid JSON")
+
+
+def test_an_unexpected_error_is_500_internal_error_with_an_id_only(tmp_path):
+    """A bug must not show its traceback to a client: in-process, since only a broken route produces one."""
+    from fastapi.testclient import TestClient
+
+    from services.api import create_app
+    from services.settings import Settings
+
+    app = create_app(Settings(_env_file=None, qdrant_path=tmp_path / "qdrant"))
+
+    @app.get("/broken")
+    async def broken() -> None:
+        raise RuntimeError("a bug with a secret inside")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/broken")
+    assert response.status_code == 500 and response.json()["error"] == "internal_error"
+    assert "error id" in response.json()["message"] and "secret" not in response.text
 
 
 def test_a_body_over_64_kib_is_refused_with_413_json(client):

@@ -70,7 +70,8 @@ def make_torch(venv: Path, index_url: str, **env: str) -> tuple[subprocess.Compl
     result = subprocess.run(
         ["make", "--no-print-directory", "torch", f"VENV={venv}", f"TORCH_INDEX_URL={index_url}"],
         cwd=ROOT,
-        env={**os.environ, **env},
+        # a clean make: not the settings of a `make test` this suite may run under
+        env={**{k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}, **env},
         capture_output=True,
         text=True,
         timeout=120,

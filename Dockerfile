@@ -17,8 +17,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # torch first, from the CPU wheel index: a bare `torch` requirement would pull a multi-GB CUDA build.
-# Same version as the Makefile's TORCH.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# Same version and index as the Makefile's TORCH and TORCH_INDEX_URL (`--build-arg TORCH_INDEX_URL=...` for CUDA).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install torch==2.13.0 --index-url ${TORCH_INDEX_URL}
 
 # Dependencies in their own layer, pinned by constraints.txt; the sources change more often.
 COPY pyproject.toml constraints.txt README.md ./

@@ -2,19 +2,35 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch first, from the CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
+# Which torch build: pip takes torch, and only torch, from this index. The default is PyTorch's CPU-only
+# wheels (on Linux, torch from PyPI is the multi-GB CUDA build); e.g. TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+# for CUDA 12.8. If the index cannot be reached (an offline machine, CI), a torch wheel that pip already finds
+# locally (its find-links) is installed instead, without any index; torch's own dependencies come with the project.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 TORCH ?= torch==2.13.0
 QUESTION ?= Siapa Thalut dan bagaimana pasukannya mengalahkan Jalut?
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup torch demo test lint format bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH)
+	$(MAKE) --no-print-directory torch
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# One probe of the index (10 s at most) instead of pip's retries: pip spends minutes on an index it cannot reach.
+torch:
+	@if $(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1].rstrip("/") + "/torch/", timeout=10)' '$(TORCH_INDEX_URL)' 2>/dev/null; then \
+		echo "installing $(TORCH) from $(TORCH_INDEX_URL)"; \
+		$(BIN)/pip install -q --no-deps --index-url '$(TORCH_INDEX_URL)' '$(TORCH)'; \
+	else \
+		echo "$(TORCH_INDEX_URL) cannot be reached: installing $(TORCH) from a local wheel (pip's find-links), no index"; \
+		$(BIN)/pip install -q --no-deps --no-index '$(TORCH)' || { \
+			echo "error: no local wheel of $(TORCH) either; set TORCH_INDEX_URL to a torch index this machine reaches" >&2; \
+			exit 1; }; \
+	fi
 
 demo: setup
 	$(BIN)/tafsir ingest

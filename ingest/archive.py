@@ -8,18 +8,22 @@ also keeps its edition's ayat as JSONL in ``<store>/sources/<alias>/<edition>.js
 atomically; rewritten only when the edition changed), and a rebuild that cannot read the old
 collection carries the editions over from there.
 
+Next to each copy, ``<edition>.json`` records the edition's last successful run (where it was read from,
+when it ended), which ``tafsir editions`` shows; ``tafsir remove --edition`` deletes both.
+
 Only the embedded store keeps an archive: a Qdrant server keeps its own data, and its collections are
 read back for a rebuild (``stored_ayat``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ingest.sources import Source, SourceError, read_source
+from ingest.sources import BUILTIN_ORIGIN, Source, SourceError, read_source
 from services.files import write_atomically
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +68,33 @@ class SourceArchive:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomically(path, data)
+
+    def record_path(self, edition: str) -> Path:
+        return self.folder / f"{edition}.json"
+
+    def record_run(self, source: Source, finished_at: str) -> None:
+        """Note the edition's last successful run: its source (a file as an absolute path) and when it ended."""
+        origin = source.origin if source.origin == BUILTIN_ORIGIN else str(Path(source.origin).resolve())
+        record = {"edition": source.edition, "source": origin, "ingested_at": finished_at}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.record_path(source.edition), (json.dumps(record, ensure_ascii=False) + "\n").encode())
+
+    def last_run(self, edition: str) -> dict | None:
+        """What :meth:`record_run` noted for ``edition``, or None (never recorded, or unreadable)."""
+        try:
+            record = json.loads(self.record_path(edition).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def remove(self, edition: str) -> list[Path]:
+        """Forget ``edition``: its copy and its run record. Returns the files deleted."""
+        removed = []
+        for path in (self.path(edition), self.record_path(edition)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+        return removed
 
     def editions(self) -> list[str]:
         return sorted(p.stem for p in self.folder.glob("*.jsonl")) if self.folder.is_dir() else []

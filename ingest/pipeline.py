@@ -312,7 +312,7 @@ class IngestPipeline:
         self._execute(plan, progress)
         summary = plan.summary
         summary.dropped = self._drop_superseded(summary.alias, plan.target.name)
-        self._archive(plan.work)
+        self._archive(plan.work, source)
         summary.seconds = round(time.perf_counter() - started, 3)
         return summary
 
@@ -377,8 +377,9 @@ class IngestPipeline:
         loaded = [self.archive.load(e) for e in archived]
         return [(s.edition, list(s.ayat)) for s in loaded if s is not None]
 
-    def _archive(self, work: list[EditionWork]) -> None:
-        """Keep a copy of each edition written (see ingest/archive.py); a failure here fails no run."""
+    def _archive(self, work: list[EditionWork], source: Source) -> None:
+        """Keep a copy of each edition written and note this run of ``source``'s edition (see
+        ingest/archive.py); a failure here fails no run."""
         if self.archive is None:
             return
         for job in work:
@@ -386,6 +387,10 @@ class IngestPipeline:
                 self.archive.save(Source(job.edition, "archive", tuple(job.ayat)))
             except OSError as exc:
                 log.warning("could not keep a copy of edition %r in %s: %s", job.edition, self.archive.folder, exc)
+        try:
+            self.archive.record_run(source, datetime.now(UTC).isoformat(timespec="seconds"))
+        except OSError as exc:
+            log.warning("could not note the run of edition %r in %s: %s", source.edition, self.archive.folder, exc)
 
     def _refuse_another_model(self, alias: str, spec: CollectionSpec) -> None:
         """An incremental run never mixes models: another model (or other weights under the same name) than

@@ -24,7 +24,8 @@ _OPTION_NAMES = ("k", "mode", "filter", "score_threshold", "neighbors")
 class TafsirRetriever(BaseRetriever):
     """Retrieve tafsir passages with citations, e.g. ``TafsirRetriever(k=5).invoke("siapa Thalut?")``.
 
-    Each Document: ``page_content`` the chunk text; ``metadata`` surah, surah_name, ayah, chunk, edition,
+    Each Document: ``page_content`` the chunk text; ``metadata`` surah, surah_name, ayah, chunk, edition, also_in
+    (other editions with the same text, merged into this one),
     translation, arabic, score, citation ("QS Al-Baqarah [2]: 255") and, for neighbouring ayat added as
     context, ``context_for``; ``id`` the Qdrant point id. ``invoke(query, k=..., mode=..., filter=...)``
     overrides the fields for one call.
@@ -88,6 +89,7 @@ def to_document(passage: Passage) -> Document:
         "chunk": passage.chunk,
         "chunks": passage.chunks,
         "edition": passage.edition,
+        "also_in": list(passage.also_in),
         "translation": passage.translation,
         "arabic": passage.arabic,
         "score": passage.score,

@@ -19,33 +19,43 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import services.schedule  # noqa: F401  (registers the ingest metrics, so /metrics always lists them)
 from services.embedding import EmbeddingModelError
-from services.quran import SURAH_COUNT, SURAHS, TRANSLATION_FIELDS, check_ayah, citation, shown_translation
+from services.quran import TRANSLATION_FIELDS, check_ayah, citation, shown_translation
 from services.quran import surah as surah_info
-from services.search import Passage, SearchEngine, SearchOptions, TafsirFilter
+from services.search import (
+    MAX_EDITION_CHARS,
+    Passage,
+    RetrieveRequest,
+    SearchEngine,
+    humane_errors,
+)
 from services.settings import Settings
-from services.store.base import Mode, PointFilter, StoreError
+from services.store.base import PointFilter, StoreError
 
 log = logging.getLogger(__name__)
 
-MAX_QUERY_CHARS = 2_000
 MAX_BODY_BYTES = 64 * 1024
-MAX_AYAT_IN_A_SURAH = max(s.ayat for s in SURAHS)  # 286, Al-Baqarah
-MAX_EDITION_CHARS = 100
+# Swagger UI and ReDoc come from the pinned PyPI package fastapi-offline and are served from here: FastAPI's
+# own pages load them from a CDN, which leaves /docs blank on a machine without internet.
+DOCS_ASSETS_URL = "/docs-assets"
+DOCS_ASSETS = resources.files("fastapi_offline") / "static"
 
 # --- HTTP metrics (the default registry, shared with the ingest metrics in services.schedule) -------------
 
@@ -62,50 +72,6 @@ HTTP_LATENCY = Histogram(
 
 # --- request and response bodies --------------------------------------------------------------------------
 
-SurahNumber = Annotated[int, Field(ge=1, le=SURAH_COUNT)]
-AyahNumber = Annotated[int, Field(ge=1, le=MAX_AYAT_IN_A_SURAH)]
-EditionId = Annotated[str, Field(min_length=1, max_length=MAX_EDITION_CHARS)]
-
-
-class RetrieveFilter(TafsirFilter):
-    """``TafsirFilter`` with the Quran's bounds in the schema, so clients (and generated tests) see them."""
-
-    surah: SurahNumber | Annotated[list[SurahNumber], Field(max_length=SURAH_COUNT)] | None = Field(
-        None, description="A surah number 1-114, or several."
-    )
-    ayah_from: AyahNumber | None = Field(None, description="Lowest ayah number (inclusive).")
-    ayah_to: AyahNumber | None = Field(None, description="Highest ayah number (inclusive).")
-    edition: EditionId | Annotated[list[EditionId], Field(max_length=50)] | None = Field(
-        None, description="An edition id such as id.jalalayn, or several."
-    )
-
-
-class RetrieveRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"query": "Siapa Thalut?", "k": 5, "mode": "hybrid", "filter": {"surah": 2}, "neighbors": 1}]
-        },
-    )
-
-    query: str = Field(
-        min_length=1, max_length=MAX_QUERY_CHARS, description="The question, in Indonesian (at most 2,000 characters)."
-    )
-    k: int = Field(5, ge=1, le=50, description="How many passages (before neighbouring ayat are added).")
-    mode: Mode = Field(Mode.HYBRID, description="dense, sparse (BM25) or hybrid (both, fused by RRF).")
-    filter: RetrieveFilter | None = Field(None, description="Surah(s), ayah range, edition(s); all given must hold.")
-    neighbors: int = Field(0, ge=0, le=10, description="Add up to n adjacent ayat of the same surah as context.")
-    score_threshold: float | None = Field(
-        None, allow_inf_nan=False, description="Drop passages scoring below this (scores depend on the mode)."
-    )
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the query is blank")
-        return value
-
 
 class DocumentMetadata(BaseModel):
     surah: int
@@ -118,6 +84,10 @@ class DocumentMetadata(BaseModel):
     arabic: str | None
     context_for: str | None = Field(
         None, description="For a neighbouring ayah added as context: the citation of the hit it surrounds."
+    )
+    also_in: list[str] = Field(
+        default_factory=list,
+        description="Other editions holding the same text for this ayah: one passage stands for them all.",
     )
 
 
@@ -223,13 +193,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         # The offending input is not echoed back: it may be large, and a header could hold a secret.
         details = [
             {
-                "location": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
-                "message": e.get("msg", ""),
-                "type": e.get("type", ""),
+                "location": [p if isinstance(p, int) else str(p) for p in e["loc"]],
+                "message": e["msg"],
+                "type": e["type"],
             }
-            for e in exc.errors()
+            for e in humane_errors(exc.errors())
         ]
-        summary = "; ".join(f"{'.'.join(str(p) for p in d['location'])}: {d['message']}" for d in details[:5])
+        summary = "; ".join(d["message"] for d in details[:5])  # each message names its field
         content_type = request.headers.get("content-type", "")
         if request.method == "POST" and "json" not in content_type:
             # FastAPI reads a body as JSON only when it is declared so (e.g. `curl -d` sends a form).
@@ -475,11 +445,44 @@ def _document(passage: Passage) -> Document:
             translation=passage.translation,
             arabic=passage.arabic,
             context_for=passage.context_for,
+            also_in=list(passage.also_in),
         ),
     )
 
 
 # --- the app ------------------------------------------------------------------------------------------------
+
+
+def _install_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc over /openapi.json, with every asset served by this process."""
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(DOCS_ASSETS)), name="docs-assets")
+
+    def root(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")  # behind a proxy that strips a prefix
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        base = root(request)
+        return get_swagger_ui_html(
+            openapi_url=f"{base}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{base}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{base}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{base}{DOCS_ASSETS_URL}/favicon.png",
+            # Swagger UI would otherwise show a badge image from validator.swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        base = root(request)
+        return get_redoc_html(
+            openapi_url=f"{base}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{base}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{base}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAPI:
@@ -504,8 +507,11 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
             "or `X-API-Key: <key>`; /healthz, /readyz and /metrics stay open."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served below, from local assets
+        redoc_url=None,
     )
     app.state.service = service
+    _install_docs(app)
     _install_error_handlers(app)
 
     auth = []
@@ -523,15 +529,8 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
     )
     async def retrieve(body: RetrieveRequest) -> RetrieveResponse:
         """The passages that answer a question, best first, each with its citation."""
-        options = SearchOptions(
-            k=body.k,
-            mode=body.mode,
-            filter=body.filter.to_point_filter() if body.filter is not None else None,
-            score_threshold=body.score_threshold,
-            neighbors=body.neighbors,
-        )
         started = time.perf_counter()
-        passages = await run_in_threadpool(service.engine.search, body.query, options)
+        passages = await run_in_threadpool(service.engine.search, body.query, body.options())
         took_ms = round((time.perf_counter() - started) * 1000, 3)
         return RetrieveResponse(documents=[_document(p) for p in passages], took_ms=took_ms)
 

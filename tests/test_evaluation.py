@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import pytest
 
-from services.evaluation import QueryFileError, evaluate, load_queries, score_query
+from services.evaluation import BUILTIN_QUERIES, QueryFileError, evaluate, load_queries, score_query
+from tests.conftest import ROOT
 
 RELEVANT = {(2, 255): 2, (2, 256): 1, (3, 1): 1}
 
@@ -71,9 +73,111 @@ def test_a_bad_query_file_names_line_and_field(tmp_path, line, expected):
     assert expected in str(info.value) and "bad.jsonl" in str(info.value)
 
 
-def test_the_dev_sets_load():
-    from pathlib import Path
+def test_a_label_naming_an_ayah_that_does_not_exist_is_refused(tmp_path):
+    path = tmp_path / "q.jsonl"
+    rows = [{"qid": "a", "query": "x", "relevant": [[2, 255, 2]]}, {"qid": "b", "query": "y", "relevant": [[1, 8, 2]]}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(QueryFileError) as info:
+        load_queries(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:2: field 'relevant': [1, 8, 2]") and "its ayat are 1-7" in message
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    assert len(load_queries(shared / "dev_questions.jsonl")) == 40
-    assert len(load_queries(shared / "dev_translation_queries.jsonl")) == 500
+
+# --- the question file shipped with the project -------------------------------------------------------------
+
+# A content word: a BM25 term of the project's own analysis (Indonesian stemmer, stopwords removed,
+# transliteration folded) that at most this share of the corpus's ayat contain ("allah", "orang", "kaum" are
+# in more and say nothing about a topic).
+CONTENT_WORD_MAX_SHARE = 0.10
+
+
+@pytest.fixture(scope="module")
+def corpus_terms() -> tuple[dict[tuple[int, int], set[int]], set[int]]:
+    """Each built-in ayah's BM25 terms (tafsir + translation + surah name), and the terms too common to count."""
+    from ingest.sources import read_builtin
+    from services.quran import surah
+    from services.sparse import SparseEncoder, document_text
+
+    encoder = SparseEncoder()
+    terms = {
+        (a.surah, a.ayah): set(encoder.weights(document_text(a.text, a.translation, surah(a.surah).name)))
+        for a in read_builtin().ayat
+    }
+    frequency = Counter(term for ayah_terms in terms.values() for term in ayah_terms)
+    common = {term for term, n in frequency.items() if n > CONTENT_WORD_MAX_SHARE * len(terms)}
+    return terms, common
+
+
+def builtin_rows() -> list[tuple[int, dict]]:
+    lines = BUILTIN_QUERIES.read_text(encoding="utf-8").splitlines()
+    return [(number, json.loads(line)) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def note_keys(key: str) -> list[tuple[int, int]]:
+    """ "2:8" or "2:8-14" -> the ayat a note speaks for."""
+    surah, _, verses = key.partition(":")
+    first, _, last = verses.partition("-")
+    return [(int(surah), ayah) for ayah in range(int(first), int(last or first) + 1)]
+
+
+def test_the_builtin_questions_load_and_each_has_an_answering_ayah():
+    queries = load_queries(BUILTIN_QUERIES)  # the ayat exist: load_queries checks every label
+    assert 30 <= len(queries) <= 40
+    assert all(2 in q.relevant.values() for q in queries), "every question needs an ayah that answers it (grade 2)"
+    assert BUILTIN_QUERIES.resolve().is_relative_to(ROOT), "the shipped file lives in the repository"
+
+
+def test_every_builtin_label_shares_a_content_word_with_its_question_or_its_note_says_why(corpus_terms):
+    from services.sparse import SparseEncoder
+
+    terms, common = corpus_terms
+    encoder = SparseEncoder()
+    problems = []
+    for number, row in builtin_rows():
+        where = f"{BUILTIN_QUERIES}:{number}: {row['qid']}"
+        question = set(encoder.query(row["query"]).indices) - common
+        notes = row.get("notes", {})
+        unexplained_by_note: dict[str, int] = dict.fromkeys(notes, 0)
+        labelled = {(surah, ayah) for surah, ayah, _ in row["relevant"]}
+        for surah, ayah, grade in row["relevant"]:
+            if terms[surah, ayah] & question:
+                continue
+            note = next((key for key in notes if (surah, ayah) in note_keys(key)), None)
+            if note is None or not notes[note].strip():
+                problems.append(
+                    f"{where} labels {surah}:{ayah} (grade {grade}), whose tafsir and translation share no content "
+                    f'word with {row["query"]!r}: correct the label, or say why it answers in "notes": '
+                    f'{{"{surah}:{ayah}": "..."}}'
+                )
+            else:
+                unexplained_by_note[note] += 1
+        for key in notes:
+            if not set(note_keys(key)) <= labelled:
+                problems.append(f"{where}: note {key!r} speaks for ayat that are not labelled")
+            elif unexplained_by_note[key] == 0:
+                problems.append(f"{where}: note {key!r} is not needed: its ayat share a word with the question")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_question_file_is_installed_with_the_package(tmp_path):
+    """`tafsir eval` without --queries must find the file in an installed package, not only in a clone."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("services", "ingest", "retriever", "training"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    build = "import sys, setuptools.build_meta as backend; print(backend.build_wheel(sys.argv[1]))"
+    result = subprocess.run(
+        [sys.executable, "-c", build, str(tmp_path / "dist")], cwd=source, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    wheel = tmp_path / "dist" / result.stdout.split()[-1]
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.read("services/evaluation_questions.jsonl")
+    assert shipped == BUILTIN_QUERIES.read_bytes()

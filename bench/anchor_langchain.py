@@ -1,7 +1,8 @@
 """The anchor: the off-the-shelf LangChain pipeline on the built-in corpus, as a new user would write it.
 
 RecursiveCharacterTextSplitter.from_huggingface_tokenizer (512 tokens, overlap 50) over each ayah's
-tafsir, HuggingFaceEmbeddings with the same model (torch, its shipped max_seq_length), and
+tafsir, HuggingFaceEmbeddings with the same model (torch, its shipped max_seq_length, the model's document
+prompt), and
 QdrantVectorStore.from_documents into qdrant-client's local mode (a folder). Prints one JSON object:
 the wall time of the whole script body (imports included, as `tafsir ingest` in a new process is timed),
 the chunk count, and how many chunks the model silently truncates.
@@ -34,15 +35,22 @@ def run(store: Path) -> dict:
 
     from ingest.sources import read_builtin
     from services.embedding import resolve_model
+    from services.models import profile_for
+    from services.settings import Settings
 
-    model = str(resolve_model("default").folder)
+    source = resolve_model("default", cache=Settings().model_cache)  # the same expanded folder ingest runs
+    model = str(source.folder)
     ayat = read_builtin().ayat
     tokenizer = AutoTokenizer.from_pretrained(model)
     splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(tokenizer, chunk_size=512, chunk_overlap=50)
     documents = splitter.create_documents(
         [a.text for a in ayat], metadatas=[{"surah": a.surah, "ayah": a.ayah} for a in ayat]
     )
-    embeddings = HuggingFaceEmbeddings(model_name=model, model_kwargs={"device": "cpu"})
+    # As the model card asks: E5 embeds documents behind "passage: " (sentence-transformers' prompt argument).
+    prompt = profile_for(source.name, source.folder).document_prefix
+    embeddings = HuggingFaceEmbeddings(
+        model_name=model, model_kwargs={"device": "cpu"}, encode_kwargs={"prompt": prompt} if prompt else {}
+    )
     QdrantVectorStore.from_documents(documents, embeddings, path=str(store), collection_name="anchor")
     elapsed = time.perf_counter() - STARTED
     limit = embeddings._client.max_seq_length

@@ -3,6 +3,7 @@
 Prints one JSON object. Measures, on a fresh embedded store in a temporary folder:
   - ``cli_first_s``: `tafsir ingest --json` in a new process (imports, model load, chunking, embedding,
     upserts, alias swap: what a user waits for);
+  - ``cli_first_peak_rss_mb``: that process's peak resident memory (the export is cached by then);
   - ``cli_second_s``: the same command again on the unchanged corpus (must embed 0 chunks);
   - with ``--anchor``: ``anchor_s``, bench/anchor_langchain.py (the off-the-shelf LangChain pipeline, same
     model) in a new process, timed the same way, and ``speedup`` = anchor_s / cli_first_s;
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -100,11 +102,14 @@ def main() -> None:
             measured = in_process(Path(tmp) / "inproc")  # first: makes the export, if any, untimed below
             backend = measured.pop("backend")
             first_s, first = cli_ingest(Path(tmp) / "cli")
+            # The children's peak so far is the first CLI run's (the in-process run is this process).
+            first_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             second_s, second = cli_ingest(Path(tmp) / "cli")
             anchor = anchor_ingest(Path(tmp) / "anchor") if args.anchor else None
         rounds.append(
             {
                 "cli_first_s": first_s,
+                "cli_first_peak_rss_mb": first_peak_mb,
                 "cli_second_s": second_s,
                 "second_embedded": second["embedded"],
                 "first_points": first["chunks"],
@@ -118,6 +123,7 @@ def main() -> None:
         "rounds": len(rounds),
         "chunks": median["chunks"],
         "cli_first_s": round(median["cli_first_s"], 2),
+        "cli_first_peak_rss_mb": round(median["cli_first_peak_rss_mb"], 1),
         "cli_second_s": round(median["cli_second_s"], 2),
         "second_embedded": median["second_embedded"],
         "second_over_first": round(median["cli_second_s"] / median["cli_first_s"], 4),

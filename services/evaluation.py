@@ -133,8 +133,9 @@ class EvalReport:
     ndcg: float
     recall_at_1: float
     missed: list[dict] = field(default_factory=list)  # queries with no relevant ayah in the top k
+    per_query: list[dict] = field(default_factory=list)  # each query's scores, in the file's order
 
-    def as_dict(self) -> dict:
+    def as_dict(self, per_query: bool = False) -> dict:
         return {
             "k": self.k,
             "queries": self.queries,
@@ -144,6 +145,7 @@ class EvalReport:
             f"ndcg@{self.k}": round(self.ndcg, 4),
             "recall@1": round(self.recall_at_1, 4),
             "missed": self.missed,
+            **({"per_query": self.per_query} if per_query else {}),
         }
 
 
@@ -165,4 +167,13 @@ def evaluate(queries: Sequence[LabelledQuery], rankings: Sequence[Sequence[AyahK
         ndcg=sum(s.ndcg for s in scores) / n,
         recall_at_1=sum(s.recall_at_1 for s in scores) / n,
         missed=missed,
+        per_query=[
+            {
+                "qid": q.qid,
+                f"ndcg@{k}": round(s.ndcg, 4),
+                "first_relevant_rank": round(1 / s.mrr) if s.mrr else None,
+                "recall@1": round(s.recall_at_1, 4),
+            }
+            for q, s in zip(queries, scores, strict=True)
+        ],
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # Written by `tafsir train` into the model folder it produces: {"base": "<hub id of the base model>"}.
 LINEAGE_FILE = "tafsir_model.json"
@@ -44,6 +44,8 @@ class ModelProfile:
     query_prefix: str = ""
     document_prefix: str = ""
     max_tokens: int = 512
+    # The exported backends' weights (onnx, openvino) unless TAFSIR_EMBEDDING_QUANTIZATION says otherwise.
+    quantization: Literal["none", "int8"] = "none"
     fusion: Fusion = field(
         # Measured with all-MiniLM-L6-v2 (English) on the dev questions: dense adds little (docs/BENCHMARKS.md).
         default_factory=lambda: Fusion(rrf_k=2, prefetch_limit=50, dense=0.5, bm25=1.0, bm25_ctx=4.0, bm25_tr=1.0)
@@ -62,6 +64,10 @@ PROFILES: dict[str, ModelProfile] = {
         query_prefix="query: ",
         document_prefix="passage: ",
         max_tokens=512,
+        # int8 weights: the same vectors (cosine to torch fp32 >= 0.9998), the same document speed, faster queries,
+        # and the 250k-token embedding at a quarter of its size: an ingest peaks at 1.3 GiB instead of 1.7
+        # (docs/BENCHMARKS.md, "Backends for multilingual-e5-small").
+        quantization="int8",
         # bench/fusion.py on the dev files, then `tafsir eval` (docs/BENCHMARKS.md, "Fusion"): among fusions that
         # keep R@1 >= 0.96 on the translation queries, a high nDCG@10 on the dev questions (0.633) on a plateau of
         # neighbours within 0.005 of it.

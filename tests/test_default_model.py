@@ -54,6 +54,8 @@ def test_the_default_model_is_the_bundled_multilingual_e5_expanded_into_the_mode
     assert Path(described["folder"]) == Path(os.environ["TAFSIR_MODEL_CACHE"]) / E5_FOLDER
     assert described["dimension"] == 384 and described["max_tokens"] == 512
     assert (described["query_prefix"], described["document_prefix"]) == ("query: ", "passage: ")
+    assert described["backend"] == "openvino (int8)"  # the model's own choice (services/models.py)
+    assert Embedder(settings(embedding_quantization="none")).describe()["backend"] == "openvino"
 
 
 def test_queries_and_documents_get_their_prompts(e5_torch):

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from services.evaluation import BUILTIN_QUERIES, QueryFileError, evaluate, load_queries, score_query
+from services.evaluation import BUILTIN_QUERIES, LabelledQuery, QueryFileError, evaluate, load_queries, score_query
 from tests.conftest import ROOT
 
 RELEVANT = {(2, 255): 2, (2, 256): 1, (3, 1): 1}
@@ -54,6 +54,24 @@ def test_evaluate_averages_and_lists_missed_queries(tmp_path):
     assert (report.hit, report.mrr, report.recall_at_1) == (0.5, 0.5, 0.5)
     assert [m["qid"] for m in report.missed] == ["b"]
     assert report.as_dict()["ndcg@10"] == 0.5
+    assert "per_query" not in report.as_dict()
+
+
+def test_the_per_query_scores_say_how_each_query_fared():
+    queries = [
+        LabelledQuery("a", "ayat kursi", {(2, 255): 2}),
+        LabelledQuery("b", "al-ikhlas", {(112, 1): 2, (112, 2): 1}),
+        LabelledQuery("c", "qarun", {(28, 76): 2}),
+    ]
+    report = evaluate(queries, [[(2, 255)], [(1, 1), (112, 2), (112, 1)], [(5, 5)]], k=10)
+    rows = report.as_dict(per_query=True)["per_query"]
+    assert [(r["qid"], r["first_relevant_rank"], r["recall@1"]) for r in rows] == [
+        ("a", 1, 1.0),
+        ("b", 2, 0.0),
+        ("c", None, 0.0),
+    ]
+    assert rows[0]["ndcg@10"] == 1.0 and rows[2]["ndcg@10"] == 0.0
+    assert sum(r["ndcg@10"] for r in rows) / 3 == pytest.approx(report.ndcg, abs=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
@@ -210,3 +211,21 @@ def test_format_docs_numbers_passages_and_marks_context():
         "[1] QS Al-Ikhlas [112]: 2\nTafsir satu.\n\n"
         "[2] QS Al-Ikhlas [112]: 3 (konteks untuk QS Al-Ikhlas [112]: 2)\nTafsir dua."
     )
+
+
+def test_an_engine_asked_for_its_model_before_its_store_answers(settings, tmp_path):
+    """The first use of the embedder reads which model the collection records, through the store: that must not
+    wait on the engine's own lock (it did: a bench script that warmed the model up first hung)."""
+    engine = SearchEngine(settings.model_copy(update={"qdrant_path": tmp_path / "qdrant"}))
+    done = threading.Event()
+
+    def ask() -> None:
+        _ = engine.embedder.identity
+        done.set()
+
+    threading.Thread(target=ask, daemon=True).start()
+    try:
+        assert done.wait(timeout=60)
+    finally:
+        if done.is_set():
+            engine.store.close()

@@ -114,11 +114,16 @@ def corpus_terms() -> tuple[dict[tuple[int, int], set[int]], set[int]]:
     """Each built-in ayah's BM25 terms (tafsir + translation + surah name), and the terms too common to count."""
     from ingest.sources import read_builtin
     from services.quran import surah
-    from services.sparse import SparseEncoder, document_text
+    from services.sparse import SURAH_NAME, TAFSIR, TRANSLATION_LEGACY, SparseEncoder
+    from services.store.base import SPARSE
 
     encoder = SparseEncoder()
     terms = {
-        (a.surah, a.ayah): set(encoder.weights(document_text(a.text, a.translation, surah(a.surah).name)))
+        (a.surah, a.ayah): set(
+            encoder.vectors({TAFSIR: a.text, TRANSLATION_LEGACY: a.translation, SURAH_NAME: surah(a.surah).name})[
+                SPARSE
+            ].indices
+        )
         for a in read_builtin().ayat
     }
     frequency = Counter(term for ayah_terms in terms.values() for term in ayah_terms)

@@ -850,7 +850,7 @@ def train(
             before = report["before"] or {}
             scores.add_row(mode, *(f"{before.get(m, float('nan')):.3f} → {report['after'][m]:.3f}" for m in metrics))
         stdout.print(scores)
-    stdout.print(f"use it: TAFSIR_EMBEDDING_MODEL={result.output} tafsir ingest", highlight=False)
+    stdout.print(f"use it: TAFSIR_EMBEDDING_MODEL={result.output} tafsir ingest --rebuild", highlight=False)
 
 
 def _use_the_system_allocator() -> None:

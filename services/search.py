@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -365,7 +366,7 @@ class SearchEngine:
             self.check_model()
         request = self.request(query, options)
         wording = self.settings.translation
-        limit = options.k
+        limit = 2 * options.k  # room for twins from other editions, merged below
         while True:
             hits = self.store.search(self.settings.collection, dataclasses.replace(request, limit=limit))
             passages = merge_editions(Passage.from_payload(h.id, h.payload, h.score, translation=wording) for h in hits)
@@ -374,9 +375,28 @@ class SearchEngine:
                 break
             limit *= 2
         passages = passages[: options.k]
+        if len({h.payload["edition"] for h in hits}) > 1:
+            # A twin can rank just below the hits fetched (Qdrant orders equal scores inside a prefetch list its
+            # own way): look the kept passages' ayat up in every edition, so also_in is whole.
+            passages = self._with_every_twin(passages, options.filter)
         if options.neighbors > 0 and passages:
             passages = self._with_neighbors(passages, options.neighbors)
         return passages
+
+    def _with_every_twin(self, passages: list[Passage], only: PointFilter | None) -> list[Passage]:
+        """``passages`` with ``also_in`` naming every other edition (within ``only``'s) that holds the same text."""
+        ayat = sorted({(p.surah, p.ayah) for p in passages})
+        editions = only.editions if only is not None else None
+        found = self.store.retrieve(self.settings.collection, PointFilter(editions=editions, ayat=ayat), limit=10_000)
+        holders: dict[tuple[int, int, str], set[str]] = defaultdict(set)
+        for hit in found:
+            payload = hit.payload
+            holders[payload["surah"], payload["ayah"], str(payload["text"]).strip()].add(payload["edition"])
+        completed = []
+        for p in passages:
+            others = holders[p.surah, p.ayah, p.text.strip()] - {p.edition, *p.also_in}
+            completed.append(dataclasses.replace(p, also_in=(*p.also_in, *sorted(others))) if others else p)
+        return completed
 
     def _with_neighbors(self, hits: list[Passage], n: int) -> list[Passage]:
         """Each hit followed by up to ``n`` ayat before and after it in its surah, each fetched once."""

@@ -78,6 +78,14 @@ def test_a_search_over_two_copies_returns_k_distinct_passages_each_naming_the_ot
     assert all({p.edition, *p.also_in} == {"id.test", "my.copy"} for p in passages)
 
 
+@pytest.mark.parametrize("mode", list(Mode))
+def test_every_passage_names_all_the_editions_holding_its_text_even_at_the_edge_of_the_ranking(engine, mode):
+    for k in (1, 2, 3, 7):
+        passages = engine.search("Allah Yang Maha Esa", SearchOptions(k=k, mode=mode))
+        assert len(passages) == k
+        assert all({p.edition, *p.also_in} == {"id.test", "my.copy"} for p in passages), (k, passages)
+
+
 def test_a_search_limited_to_one_edition_merges_nothing(engine):
     only = SearchOptions(k=5, mode=Mode.SPARSE, filter=PointFilter(editions=["my.copy"]))
     passages = engine.search("Allah Yang Maha Esa", only)

@@ -323,9 +323,17 @@ class SearchEngine:
         return settings_for_collection(self.settings, recorded[1] if recorded else None)
 
     def check_model(self) -> None:
-        """Refuse to query a collection with vectors of another model (or other weights of the same one)."""
+        """Refuse to query a collection with vectors of another model (or other weights of the same one).
+
+        Once per physical collection: a query resolves the alias only, and reads the collection's record (an exact
+        count on the embedded store) when the alias points somewhere new."""
+        try:
+            if self.store.resolve_alias(self.settings.collection) in self._verified:
+                return
+        except StoreError:
+            return  # the search itself reports the damage, naming the file and the repair
         recorded = self._recorded_model()
-        if recorded is None or recorded[0] in self._verified:
+        if recorded is None:
             return
         collection, model = recorded
         if model != self.embedder.identity:

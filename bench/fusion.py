@@ -40,7 +40,7 @@ K = 10
 
 def ranked_lists(engine, queries, depth: int) -> list[dict[str, list[tuple[str, tuple[int, int]]]]]:
     """Per query, each list's top ``depth`` as (point id, (surah, ayah)), searched alone."""
-    from services.search import SearchOptions
+    from retriever.search import SearchOptions
     from services.store.base import Mode
 
     only = {name: {n: (1.0 if n == name else 0.0) for n in LISTS} for name in LISTS}
@@ -91,8 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     GRID.update(args.grid or {})
 
+    from retriever.search import shared_engine
     from services.evaluation import evaluate, load_queries
-    from services.search import shared_engine
     from services.settings import Settings
 
     settings = Settings()

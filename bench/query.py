@@ -31,8 +31,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
+    from retriever.search import SearchEngine, SearchOptions
     from services.evaluation import load_queries
-    from services.search import SearchEngine, SearchOptions
     from services.settings import Settings
     from services.store.base import Mode
 

@@ -1,6 +1,6 @@
 """``TafsirRetriever``: a LangChain ``BaseRetriever`` over the tafsir collection.
 
-A thin wrapper: the search itself is ``services.search.SearchEngine``, shared with the CLI and the
+A thin wrapper: the search itself is ``retriever.search.SearchEngine``, shared with the CLI and the
 HTTP API; sync and async calls run the same core (async in a worker thread).
 """
 
@@ -14,7 +14,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from services.search import Passage, SearchEngine, SearchOptions, TafsirFilter, shared_engine
+from retriever.search import Passage, SearchEngine, SearchOptions, TafsirFilter, shared_engine
 from services.settings import Settings
 from services.store.base import Mode
 

@@ -1,7 +1,7 @@
 """The HTTP service for chatbots (FastAPI), run by ``tafsir serve``; OpenAPI at ``/docs``.
 
 - ``POST /v1/retrieve``: passages with citations, the same search core as the CLI and the LangChain
-  retriever (``services.search.SearchEngine``), run in a worker thread so the event loop never blocks.
+  retriever (``retriever.search.SearchEngine``), run in a worker thread so the event loop never blocks.
 - ``GET /v1/ayah/{surah}/{ayah}``: an ayah's stored tafsir chunks, translation and Arabic text.
 - ``GET /healthz`` (the process lives), ``GET /readyz`` (store reachable, alias present, model loaded),
   ``GET /metrics`` (Prometheus).
@@ -36,16 +36,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import services.schedule  # noqa: F401  (registers the ingest metrics, so /metrics always lists them)
-from services.embedding import EmbeddingModelError
-from services.quran import TRANSLATION_FIELDS, check_ayah, citation, shown_translation
-from services.quran import surah as surah_info
-from services.search import (
+from retriever.search import (
     MAX_EDITION_CHARS,
     Passage,
     RetrieveRequest,
     SearchEngine,
     humane_errors,
 )
+from services.embedding import EmbeddingModelError
+from services.quran import TRANSLATION_FIELDS, check_ayah, citation, shown_translation
+from services.quran import surah as surah_info
 from services.settings import Settings
 from services.store.base import PointFilter, StoreError
 

@@ -381,7 +381,7 @@ def _live_collection(store, alias: str) -> str | None:
 
 
 def _engine_or_exit(settings, store):
-    from services.search import SearchEngine
+    from retriever.search import SearchEngine
 
     if _live_collection(store, settings.collection) is None:
         raise _fail(f"alias {settings.collection!r} does not exist in {store.location}: run `tafsir ingest`", 1)
@@ -415,8 +415,8 @@ def search(
     """Find the tafsir passages that answer a question, with citations and editions."""
     from pydantic import ValidationError
 
+    from retriever.search import RetrieveRequest, humane_errors
     from services.embedding import EmbeddingModelError
-    from services.search import RetrieveRequest, humane_errors
 
     settings = load_settings()
     # The HTTP API's request model: the same bounds and the same messages ("k must be between 1 and 50").
@@ -578,8 +578,8 @@ def evaluate(
     ] = False,
 ) -> None:
     """Retrieval quality on labelled queries: hit@k, Recall@k, MRR@k, nDCG@k (ayah level) and the misses."""
+    from retriever.search import SearchOptions
     from services.evaluation import BUILTIN_QUERIES, QueryFileError, evaluate, load_queries
-    from services.search import SearchOptions
 
     _in_range("k", k, 1, 100)
     _in_range("neighbors", neighbors, 0, 10)
@@ -899,9 +899,9 @@ def serve(
 
     import uvicorn
 
+    from retriever.search import SearchEngine
     from services.api import create_app
     from services.embedding import EmbeddingModelError
-    from services.search import SearchEngine
 
     _configure_logging(log_level)
 

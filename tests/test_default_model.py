@@ -16,8 +16,8 @@ import pytest
 from ingest.chunking import ChunkingParams, chunk_ayat
 from ingest.pipeline import IngestPipeline
 from ingest.sources import Source, read_builtin
+from retriever.search import SearchEngine, SearchOptions
 from services.embedding import E5_FOLDER, Embedder, ModelMismatchError
-from services.search import SearchEngine, SearchOptions
 from services.settings import Settings
 from services.store import open_store
 from tests.conftest import ROOT, tafsir_cmd

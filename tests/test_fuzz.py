@@ -25,10 +25,10 @@ from pydantic import ValidationError
 
 from ingest.pipeline import IngestPipeline
 from ingest.sources import _EDITION_RE, Source, SourceError, read_builtin, read_source
+from retriever.search import SearchEngine
 from services.api import RetrieveRequest, create_app
 from services.embedding import Embedder
 from services.quran import check_ayah
-from services.search import SearchEngine
 from services.settings import Settings
 from services.store import open_store
 

@@ -385,7 +385,7 @@ def store_as_the_previous_release(pipeline: IngestPipeline, source: Source) -> i
 
 
 def test_upgrading_rewrites_payload_and_sparse_vectors_and_embeds_nothing(settings, store):
-    from services.search import SearchEngine, SearchOptions
+    from retriever.search import SearchEngine, SearchOptions
     from services.store.base import Mode
 
     source = make_source("id.jalalayn", surahs=range(93, 115))

@@ -16,8 +16,8 @@ from ingest.pipeline import IngestPipeline
 from ingest.sources import Source, read_builtin
 from retriever import TafsirRetriever
 from retriever.chain import build_rag_chain, format_docs
+from retriever.search import SearchEngine, TafsirFilter, shared_engine
 from services.embedding import Embedder
-from services.search import SearchEngine, TafsirFilter, shared_engine
 from services.settings import Settings
 from services.store import open_store
 from services.store.base import Mode

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from ingest.pipeline import IngestPipeline
 from ingest.sources import Source, read_builtin
+from retriever.search import Passage, RetrieveRequest, SearchEngine, SearchOptions, humane_errors, merge_editions
 from services.embedding import Embedder
-from services.search import Passage, RetrieveRequest, SearchEngine, SearchOptions, humane_errors, merge_editions
 from services.settings import Settings
 from services.store import open_store
 from services.store.base import Mode, PointFilter

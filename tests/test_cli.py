@@ -350,7 +350,7 @@ def test_remove_asks_first_and_an_answer_other_than_yes_keeps_the_edition(two_ed
 
 
 def test_remove_refuses_while_an_ingest_run_holds_the_lock(two_editions):
-    from services.schedule import IngestLock
+    from ingest.lock import IngestLock
 
     env, _, _ = two_editions
     lock = IngestLock.for_settings(Settings(_env_file=None, qdrant_path=env["TAFSIR_QDRANT_PATH"]))

@@ -16,7 +16,7 @@ from typing import ClassVar
 import pytest
 import yaml
 
-from services.schedule import Schedule
+from ingest.schedule import Schedule
 from services.settings import Settings
 from services.store.base import CollectionSpec
 from tests.conftest import ROOT

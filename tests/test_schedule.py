@@ -18,9 +18,8 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from services.schedule import (
-    IngestBusyError,
-    IngestLock,
+from ingest.lock import IngestBusyError, IngestLock
+from ingest.schedule import (
     IngestScheduler,
     Schedule,
     ingest_check,
@@ -44,7 +43,7 @@ def lock_for(tmp_path: Path, alias: str = "tafsir") -> IngestLock:
 
 
 def ingest_runs_in(log: str, event: str = "ingest_run") -> list[dict]:
-    """The JSON lines (`... services.schedule: {"event": "ingest_run", ...}`) of one event in a log."""
+    """The JSON lines (`... ingest.schedule: {"event": "ingest_run", ...}`) of one event in a log."""
     return [json.loads(line[line.index("{") :]) for line in log.splitlines() if f'{{"event": "{event}"' in line]
 
 
@@ -135,7 +134,7 @@ def test_two_schedulers_on_one_collection_never_overlap(tmp_path):
 
 def test_a_run_logs_one_json_summary_and_updates_the_metrics(tmp_path, caplog):
     summary = {"edition": "t.metrics", "chunks": 12, "embedded": 5, "deleted": 1, "rebuilt": False}
-    with caplog.at_level(logging.INFO, logger="services.schedule"):
+    with caplog.at_level(logging.INFO, logger="ingest.schedule"):
         assert run_ingest(lambda: summary, lock_for(tmp_path), trigger="t-success") == summary
     (record,) = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
     assert record == {"event": "ingest_run", "outcome": "success", "trigger": "t-success", **summary}
@@ -151,7 +150,7 @@ def test_a_failing_run_is_logged_and_counted_and_the_lock_is_released(tmp_path, 
         raise StoreError("The Qdrant server at http://qdrant:6333 did not answer")
 
     lock = lock_for(tmp_path)
-    with caplog.at_level(logging.INFO, logger="services.schedule"):
+    with caplog.at_level(logging.INFO, logger="ingest.schedule"):
         assert run_ingest(failing, lock, trigger="t-error") is None
     (record,) = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
     assert record["outcome"] == "error" and "did not answer" in record["error"]
@@ -189,7 +188,7 @@ def test_the_check_at_start_says_what_the_next_run_will_do_and_writes_nothing(tm
     store = open_store(settings)
     try:
         ok_before = checks("ok")
-        with caplog.at_level(logging.INFO, logger="services.schedule"):
+        with caplog.at_level(logging.INFO, logger="ingest.schedule"):
             summary = run_check(ingest_check(settings, store, Embedder(settings), grown))
         assert summary is not None and summary["dry_run"]
         assert store.count("tafsir") == before["chunks"]  # nothing written

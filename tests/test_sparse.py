@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
+from pydantic import ValidationError
 
 from ingest.pipeline import ayah_texts
 from ingest.sources import read_builtin
+from services.settings import Settings, SparseLayoutName
 from services.sparse import (
     FIELD_AVG_LEN,
     SPARSE_LAYOUTS,
@@ -106,6 +110,12 @@ def test_unknown_layouts_and_texts_are_refused_with_the_choices():
         Bm25Settings.named("nope")
     with pytest.raises(ValueError, match="a sparse list indexes some of"):
         SparseList(("tafsir", "footnotes"), 1.2, 0.75)
+
+
+def test_the_setting_names_exactly_the_layouts_and_refuses_others():
+    assert get_args(SparseLayoutName) == tuple(SPARSE_LAYOUTS)
+    with pytest.raises(ValidationError, match=r"sparse_layout(.|\n)*'both-wordings', 'older-wording'"):
+        Settings(_env_file=None, sparse_layout="nope")
 
 
 def test_the_layout_is_part_of_the_sparse_hash_version():

@@ -1,12 +1,11 @@
-"""Scheduled re-ingestion: the cron schedule, the run lock, the worker loop and the ingest metrics.
+"""Scheduled re-ingestion: the cron schedule, one run under the lock (``ingest.lock``), the worker loop and the
+ingest metrics.
 
 Where it runs (DESIGN.md, "Storage"): with the embedded store the API process hosts the scheduler in a
 background thread, sharing its one store object, because the embedded store admits one process; with
 a Qdrant server ``tafsir ingest --schedule CRON`` runs the same loop as a worker process.
 
-Two runs never overlap on one collection: :class:`IngestLock` is a threading lock inside a process and
-an ``flock`` on a file across processes. A file lock covers the processes of one host (or of
-containers sharing the lock folder as a volume), not several machines: see the README.
+Two runs never overlap on one collection: every run holds :class:`ingest.lock.IngestLock`.
 """
 
 from __future__ import annotations
@@ -14,15 +13,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,13 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services import locking
+from ingest.lock import IngestLock, IngestLockError
+from services.settings import Settings, cron_expression
 
 if TYPE_CHECKING:  # pragma: no cover
-    from collections.abc import Iterator
-
     from services.embedding import Embedder
-    from services.settings import Settings
     from services.store.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -71,8 +64,6 @@ INGEST_CHECKS = Counter(
 
 # --- the schedule ------------------------------------------------------------------------------------
 
-_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-
 
 @dataclass(frozen=True)
 class Schedule:
@@ -88,119 +79,15 @@ class Schedule:
 
     @classmethod
     def parse(cls, expression: str) -> Schedule:
-        from croniter import croniter
-
-        text = " ".join(expression.split())
-        fields = text.split(" ") if text else []
-        with_seconds = len(fields) == 6
-        valid = (
-            text.lower() in _MACROS
-            if text.startswith("@")
-            else len(fields) in (5, 6) and croniter.is_valid(text, second_at_beginning=with_seconds)
-        )
-        if not valid:
-            raise ValueError(
-                f"{expression!r} is not a cron expression: expected 5 fields (minute hour day month weekday, "
-                "e.g. '0 3 * * *' for 03:00 every day), 6 fields with seconds first (e.g. '*/30 * * * * *' "
-                f"for every 30 seconds), or one of {', '.join(_MACROS)}"
-            )
-        return cls(text, with_seconds)
+        """ValueError names the expected forms (the check TAFSIR_INGEST_SCHEDULE gets, services.settings)."""
+        text = cron_expression(expression)
+        return cls(text, with_seconds=len(text.split(" ")) == 6)
 
     def next_after(self, moment: datetime) -> datetime:
         """The first firing time strictly after ``moment`` (an aware datetime)."""
         from croniter import croniter
 
         return croniter(self.expression, moment, second_at_beginning=self.with_seconds).get_next(datetime)
-
-
-# --- the run lock --------------------------------------------------------------------------------------
-
-
-class IngestLockError(RuntimeError):
-    """The run lock cannot be used (e.g. its folder is not writable); the message names the setting."""
-
-
-class IngestBusyError(IngestLockError):
-    """Another ingest run on the same collection holds the lock; the message names the holder."""
-
-
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
-
-
-class IngestLock:
-    """At most one ingest run per (store, alias): a threading lock in-process, an flock across processes.
-
-    The lock file lives in ``TAFSIR_INGEST_LOCK_DIR`` (default: the embedded store's own folder, or the
-    temporary folder for a server) and records who holds it (pid, host, command, since), so a refused run
-    can say which process to wait for.
-    """
-
-    def __init__(self, store_location: str, alias: str, lock_dir: Path | None = None) -> None:
-        self.store_location = store_location
-        self.alias = alias
-        key = f"{store_location}#{alias}"
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        self.path = Path(lock_dir or tempfile.gettempdir()) / f"tafsir-ingest-{digest}.lock"
-        with _THREAD_LOCKS_GUARD:
-            self._thread_lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
-        self._fd: int | None = None
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> IngestLock:
-        if settings.qdrant_url:
-            location = settings.qdrant_url.rstrip("/")
-            default_dir = None
-        else:
-            location = str(Path(settings.qdrant_path).expanduser().resolve())
-            default_dir = Path(location)  # the lock travels with the store folder
-        return cls(location, settings.collection, settings.ingest_lock_dir or default_dir)
-
-    @property
-    def _what(self) -> str:
-        return f"alias {self.alias!r} in {self.store_location}"
-
-    def acquire(self, wait: bool = False) -> None:
-        """Take the lock, or raise :class:`IngestBusyError` (at once unless ``wait``)."""
-        if not self._thread_lock.acquire(blocking=wait):
-            raise IngestBusyError(
-                f"An ingest run on {self._what} is already in progress in this process; "
-                "this run was skipped (the next one follows the schedule)."
-            )
-        try:
-            self._fd = self._lock_file(wait)
-        except BaseException:
-            self._thread_lock.release()
-            raise
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.ftruncate(fd, 0)  # no stale holder description once released
-            locking.release(fd)
-        self._thread_lock.release()
-
-    @contextmanager
-    def hold(self, wait: bool = False) -> Iterator[None]:
-        self.acquire(wait)
-        try:
-            yield
-        finally:
-            self.release()
-
-    def _lock_file(self, wait: bool) -> int:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return locking.acquire(self.path, wait=wait, mode=0o666)
-        except locking.LockHeld as held:
-            raise IngestBusyError(
-                f"An ingest run on {self._what} is already in progress in {held.holder} (lock file {self.path}). "
-                "Wait for it to finish; two runs on one collection never overlap."
-            ) from None
-        except OSError as exc:
-            raise IngestLockError(
-                f"Cannot open the ingest lock file {self.path}: {exc}. Set TAFSIR_INGEST_LOCK_DIR to a writable folder."
-            ) from exc
 
 
 # --- one run -------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def cli_first_answer(question: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "search", question, "--json"],
+        [sys.executable, "-m", "interfaces.cli", "search", question, "--json"],
         env=env,
         capture_output=True,
         text=True,

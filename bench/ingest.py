@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def cli_ingest(store: Path) -> tuple[float, dict]:
-    return timed([sys.executable, "-m", "services.cli", "ingest", "--json"], {"TAFSIR_QDRANT_PATH": str(store)})
+    return timed([sys.executable, "-m", "interfaces.cli", "ingest", "--json"], {"TAFSIR_QDRANT_PATH": str(store)})
 
 
 def anchor_ingest(store: Path) -> tuple[float, dict]:

@@ -86,7 +86,7 @@ def start_server(log_path: Path, extra_env: dict[str, str] | None = None) -> tup
     env.update(extra_env or {})
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port), "--log-level", "warning"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

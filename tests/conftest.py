@@ -57,4 +57,4 @@ def slow_env(cli_env) -> dict[str, str]:
 
 
 def tafsir_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "services.cli", *args]
+    return [sys.executable, "-m", "interfaces.cli", *args]

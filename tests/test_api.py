@@ -383,7 +383,7 @@ def test_an_unexpected_error_is_500_internal_error_with_an_id_only(tmp_path):
     """A bug must not show its traceback to a client: in-process, since only a broken route produces one."""
     from fastapi.testclient import TestClient
 
-    from services.api import create_app
+    from interfaces.http import create_app
     from services.settings import Settings
 
     app = create_app(Settings(_env_file=None, qdrant_path=tmp_path / "qdrant"))

@@ -25,8 +25,8 @@ from pydantic import ValidationError
 
 from ingest.pipeline import IngestPipeline
 from ingest.sources import _EDITION_RE, Source, SourceError, read_builtin, read_source
-from retriever.search import SearchEngine
-from services.api import RetrieveRequest, create_app
+from interfaces.http import create_app
+from retriever.search import RetrieveRequest, SearchEngine
 from services.embedding import Embedder
 from services.quran import check_ayah
 from services.settings import Settings

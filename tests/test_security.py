@@ -227,7 +227,7 @@ def test_cli_reports_missing_files_with_shell_metacharacters_as_missing(cli_env,
 
 
 # The one exec allowed: `tafsir serve` re-running itself, the same interpreter with its own argument vector
-# (a list, no shell), to switch allocators (services/cli.py, `_use_the_system_allocator`).
+# (a list, no shell), to switch allocators (interfaces/cli/serve.py, `_use_the_system_allocator`).
 REVIEWED_EXEC = 'os.execve(sys.executable, sys.orig_argv, {**os.environ, "PYTHONMALLOC": "malloc"})'
 
 
@@ -235,14 +235,14 @@ def test_production_code_never_runs_a_shell():
     pattern = re.compile(r"shell\s*=\s*True|os\.system\(|os\.popen\(|\bcommands\.|pty\.spawn|os\.exec[lv]p?e?\(")
     found = [
         (f"{path.relative_to(ROOT)}", line.strip())
-        for folder in ("services", "ingest", "retriever", "bench")
+        for folder in ("services", "ingest", "retriever", "training", "interfaces", "bench")
         if (ROOT / folder).is_dir()
         for path in sorted((ROOT / folder).rglob("*.py"))
         for line in path.read_text().splitlines()
         if pattern.search(line)
     ]
-    assert [hit for hit in found if hit != ("services/cli.py", REVIEWED_EXEC)] == []
-    assert found.count(("services/cli.py", REVIEWED_EXEC)) == 1
+    assert [hit for hit in found if hit != ("interfaces/cli/serve.py", REVIEWED_EXEC)] == []
+    assert found.count(("interfaces/cli/serve.py", REVIEWED_EXEC)) == 1
 
 
 # --- the server backend: its API key and HTTPS ---------------------------------------------------------------

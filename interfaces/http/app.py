@@ -1,0 +1,121 @@
+"""The HTTP service for chatbots (FastAPI), run by ``tafsir serve``; OpenAPI at ``/docs``.
+
+- ``POST /v1/retrieve``: passages with citations, the same search core as the CLI and the LangChain
+  retriever (``retriever.search.SearchEngine``), run in a worker thread so the event loop never blocks.
+- ``GET /v1/ayah/{surah}/{ayah}``: an ayah's stored tafsir chunks, translation and Arabic text.
+- ``GET /healthz`` (the process lives), ``GET /readyz`` (store reachable, alias present, model loaded),
+  ``GET /metrics`` (Prometheus).
+
+This module builds the app (``create_app``); the routes are in ``interfaces.http.routes``, the middleware
+in ``interfaces.http.middleware``, the errors in ``interfaces.http.errors``. With the embedded store and
+``TAFSIR_INGEST_SCHEDULE`` set, the process also runs scheduled re-ingestion in a background thread on the
+same store object (the embedded store admits one process; ``interfaces.http.service``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+import ingest.schedule  # noqa: F401  (registers the ingest metrics, so /metrics always lists them)
+from interfaces.http.errors import install_error_handlers
+from interfaces.http.middleware import MAX_BODY_BYTES, BodyLimitMiddleware, MetricsMiddleware, require_api_key
+from interfaces.http.routes import operations, retrieval
+from interfaces.http.schemas import error_responses
+from interfaces.http.service import Service
+from retriever.search import SearchEngine
+from services.settings import Settings
+
+# Swagger UI and ReDoc come from the pinned PyPI package fastapi-offline and are served from here: FastAPI's
+# own pages load them from a CDN, which leaves /docs blank on a machine without internet.
+DOCS_ASSETS_URL = "/docs-assets"
+DOCS_ASSETS = resources.files("fastapi_offline") / "static"
+
+
+def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAPI:
+    """The API over ``engine`` (or a new one on ``settings``; the app then opens and closes its store)."""
+    service = Service(settings, engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(service.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop)
+
+    app = FastAPI(
+        title="tafsir-rag",
+        version="0.1.0",
+        summary="Quran tafsir passages with exact citations, for chatbots.",
+        description=(
+            "Hybrid (dense + BM25) retrieval over Indonesian tafsir stored in Qdrant. "
+            "If the server sets `TAFSIR_API_KEY`, the /v1 routes need it as `Authorization: Bearer <key>` "
+            "or `X-API-Key: <key>`; /healthz, /readyz and /metrics stay open."
+        ),
+        lifespan=lifespan,
+        docs_url=None,  # served below, from local assets
+        redoc_url=None,
+    )
+    app.state.service = service
+    install_docs(app)
+    install_error_handlers(app)
+
+    auth = []
+    if settings.api_key is not None:
+        auth = [Depends(require_api_key(settings.api_key.get_secret_value().encode("utf-8")))]
+    v1_errors = (401, 403, 422, 500, 503) if auth else (422, 500, 503)
+    app.include_router(retrieval, dependencies=auth, responses=error_responses(*v1_errors))
+    app.include_router(operations)
+
+    # Outermost last: metrics see every response, CORS headers reach error responses too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+def install_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc over /openapi.json, with every asset served by this process."""
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(DOCS_ASSETS)), name="docs-assets")
+
+    def root(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")  # behind a proxy that strips a prefix
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        base = root(request)
+        return get_swagger_ui_html(
+            openapi_url=f"{base}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{base}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{base}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{base}{DOCS_ASSETS_URL}/favicon.png",
+            # Swagger UI would otherwise show a badge image from validator.swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        base = root(request)
+        return get_redoc_html(
+            openapi_url=f"{base}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{base}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{base}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )

@@ -1,0 +1,105 @@
+"""What the routes share: the search engine, readiness, and the in-process ingest scheduler."""
+
+from __future__ import annotations
+
+import logging
+
+from interfaces.http.errors import ApiError
+from interfaces.http.schemas import ReadyResponse
+from retriever.search import SearchEngine
+from services.embedding import EmbeddingModelError
+from services.settings import Settings
+from services.store.base import StoreError
+
+log = logging.getLogger("interfaces.http")
+
+
+class Service:
+    """What the routes share: the search engine, readiness, and the in-process ingest scheduler."""
+
+    def __init__(self, settings: Settings, engine: SearchEngine | None) -> None:
+        self.settings = settings
+        self.owns_engine = engine is None
+        self.engine = engine or SearchEngine(settings)
+        self.model_error: str | None = None
+        self.store_error: str | None = None
+        self.scheduler = None
+
+    def start(self) -> None:
+        """Open the store, load the model (so that ready means ready), start the scheduler."""
+        try:
+            _ = self.engine.store
+        except StoreError as exc:
+            self.store_error = str(exc)
+            log.error("%s", exc)
+        try:
+            self.engine.embedder.warm_up()
+            self.engine.embedder.encode_query("pemanasan")  # the first forward pass is the slow one
+        except EmbeddingModelError as exc:
+            self.model_error = str(exc)
+            log.error("%s", exc)
+        self._start_scheduler()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            # A run in progress keeps its store calls; the pipeline is resumable if cut short.
+            self.scheduler.stop(timeout=10)
+        if self.owns_engine and self.store_error is None:
+            self.engine.store.close()
+
+    def _start_scheduler(self) -> None:
+        settings = self.settings
+        if settings.ingest_schedule is None:
+            return
+        if settings.uses_server:
+            log.info(
+                "TAFSIR_INGEST_SCHEDULE is set, but with a Qdrant server re-ingestion runs in its own worker "
+                "(`tafsir ingest --schedule CRON`, the `ingest` service in docker-compose.yml), not in the API"
+            )
+            return
+        if self.store_error is not None:
+            return
+        from ingest.lock import IngestLock
+        from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
+
+        store, embedder = self.engine.store, self.engine.embedder
+        source, edition = settings.ingest_source, settings.ingest_edition
+        self.scheduler = IngestScheduler(
+            Schedule.parse(settings.ingest_schedule),
+            ingest_job(settings, store, embedder, source, edition),
+            IngestLock.for_settings(settings),
+            run_first=alias_missing(settings, store),
+            check=ingest_check(settings, store, embedder, source, edition),
+        ).start()
+        log.info("scheduled re-ingestion in this process: %s", settings.ingest_schedule)
+
+    def readiness(self) -> ReadyResponse:
+        """Raise ``ApiError(503)`` naming the first thing that is not ready."""
+        if self.store_error is not None:
+            raise ApiError(503, "not_ready", f"The store could not be opened: {self.store_error}")
+        if self.model_error is not None:
+            raise ApiError(503, "not_ready", f"The embedding model failed to load: {self.model_error}")
+        embedder = self.engine.embedder
+        if not embedder.loaded:
+            raise ApiError(503, "not_ready", "The embedding model is still loading.")
+        store = self.engine.store
+        alias = self.settings.collection
+        try:
+            name = store.resolve_alias(alias)
+            if name is None:  # missing, or damaged: reading through the alias names the damaged file
+                store.collection_info(alias)
+            info = store.collection_info(name) if name is not None else None
+        except StoreError as exc:
+            raise ApiError(503, "not_ready", f"The store is unreadable: {exc}") from None
+        if name is None or info is None:
+            raise ApiError(
+                503,
+                "not_ready",
+                f"The alias {alias!r} does not exist in {store.location}: run `tafsir ingest` "
+                "(or wait for the scheduled ingest) to build the collection.",
+            )
+        try:
+            self.engine.check_model()
+        except EmbeddingModelError as exc:
+            raise ApiError(503, "not_ready", str(exc)) from None
+        return ReadyResponse(collection=name, points=info.points, model=embedder.identity)

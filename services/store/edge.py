@@ -32,10 +32,8 @@ import qdrant_edge as edge
 from services import locking
 from services.files import fsync_folder, write_atomically
 from services.store.base import (
-    DENSE,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
-    SPARSE_VECTORS,
     CollectionInfo,
     CollectionSpec,
     Hit,
@@ -43,18 +41,17 @@ from services.store.base import (
     PointToStore,
     SearchRequest,
     SparseUpdate,
-    SparseVector,
     StoredHash,
     StoreError,
     StoreLockedError,
     attach_payloads,
-    candidate_limit,
     check_search_request,
     matches_nothing,
     missing_collection_error,
     rank_hits,
     reading_order,
 )
+from services.store.edge_types import edge_filter, edge_point, edge_query, edge_sparse, shard_config
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +160,7 @@ class EdgeStore:
             staging = self._collections / f".building-{name}-{uuid.uuid4().hex}"
             try:
                 staging.mkdir()
-                shard = edge.EdgeShard.create(str(staging / "shard"), _shard_config(spec))
+                shard = edge.EdgeShard.create(str(staging / "shard"), shard_config(spec))
                 try:
                     for field in INTEGER_INDEXES:
                         shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Integer))
@@ -231,7 +228,7 @@ class EdgeStore:
     def upsert(self, name: str, points: Sequence[PointToStore]) -> None:
         if not points:
             return
-        operation = edge.UpdateOperation.upsert_points([_edge_point(point) for point in points])
+        operation = edge.UpdateOperation.upsert_points([edge_point(point) for point in points])
         with self._use(name) as (physical, shard):
             try:
                 shard.update(operation)
@@ -244,7 +241,7 @@ class EdgeStore:
             return
         operations = [
             edge.UpdateOperation.update_vectors(
-                [edge.PointVectors(u.id, {n: _edge_sparse(v) for n, v in u.sparse.items()}) for u in updates]
+                [edge.PointVectors(u.id, {n: edge_sparse(v) for n, v in u.sparse.items()}) for u in updates]
             ),
             *(edge.UpdateOperation.set_payload([u.id], u.payload) for u in updates if u.payload),
         ]
@@ -272,7 +269,7 @@ class EdgeStore:
             if matches_nothing(filter):
                 return 0
             try:
-                return shard.count(edge.CountRequest(exact=True, filter=_edge_filter(filter)))
+                return shard.count(edge.CountRequest(exact=True, filter=edge_filter(filter)))
             except Exception as exc:
                 raise self._failure("count", physical, exc) from exc
 
@@ -282,7 +279,7 @@ class EdgeStore:
             if matches_nothing(request.filter):
                 return []
             try:
-                scored = shard.query(_edge_query(request))
+                scored = shard.query(edge_query(request))
                 ranked = rank_hits((Hit(str(point.id), point.score) for point in scored), request)
                 records = shard.retrieve([hit.id for hit in ranked], with_payload=True, with_vector=False)
             except Exception as exc:
@@ -294,7 +291,7 @@ class EdgeStore:
         with self._use(name) as (physical, shard):
             if matches_nothing(filter) or limit < 1:
                 return []
-            request = edge.ScrollRequest(limit=limit, filter=_edge_filter(filter), with_payload=True, with_vector=False)
+            request = edge.ScrollRequest(limit=limit, filter=edge_filter(filter), with_payload=True, with_vector=False)
             try:
                 records, _ = shard.scroll(request)
             except Exception as exc:
@@ -303,7 +300,7 @@ class EdgeStore:
 
     def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[StoredHash]:
         physical = self._physical_name(name)  # pinned: a swap of the alias mid-way changes nothing
-        point_filter = _edge_filter(PointFilter(editions=[edition])) if edition is not None else None
+        point_filter = edge_filter(PointFilter(editions=[edition])) if edition is not None else None
         offset: edge.PointId | None = None
         while True:
             request = edge.ScrollRequest(
@@ -426,75 +423,6 @@ class EdgeStore:
 class _Missing(StoreError):
     def __init__(self, name: str, location: str) -> None:
         super().__init__(str(missing_collection_error(name, location)))
-
-
-# --- translation to qdrant_edge types ----------------------------------------------------------------
-
-
-def _shard_config(spec: CollectionSpec) -> edge.EdgeConfig:
-    return edge.EdgeConfig(
-        vectors={DENSE: edge.EdgeVectorParams(size=spec.dense_size, distance=edge.Distance.Cosine)},
-        sparse_vectors={name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf) for name in SPARSE_VECTORS},
-    )
-
-
-def _edge_point(point: PointToStore) -> edge.Point:
-    vectors: dict[str, Any] = {DENSE: list(point.dense)}
-    vectors.update((name, _edge_sparse(vector)) for name, vector in point.sparse.items())
-    return edge.Point(point.id, vectors, point.payload)
-
-
-def _edge_sparse(vector: SparseVector) -> edge.SparseVector:
-    return edge.SparseVector(list(vector.indices), list(vector.values))
-
-
-def _edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
-    if point_filter is None:
-        return None
-    must: list[Any] = []
-    if point_filter.surahs is not None:
-        must.append(edge.FieldCondition("surah", match=edge.MatchAny([int(s) for s in point_filter.surahs])))
-    if point_filter.ayah_min is not None or point_filter.ayah_max is not None:
-        ayah_range = edge.RangeFloat(gte=point_filter.ayah_min, lte=point_filter.ayah_max)
-        must.append(edge.FieldCondition("ayah", range=ayah_range))
-    if point_filter.editions is not None:
-        must.append(edge.FieldCondition("edition", match=edge.MatchAny([str(e) for e in point_filter.editions])))
-    if point_filter.ayat is not None:
-        pairs = [
-            edge.Filter(
-                must=[
-                    edge.FieldCondition("surah", match=edge.MatchValue(int(surah))),
-                    edge.FieldCondition("ayah", match=edge.MatchValue(int(ayah))),
-                ]
-            )
-            for surah, ayah in point_filter.ayat
-        ]
-        must.append(edge.Filter(should=pairs))
-    return edge.Filter(must=must) if must else None
-
-
-def _edge_query(request: SearchRequest) -> edge.QueryRequest:
-    point_filter = _edge_filter(request.filter)
-
-    def nearest(using: str) -> edge.Query:
-        vector = list(request.dense) if using == DENSE else _edge_sparse(request.sparse)
-        return edge.Query.Nearest(vector, using=using)
-
-    common: dict[str, Any] = {
-        "limit": candidate_limit(request),
-        "filter": point_filter,
-        "with_payload": False,  # fetched for the returned hits only: see attach_payloads
-        "with_vector": False,
-        "score_threshold": request.score_threshold,
-    }
-    lists = request.lists()
-    if len(lists) == 1:
-        return edge.QueryRequest(query=nearest(lists[0][0]), **common)
-    prefetches = [
-        edge.Prefetch(limit=request.prefetch_limit, query=nearest(using), filter=point_filter) for using, _ in lists
-    ]
-    fusion = edge.Fusion.Rrf(k=request.rrf_k, weights=[weight for _, weight in lists])
-    return edge.QueryRequest(query=fusion, prefetches=prefetches, **common)
 
 
 # --- files ----------------------------------------------------------------------------------------

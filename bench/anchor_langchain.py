@@ -33,7 +33,7 @@ def run(store: Path) -> dict:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
     from transformers import AutoTokenizer
 
-    from ingest.sources import read_builtin
+    from ingest.builtin import read_builtin
     from services.embedding import resolve_model
     from services.models import profile_for
     from services.settings import Settings

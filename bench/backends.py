@@ -43,8 +43,8 @@ QUESTIONS = ROOT.parent / "shared" / "data" / "dev_questions.jsonl"
 
 
 def sample_texts(size: int) -> tuple[list[str], list[str]]:
+    from ingest.builtin import read_builtin
     from ingest.chunking import ChunkingParams, chunk_ayat
-    from ingest.sources import read_builtin
     from services.embedding import Embedder
     from services.evaluation import load_queries
     from services.settings import Settings

@@ -57,8 +57,8 @@ PASSED_THROUGH = ("TAFSIR_EMBEDDING_", "TAFSIR_MODEL_CACHE")
 
 
 def in_process(store: Path) -> dict:
+    from ingest.builtin import read_builtin
     from ingest.pipeline import IngestPipeline
-    from ingest.sources import read_builtin
     from services.embedding import Embedder
     from services.settings import Settings
     from services.store import open_store

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--queries", nargs="+", type=Path, default=DEFAULT_QUERIES)
     args = parser.parse_args()
 
-    from ingest.sources import read_builtin
+    from ingest.builtin import read_builtin
     from services.evaluation import load_queries
     from services.settings import Settings
     from training.train import EvalSet, evaluate_model

@@ -44,7 +44,7 @@ CHANGED = (2, 255)
 
 
 def export_source(path: Path, changed: bool) -> None:
-    from ingest.sources import read_builtin
+    from ingest.builtin import read_builtin
 
     with path.open("w", encoding="utf-8") as f:
         for a in read_builtin().ayat:

@@ -27,8 +27,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     args = parser.parse_args()
 
+    from ingest.builtin import read_builtin
     from ingest.chunking import ChunkingParams, chunk_ayat
-    from ingest.sources import read_builtin
     from services.embedding import Embedder
     from services.settings import Settings
 

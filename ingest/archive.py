@@ -23,7 +23,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ingest.sources import BUILTIN_ORIGIN, Source, SourceError, read_source
+from ingest.builtin import BUILTIN_ORIGIN
+from ingest.sources import Source, SourceError, read_source
 from services.files import write_atomically
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -194,7 +194,8 @@ def ingest_check(
 
 
 def _read(source: Path | None, edition: str | None):
-    from ingest.sources import read_builtin, read_source
+    from ingest.builtin import read_builtin
+    from ingest.sources import read_source
 
     return read_source(source, edition) if source is not None else read_builtin()
 

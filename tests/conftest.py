@@ -20,7 +20,7 @@ os.environ.setdefault("TAFSIR_MODEL_CACHE", tempfile.mkdtemp(prefix="tafsir-mode
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random DistilBERT (tokenizer trained on the built-in tafsir), built once per session."""
-    from ingest.sources import read_builtin
+    from ingest.builtin import read_builtin
     from tests.tiny_model import build_tiny_model
 
     folder = tmp_path_factory.mktemp("tiny")

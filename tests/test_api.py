@@ -19,7 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from ingest.sources import read_builtin
+from ingest.builtin import read_builtin
 from tests.conftest import ROOT, tafsir_cmd
 
 API_KEY = "kunci-rahasia-uji-123"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from ingest.archive import SourceArchive
-from ingest.sources import Source, read_builtin
+from ingest.builtin import read_builtin
+from ingest.sources import Source
 
 
 def short_source(edition: str = "t.archive", **changes) -> Source:

@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
+from ingest.builtin import read_builtin
 from ingest.chunking import ChunkingParams, chunk_ayat, join_chunks, point_id, windows
-from ingest.sources import Ayah, read_builtin
+from ingest.sources import Ayah
 from services.embedding import Embedder
 from services.settings import Settings
 

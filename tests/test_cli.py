@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.sources import apiquran_package_folder, read_builtin
+from ingest.builtin import apiquran_package_folder, read_builtin
 from services.settings import Settings
 from services.store import open_store
 from tests.conftest import tafsir_cmd

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ingest.builtin import read_builtin
 from ingest.chunking import ChunkingParams, chunk_ayat
 from ingest.pipeline import IngestPipeline
-from ingest.sources import Source, read_builtin
+from ingest.sources import Source
 from retriever.search import SearchEngine, SearchOptions
 from services.embedding import E5_FOLDER, Embedder, ModelMismatchError
 from services.settings import Settings

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.sources import read_builtin
+from ingest.builtin import read_builtin
 from services.e5_bundle import (
     BUNDLE_FILE_SHA256,
     BUNDLE_PACKAGE,

@@ -112,7 +112,7 @@ CONTENT_WORD_MAX_SHARE = 0.10
 @pytest.fixture(scope="module")
 def corpus_terms() -> tuple[dict[tuple[int, int], set[int]], set[int]]:
     """Each built-in ayah's BM25 terms (tafsir + translation + surah name), and the terms too common to count."""
-    from ingest.sources import read_builtin
+    from ingest.builtin import read_builtin
     from services.quran import surah
     from services.sparse import SURAH_NAME, TAFSIR, TRANSLATION_LEGACY, SparseEncoder
     from services.store.base import SPARSE

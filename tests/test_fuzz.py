@@ -23,8 +23,9 @@ from hypothesis import event as _event
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from ingest.builtin import read_builtin
 from ingest.pipeline import IngestPipeline
-from ingest.sources import _EDITION_RE, Source, SourceError, read_builtin, read_source
+from ingest.sources import _EDITION_RE, Source, SourceError, read_source
 from interfaces.http import create_app
 from retriever.search import RetrieveRequest, SearchEngine
 from services.embedding import Embedder

@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
+from ingest.builtin import read_builtin
 from ingest.pipeline import IngestPipeline
-from ingest.sources import Source, read_builtin
+from ingest.sources import Source
 from services.embedding import Embedder, ModelMismatchError
 from services.settings import Settings
 from services.store import open_store
@@ -168,7 +169,7 @@ def test_editions_are_independent(pipeline, store):
 
 
 def test_a_rebuild_with_another_model_builds_a_new_collection_and_carries_other_editions(settings, store, tmp_path):
-    from ingest.sources import read_builtin as builtin
+    from ingest.builtin import read_builtin as builtin
     from tests.tiny_model import build_tiny_model
 
     first = IngestPipeline(settings, store, Embedder(settings))

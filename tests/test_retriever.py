@@ -12,8 +12,9 @@ from langchain_core.documents import Document
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
+from ingest.builtin import read_builtin
 from ingest.pipeline import IngestPipeline
-from ingest.sources import Source, read_builtin
+from ingest.sources import Source
 from retriever import TafsirRetriever
 from retriever.chain import build_rag_chain, format_docs
 from retriever.search import SearchEngine, TafsirFilter, shared_engine

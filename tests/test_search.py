@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 from pydantic import ValidationError
 
+from ingest.builtin import read_builtin
 from ingest.pipeline import IngestPipeline
-from ingest.sources import Source, read_builtin
+from ingest.sources import Source
 from retriever.search import Passage, RetrieveRequest, SearchEngine, SearchOptions, humane_errors, merge_editions
 from services.embedding import Embedder
 from services.settings import Settings

@@ -8,17 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.sources import (
-    BUILTIN_EDITION,
-    BUILTIN_TEXTS,
-    Ayah,
-    Source,
-    SourceError,
-    SourceProblem,
-    apiquran_package_folder,
-    read_builtin,
-    read_source,
-)
+from ingest.builtin import BUILTIN_EDITION, BUILTIN_TEXTS, apiquran_package_folder, read_builtin
+from ingest.sources import Ayah, Source, SourceError, SourceProblem, read_source
 from services.quran import AYAH_COUNT, SURAHS
 from tests.conftest import ROOT
 from tests.malformed_sources import MALFORMED, MalformedCase, write_case
@@ -360,7 +351,7 @@ def test_every_damaged_surah_file_is_reported_in_surah_order(tmp_path: Path) -> 
 def test_apiquran_is_found_without_running_its_code() -> None:
     script = (
         "import sys\n"
-        "from ingest.sources import apiquran_package_folder\n"
+        "from ingest.builtin import apiquran_package_folder\n"
         "folder = apiquran_package_folder()\n"
         "assert (folder / '2.json').is_file(), folder\n"
         "assert 'apiquran' not in sys.modules\n"

@@ -7,8 +7,8 @@ from typing import get_args
 import pytest
 from pydantic import ValidationError
 
+from ingest.builtin import read_builtin
 from ingest.pipeline import ayah_texts
-from ingest.sources import read_builtin
 from services.settings import Settings, SparseLayoutName
 from services.sparse import (
     FIELD_AVG_LEN,

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from ingest.builtin import read_builtin
 from ingest.chunking import ChunkingParams
-from ingest.sources import Source, read_builtin
+from ingest.sources import Source
 from services.embedding import Embedder
 from services.settings import Settings
 from tests.conftest import tafsir_cmd

@@ -64,7 +64,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Chunk, embed and upsert a tafsir edition (default: the built-in Tafsir Jalalayn), incrementally."""
-    from ingest.sources import SourceError, read_builtin, read_source
+    from ingest.builtin import read_builtin
+    from ingest.sources import SourceError, read_source
 
     settings = load_settings()
     # The whole source is validated before anything is opened or written.

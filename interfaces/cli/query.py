@@ -29,7 +29,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print as one JSON object.")] = False,
 ) -> None:
     """What the alias points at: collection, points, model, vector size, editions; and the built-in texts."""
-    from ingest.sources import BUILTIN_TEXTS
+    from ingest.builtin import BUILTIN_TEXTS
 
     settings = load_settings()
     with open_store_or_exit(settings) as store:

@@ -120,7 +120,7 @@ def train(
     """Fine-tune the embedding model on (question or ayah text, tafsir) pairs with the seed model's recipe."""
     from pydantic import ValidationError
 
-    from ingest.sources import read_builtin
+    from ingest.builtin import read_builtin
     from services.embedding import EmbeddingModelError
     from services.evaluation import QueryFileError, load_queries
     from training.pairs import PairsFileError, read_pairs

@@ -21,8 +21,9 @@ from services.settings import Settings
 from tests.conftest import tafsir_cmd
 from tests.test_cli import write_jsonl
 from tests.tiny_model import build_tiny_model
+from training.evaluation import EvalSet
 from training.pairs import PairsFileError, TrainingPair, corpus_pairs, held_out_ayat, read_pairs
-from training.train import EvalSet, Recipe, TrainingError, train
+from training.train import Recipe, TrainingError, train
 
 # The seed recipe with a higher learning rate: a random 1-layer model must learn visibly in 8 steps.
 FAST = Recipe(learning_rate=1e-3, epochs=2, logging_steps=1, save_steps=4)

@@ -5,19 +5,17 @@
     retrieval before and after, measured by ingesting the corpus into a temporary embedded store)
 
 Checkpoints go to ``OUTPUT/checkpoints`` (the last one is kept) so an interrupted run continues with
-``resume=True``. Evaluation reuses the ingest pipeline, the search engine and ``services.evaluation``:
-the numbers are the ones ``tafsir eval`` reports for the same model.
+``resume=True``. The retrieval measured before and after is ``training.evaluation``'s.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -25,19 +23,22 @@ from typing import Any, Literal, Protocol
 from ingest.chunking import ChunkingParams
 from ingest.sources import Source
 from services.embedding import Embedder
-from services.evaluation import LabelledQuery, evaluate
 from services.models import LINEAGE_FILE
 from services.settings import Settings
-from services.store.base import Mode
+from training.evaluation import (
+    EVAL_K,
+    EVALUATION_FILE,
+    EmbeddingProgress,
+    EvalSet,
+    evaluate_model,
+    load_before,
+    with_deltas,
+)
 from training.pairs import CorpusPairs, TrainingPair, corpus_pairs, held_out_ayat, pairs_fingerprint
 
 CHECKPOINTS = "checkpoints"
 ARGS_FILE = "training_args.json"
-EVALUATION_FILE = "evaluation.json"
-EVAL_MODES = (Mode.DENSE, Mode.HYBRID)
-EVAL_K = 10
 
-EmbeddingProgress = Callable[[int, int], None]  # (chunks done, chunks to embed), as ingest reports it
 StepProgress = Callable[[int, int, float | None], None]  # (step, total steps, latest logged loss)
 
 
@@ -98,80 +99,12 @@ class TrainingResult:
     resumed_from: str | None = None
 
 
-@dataclass(frozen=True)
-class EvalSet:
-    path: str
-    queries: list[LabelledQuery] = field(repr=False)
-
-
 def pairs_from_corpus(settings: Settings, source: Source, holdout: Sequence[str | Path] = ()) -> CorpusPairs:
     """(translation, tafsir chunk) pairs from ``source``, chunked as ingest chunks it with the model
     ``settings.embedding_model``, leaving out every ayah labelled relevant in the ``holdout`` query files."""
     embedder = Embedder(settings)
     params = ChunkingParams(embedder.max_tokens, settings.chunk_overlap, embedder.reserved_tokens)
     return corpus_pairs(source.ayat, embedder.tokenizer, params, held_out_ayat(holdout))
-
-
-# --- evaluation -----------------------------------------------------------------------------------
-
-
-def evaluate_model(
-    settings: Settings,
-    model: str,
-    source: Source,
-    eval_sets: Sequence[EvalSet],
-    k: int = EVAL_K,
-    progress: EmbeddingProgress | None = None,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Retrieval metrics of ``model`` on each query file and mode: ``{file: {mode: report}}``.
-
-    Ingests ``source`` into a temporary embedded store with the real pipeline and queries it through
-    the real search engine, so a number here is the number ``tafsir eval`` gives after an ingest.
-    """
-    from ingest.pipeline import IngestPipeline
-    from retriever.search import SearchEngine, SearchOptions
-    from services.store import open_store
-
-    with tempfile.TemporaryDirectory(prefix="tafsir-eval-") as folder:
-        scratch = settings.model_copy(
-            update={"embedding_model": model, "qdrant_path": Path(folder), "qdrant_url": None, "collection": "eval"}
-        )
-        embedder = Embedder(scratch)
-        store = open_store(scratch)
-        try:
-            IngestPipeline(scratch, store, embedder).run(source, progress=progress)
-            engine = SearchEngine(scratch, store=store, embedder=embedder)
-            results: dict[str, dict[str, dict[str, Any]]] = {}
-            for eval_set in eval_sets:
-                by_mode = results.setdefault(eval_set.path, {})
-                for mode in EVAL_MODES:
-                    options = SearchOptions(k=k, mode=mode)
-                    rankings = [[(p.surah, p.ayah) for p in engine.search(q.query, options)] for q in eval_set.queries]
-                    report = evaluate(eval_set.queries, rankings, k=k).as_dict()
-                    report.pop("missed")
-                    by_mode[mode.value] = report
-        finally:
-            store.close()
-    return results
-
-
-def _with_deltas(before: dict, after: dict) -> dict:
-    """``{file: {mode: {"before": report, "after": report, "change": {metric: after - before}}}}``."""
-    merged: dict[str, dict[str, dict[str, Any]]] = {}
-    for path, modes in after.items():
-        for mode, report in modes.items():
-            old = before.get(path, {}).get(mode)
-            change = (
-                {
-                    key: round(value - old[key], 4)
-                    for key, value in report.items()
-                    if isinstance(value, float) and isinstance(old.get(key), float)
-                }
-                if old
-                else None
-            )
-            merged.setdefault(path, {})[mode] = {"before": old, "after": report, "change": change}
-    return merged
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -345,7 +278,7 @@ def train(
 
     before = None
     if eval_sets:
-        before = _load_before(output, base.identity, eval_sets)
+        before = load_before(output, base.identity, eval_sets)
         if before is None:
             reporter.message(f"evaluating the base model {settings.embedding_model!r} (dense and hybrid retrieval)")
             with reporter.embedding() as progress:
@@ -379,22 +312,10 @@ def train(
             "model": str(output),
             "k": EVAL_K,
             "corpus": f"{eval_source.origin} ({eval_source.edition}, {len(eval_source.ayat)} ayat)",
-            "queries": _with_deltas(before or {}, after),
+            "queries": with_deltas(before or {}, after),
         }
         _write_json(output / EVALUATION_FILE, result.evaluation)
     return result
-
-
-def _load_before(output: Path, identity: str, eval_sets: Sequence[EvalSet]) -> dict | None:
-    """The base model's metrics recorded by an interrupted run, if they cover the same model and files."""
-    path = output / EVALUATION_FILE
-    if not path.is_file():
-        return None
-    recorded = json.loads(path.read_text())
-    before = recorded.get("before")
-    if recorded.get("base_model") != identity or not isinstance(before, dict):
-        return None
-    return before if all(s.path in before for s in eval_sets) else None
 
 
 def _hub_id(embedder: Embedder) -> str | None:

@@ -123,8 +123,9 @@ def train(
     from ingest.builtin import read_builtin
     from services.embedding import EmbeddingModelError
     from services.evaluation import QueryFileError, load_queries
+    from training.evaluation import EvalSet
     from training.pairs import PairsFileError, read_pairs
-    from training.train import EvalSet, Recipe, TrainingError, pairs_from_corpus
+    from training.train import Recipe, TrainingError, pairs_from_corpus
     from training.train import train as run_training
 
     if (pairs is None) == (not from_corpus):

@@ -34,7 +34,7 @@ def run(store: Path) -> dict:
     from transformers import AutoTokenizer
 
     from ingest.builtin import read_builtin
-    from services.embedding import resolve_model
+    from services.model_source import resolve_model
     from services.models import profile_for
     from services.settings import Settings
 

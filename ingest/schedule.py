@@ -148,7 +148,7 @@ def return_freed_memory() -> None:
 
 def _is_explained(exc: BaseException) -> bool:
     from ingest.sources import SourceError
-    from services.embedding import EmbeddingModelError
+    from services.model_source import EmbeddingModelError
     from services.store.base import StoreError
 
     return isinstance(exc, StoreError | EmbeddingModelError | SourceError)

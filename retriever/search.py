@@ -15,7 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.embedding import Embedder, ModelMismatchError, settings_for_collection
+from services.embedding import Embedder, ModelMismatchError
+from services.model_source import settings_for_collection
 from services.models import Fusion
 from services.quran import SURAH_COUNT, SURAHS, citation, shown_translation
 from services.quran import surah as surah_info

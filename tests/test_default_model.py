@@ -18,7 +18,8 @@ from ingest.chunking import ChunkingParams, chunk_ayat
 from ingest.pipeline import IngestPipeline
 from ingest.sources import Source
 from retriever.search import SearchEngine, SearchOptions
-from services.embedding import E5_FOLDER, Embedder, ModelMismatchError
+from services.embedding import Embedder, ModelMismatchError
+from services.model_source import E5_FOLDER
 from services.settings import Settings
 from services.store import open_store
 from tests.conftest import ROOT, tafsir_cmd

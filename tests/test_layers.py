@@ -20,7 +20,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("services", "ingest", "retriever", "training", "interfaces")
 LAYERS = {"services": 0, "ingest": 1, "retriever": 1, "training": 1, "interfaces": 2}
-EMBEDDING = ("services.embedding", "services.backends", "services.e5_bundle", "services.models")
+EMBEDDING = (
+    "services.embedding",
+    "services.model_source",
+    "services.backends",
+    "services.e5_bundle",
+    "services.models",
+)
 INDEPENDENT = {("ingest", "retriever"), ("retriever", "ingest")}
 
 

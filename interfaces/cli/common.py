@@ -68,8 +68,8 @@ def print_json(data: Any) -> None:
 
 def model_settings(settings, store, rebuild: bool = False):
     """Settings whose model is the one to use on this store: TAFSIR_EMBEDDING_MODEL=default follows the bundled
-    model the live collection records until a rebuild (services.embedding.settings_for_collection)."""
-    from services.embedding import settings_for_collection
+    model the live collection records until a rebuild (services.model_source.settings_for_collection)."""
+    from services.model_source import settings_for_collection
     from services.store.base import recorded_model
 
     recorded = None if rebuild else recorded_model(store, settings.collection)

@@ -84,7 +84,8 @@ def ingest(
 
     from ingest.lock import IngestLock, IngestLockError
     from ingest.pipeline import IngestPipeline
-    from services.embedding import Embedder, EmbeddingModelError
+    from services.embedding import Embedder
+    from services.model_source import EmbeddingModelError
 
     lock = IngestLock.for_settings(settings)
     if not dry_run:  # a dry run only reads

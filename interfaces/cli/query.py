@@ -68,7 +68,8 @@ def status(
 
 def _reader_model(settings) -> dict[str, Any]:
     """The model that queries run with: its source (bundle, folder, hub), fingerprint and backend."""
-    from services.embedding import Embedder, EmbeddingModelError
+    from services.embedding import Embedder
+    from services.model_source import EmbeddingModelError
 
     try:
         described = Embedder(settings).describe()
@@ -105,7 +106,7 @@ def search(
     from pydantic import ValidationError
 
     from retriever.search import RetrieveRequest, humane_errors
-    from services.embedding import EmbeddingModelError
+    from services.model_source import EmbeddingModelError
 
     settings = load_settings()
     # The HTTP API's request model: the same bounds and the same messages ("k must be between 1 and 50").
@@ -247,7 +248,8 @@ def model_info(
 ) -> None:
     """Name, source, backend, fingerprint and the local sentence-transformers folder of TAFSIR_EMBEDDING_MODEL
     (load that folder with sentence-transformers to get exactly the same weights)."""
-    from services.embedding import Embedder, EmbeddingModelError
+    from services.embedding import Embedder
+    from services.model_source import EmbeddingModelError
 
     settings = load_settings()
     try:

@@ -59,7 +59,7 @@ def serve(
 
     from interfaces.http import create_app
     from retriever.search import SearchEngine
-    from services.embedding import EmbeddingModelError
+    from services.model_source import EmbeddingModelError
 
     configure_logging(log_level)
 

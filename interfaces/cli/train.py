@@ -121,8 +121,8 @@ def train(
     from pydantic import ValidationError
 
     from ingest.builtin import read_builtin
-    from services.embedding import EmbeddingModelError
     from services.evaluation import QueryFileError, load_queries
+    from services.model_source import EmbeddingModelError
     from training.evaluation import EvalSet
     from training.pairs import PairsFileError, read_pairs
     from training.train import Recipe, TrainingError, pairs_from_corpus

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from interfaces.http.schemas import ErrorResponse
 from retriever.search import humane_errors
-from services.embedding import EmbeddingModelError
+from services.model_source import EmbeddingModelError
 from services.store.base import StoreError
 
 log = logging.getLogger("interfaces.http")

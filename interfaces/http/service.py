@@ -7,7 +7,7 @@ import logging
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import ReadyResponse
 from retriever.search import SearchEngine
-from services.embedding import EmbeddingModelError
+from services.model_source import EmbeddingModelError
 from services.settings import Settings
 from services.store.base import StoreError
 

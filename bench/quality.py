@@ -31,7 +31,7 @@ def main() -> None:
     from ingest.builtin import read_builtin
     from services.evaluation import load_queries
     from services.settings import Settings
-    from training.train import EvalSet, evaluate_model
+    from training.evaluation import EvalSet, evaluate_model
 
     source = read_builtin()
     eval_sets = [EvalSet(path.name, load_queries(path)) for path in args.queries]

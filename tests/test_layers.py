@@ -209,3 +209,18 @@ def test_a_circle_is_found(tmp_path):
         },
     )
     assert circles(root) == [["services.settings", "services.store.base"]]
+
+
+def test_every_project_name_the_benchmarks_and_tests_import_exists():
+    """bench/ scripts import lazily, inside main(): a moved name would only fail when a benchmark runs."""
+    import importlib
+
+    missing = []
+    for path in sorted([*(ROOT / "bench").glob("*.py"), *(ROOT / "tests").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name) and f"{node.module}.{alias.name}" not in module_paths(ROOT):
+                        missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}.{alias.name}")
+    assert missing == []

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services import api
+from interfaces.http import middleware
 from services.settings import Settings
 from services.store import open_store
 from services.store.server import ServerStore
@@ -103,7 +103,7 @@ def test_the_api_key_never_appears_in_the_log_or_in_any_error_body(server):
 
 
 def test_the_key_is_compared_in_constant_time():
-    source = inspect.getsource(api._require_api_key)
+    source = inspect.getsource(middleware.require_api_key)
     assert "hmac.compare_digest(" in source
     # No ordinary comparison touches the provided key (== / != / startswith would leak timing).
     assert not re.search(r"provided\s*(==|!=)|(==|!=)\s*expected|\.startswith\(", source), source

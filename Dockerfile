@@ -27,6 +27,7 @@ COPY services ./services
 COPY ingest ./ingest
 COPY retriever ./retriever
 COPY training ./training
+COPY interfaces ./interfaces
 RUN pip install -c constraints.txt .
 
 # An unprivileged user; /data holds the embedded store when no Qdrant server is configured, and

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import threading
+import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from typing import ClassVar
@@ -124,6 +125,17 @@ def test_the_dockerfile_installs_the_makefiles_torch_from_the_cpu_index_then_the
     torch_line = dockerfile.index(f"pip install {makefile_torch} --index-url ${{TORCH_INDEX_URL}}")
     assert torch_line < dockerfile.index("pip install -c constraints.txt .")
     assert 'CMD ["tafsir", "serve"]' in dockerfile
+
+
+def test_the_dockerfile_copies_every_package_the_project_installs():
+    """`pip install .` in the image installs only what was copied: a package left out imports nowhere."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    assert {p for p in packages if (ROOT / p / "__init__.py").is_file()} == set(packages)
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", dockerfile, re.M))
+    assert [p for p in packages if p not in copied] == []
+    assert dockerfile.index("COPY interfaces") < dockerfile.index("pip install -c constraints.txt .")
 
 
 # --- the cluster layout settings reach Qdrant ---------------------------------------------------------------

@@ -251,6 +251,12 @@ class IngestPipeline:
     def chunk(self, ayat: Sequence[Ayah]) -> list[Chunk]:
         return chunk_ayat(ayat, self.embedder.tokenizer, self.params)
 
+    def needs_new_collection(self, full: bool = False) -> bool:
+        """Whether a run would build a new collection (none yet, a rebuild, another model or chunking) rather
+        than write into the live one: such a run needs the alias to itself (ingest/lock.py)."""
+        spec = collection_spec(self.embedder, self.params)
+        return plan_target(self.store, self.settings.collection, spec, full, create=False).new
+
     def plan(self, source: Source, full: bool = False, *, dry_run: bool = False) -> IngestPlan:
         """Chunk the source and diff it against the store: what a run embeds, re-weights and deletes.
 
@@ -348,6 +354,8 @@ class IngestPipeline:
             # Stale points go only after the new ones are in (STYLE.md, "Bookkeeping after success").
             if job.stale:
                 self.store.delete(target.name, sorted(job.stale))
+        # The embedded store indexes only when asked (a server does it in the background): before readers see it.
+        self.store.optimize(target.name)
 
         if target.new:
             self._verify(target.name, work)

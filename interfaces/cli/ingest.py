@@ -24,6 +24,7 @@ from interfaces.cli.common import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ingest.lock import IngestLock
     from ingest.pipeline import IngestSummary
 
 
@@ -87,10 +88,12 @@ def ingest(
     from services.embedding import Embedder
     from services.model_source import EmbeddingModelError
 
-    lock = IngestLock.for_settings(settings)
+    # A run of one edition into the live collection locks that edition (runs of other editions go on beside
+    # it); a rebuild locks the whole alias. See ingest/lock.py.
+    lock = IngestLock.for_settings(settings, edition=None if full else ayat_source.edition)
     if not dry_run:  # a dry run only reads
         try:
-            lock.acquire(wait=False)  # never two runs on one collection (a scheduled worker may be running)
+            lock.acquire(wait=False)  # never two runs on one edition (a scheduled worker may be running)
         except IngestLockError as exc:
             raise fail(str(exc), EXIT_STORE) from None
     try:
@@ -99,6 +102,9 @@ def ingest(
             embedder.on_export = lambda message: stderr.print(message, highlight=False)
             pipeline = IngestPipeline(settings, store, embedder)
             try:
+                if not dry_run and lock.edition is not None and pipeline.needs_new_collection(full):
+                    edition_lock, lock = lock, None  # released inside, whatever happens
+                    lock = _lock_whole_alias(edition_lock)
                 if dry_run:
                     summary = pipeline.plan(ayat_source, full=full, dry_run=True).summary
                 else:
@@ -107,12 +113,30 @@ def ingest(
             except EmbeddingModelError as exc:
                 raise fail(str(exc), EXIT_INPUT) from None
     finally:
-        if not dry_run:
+        if not dry_run and lock is not None:
             lock.release()
     if as_json:
         print_json(summary.as_dict())
         return
     _print_summary(summary)
+
+
+def _lock_whole_alias(edition_lock: IngestLock) -> IngestLock:
+    """Trade an edition's lock for the whole alias's, for a run that builds a new collection: wait for the runs
+    of other editions to finish (the new collection carries their points over), then plan again."""
+    from ingest.lock import IngestLockError
+
+    edition_lock.release()
+    whole = edition_lock.whole_alias()
+    stderr.print(
+        f"this run builds a new collection behind alias {whole.alias!r}: waiting for other ingest runs on it",
+        highlight=False,
+    )
+    try:
+        whole.acquire(wait=True)
+    except IngestLockError as exc:
+        raise fail(str(exc), EXIT_STORE) from None
+    return whole
 
 
 def _print_summary(summary: IngestSummary) -> None:

@@ -45,6 +45,7 @@ def status(
             **_reader_model(model_settings(settings, store)),
             "editions": store.editions(name) if name else {},
         }
+        report["languages"] = _languages(report["editions"])
         report["ayat"] = {edition: _ayat_present(store, name, edition) for edition in report["editions"]}
     report["builtin_texts"] = [text.as_dict() for text in BUILTIN_TEXTS]  # what `tafsir ingest` reads by default
     if as_json:
@@ -56,7 +57,9 @@ def status(
     table = Table(show_header=False)
     for key, value in report.items():
         if isinstance(value, dict):
-            table.add_row(key, ", ".join(f"{e}: {n}" for e, n in value.items()))
+            table.add_row(
+                key, ", ".join(f"{e}: {', '.join(n) if isinstance(n, list) else n}" for e, n in value.items())
+            )
         elif key == "builtin_texts":
             for text in value:
                 where = f"{text['package']} {text['version']}, {text['files']}"
@@ -64,6 +67,18 @@ def status(
         else:
             table.add_row(key, str(value))
     stdout.print(table)
+
+
+def _languages(editions: dict[str, int]) -> dict[str, list[str]]:
+    """{language: its editions}, the language being an edition id's part before its first dot."""
+    from services.store.base import edition_language
+
+    languages: dict[str, list[str]] = {}
+    for edition in sorted(editions):
+        language = edition_language(edition)
+        if language is not None:
+            languages.setdefault(language, []).append(edition)
+    return dict(sorted(languages.items()))
 
 
 def _reader_model(settings) -> dict[str, Any]:

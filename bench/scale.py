@@ -232,6 +232,12 @@ def build(kind: str, path: Path, index: Any, corpus: Corpus, args: argparse.Name
         "disk_mb": round(folder_bytes(path) / 2**20, 1),
         "segments": settings.get("segments"),
         "indexed_vectors": settings.get("indexed_vectors"),
+        # what the store recorded: proof that the configuration reached it
+        "recorded": {
+            key: settings[key]
+            for key in ("hnsw_config", "quantization_config", "optimizers", "optimizer_config")
+            if key in settings
+        },
     }
 
 
@@ -270,6 +276,10 @@ def serve(args: argparse.Namespace) -> dict:
     described = json.loads(args.index)
     index = IndexConfig(**{**described, "quantization": Quantization(described["quantization"])})
     queries = json.loads(Path(args.queries_file).read_text(encoding="utf-8"))
+    if args.store_kind == "server":
+        # qdrant-client's local mode is a pure-Python engine (numpy, no HNSW): it shows that the adapter builds and
+        # answers the schema; its timings say nothing of a Qdrant server, so a few queries suffice.
+        queries = queries[: args.server_queries]
     fusion = PROFILES[MULTILINGUAL_E5_SMALL].fusion
     editions = [edition_id(0)]
     report: dict[str, Any] = {}
@@ -343,8 +353,10 @@ def main() -> None:
     parser.add_argument("--ef", default="64,128,256", help="comma-separated hnsw_ef values measured at query time")
     parser.add_argument("--stores", default="edge", help="edge, server (qdrant-client local mode), or both")
     parser.add_argument("--server-max", type=int, default=10_000, help="largest size run on the server adapter")
+    parser.add_argument("--server-queries", type=int, default=20, help="queries run on the server adapter")
+    parser.add_argument("--indexing-threshold-kb", type=int, help="override every configuration's threshold")
     parser.add_argument("--corpus-store", type=Path, default=Path("data/qdrant"), help="embedded store to sample")
-    parser.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
+    parser.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS, help="JSONL of questions, or none")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--editions", type=int, default=10)
     parser.add_argument("--noise", type=float, default=0.25)
@@ -366,8 +378,13 @@ def main() -> None:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="tafsir-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     chosen = {name: configs()[name] for name in args.configs.split(",")}
+    if args.indexing_threshold_kb is not None:
+        chosen = {
+            name: replace(index, indexing_threshold_kb=args.indexing_threshold_kb) for name, index in chosen.items()
+        }
     corpus = read_corpus(args.corpus_store, work)
-    queries = make_queries(corpus, args.queries, args.questions, args.seed)
+    questions = None if str(args.questions) == "none" else args.questions
+    queries = make_queries(corpus, args.queries, questions, args.seed)
     queries_file = work / "queries.json"
     queries_file.write_text(json.dumps(queries), encoding="utf-8")
     report: dict[str, Any] = {
@@ -402,6 +419,8 @@ def main() -> None:
                         str(queries_file),
                         "--ef",
                         args.ef,
+                        "--server-queries",
+                        str(args.server_queries),
                     ]
                     print(f"{kind} {size:,} {name}: serving…", file=sys.stderr)
                     served = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())

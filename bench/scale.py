@@ -70,6 +70,7 @@ def configs() -> dict[str, Any]:
         "m32": replace(default, hnsw_m=32, hnsw_ef_construct=200),
         "int8": replace(default, quantization=Quantization.INT8),
         "int8-disk": replace(default, quantization=Quantization.INT8, vectors_on_disk=True),
+        "int8-all-disk": replace(default, quantization=Quantization.INT8, vectors_on_disk=True, sparse_on_disk=True),
         "disk": replace(default, vectors_on_disk=True),
     }
 
@@ -250,12 +251,16 @@ def folder_bytes(path: Path) -> int:
 
 
 def rss_mb() -> dict[str, float]:
+    """This process's resident memory: all of it (VmRSS), its peak (VmHWM), and the split between anonymous
+    memory (RssAnon: what must fit in RAM) and pages of memory-mapped files (RssFile: page cache that the
+    kernel can drop and read again, which is what on-disk vectors and payload become)."""
+    names = {"VmRSS": "rss_mb", "VmHWM": "peak_rss_mb", "RssAnon": "anon_mb", "RssFile": "file_mb"}
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = round(int(value.split()[0]) / 1024, 1)
-    return {"rss_mb": fields.get("VmRSS", 0.0), "peak_rss_mb": fields.get("VmHWM", 0.0)}
+        if key in names:
+            fields[names[key]] = round(int(value.split()[0]) / 1024, 1)
+    return fields
 
 
 def serve(args: argparse.Namespace) -> dict:

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         False, description="Keep a new collection's dense vectors memory-mapped on disk instead of in RAM."
     )
     payload_on_disk: bool = Field(True, description="Keep a new collection's payload memory-mapped on disk.")
+    sparse_on_disk: bool = Field(
+        False, description="Keep a new collection's BM25 inverted indexes memory-mapped on disk instead of in RAM."
+    )
     vector_quantization: Literal["none", "int8"] = Field(
         "none",
         description="int8: a new collection also keeps its dense vectors as int8 (a quarter of the memory), searched "

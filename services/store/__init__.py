@@ -93,6 +93,7 @@ def index_config(settings: Settings) -> IndexConfig:
         hnsw_ef=settings.hnsw_ef,
         vectors_on_disk=settings.vectors_on_disk,
         payload_on_disk=settings.payload_on_disk,
+        sparse_on_disk=settings.sparse_on_disk,
         quantization=Quantization(settings.vector_quantization),
         quantization_always_ram=settings.quantization_always_ram,
         indexing_threshold_kb=settings.indexing_threshold_kb,

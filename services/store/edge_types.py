@@ -47,7 +47,12 @@ def shard_config(spec: CollectionSpec, index: IndexConfig | None = None) -> edge
                 memory=edge.Memory.Cold if index.vectors_on_disk else edge.Memory.Cached,
             )
         },
-        sparse_vectors={name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf) for name in SPARSE_VECTORS},
+        sparse_vectors={
+            name: edge.EdgeSparseVectorParams(
+                modifier=edge.Modifier.Idf, memory=edge.Memory.Cold if index.sparse_on_disk else None
+            )
+            for name in SPARSE_VECTORS
+        },
         payload_memory=edge.Memory.Cold if index.payload_on_disk else edge.Memory.Cached,
         hnsw_config=edge.HnswIndexConfig(
             m=index.hnsw_m, ef_construct=index.hnsw_ef_construct, full_scan_threshold=FULL_SCAN_THRESHOLD_KB

@@ -213,7 +213,11 @@ class ServerStore:
                     )
                 },
                 sparse_vectors_config={
-                    name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in SPARSE_VECTORS
+                    name: models.SparseVectorParams(
+                        modifier=models.Modifier.IDF,
+                        index=models.SparseIndexParams(on_disk=True) if self.index.sparse_on_disk else None,
+                    )
+                    for name in SPARSE_VECTORS
                 },
                 metadata={SPEC_KEY: asdict(spec)},
                 **_index_arguments(self.index),

@@ -61,7 +61,8 @@ class Quantization(enum.StrEnum):
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """How a collection is indexed and held in memory; Qdrant's defaults where not measured otherwise.
+    """How a collection is indexed and held in memory: the defaults of the TAFSIR_* settings, measured by
+    bench/scale.py (docs/SCALING.md).
 
     Not part of :class:`CollectionSpec`: these settings change how fast a collection answers, not what it
     answers, so a collection built with other settings stays usable and an incremental ingest keeps writing
@@ -72,11 +73,11 @@ class IndexConfig:
 
     hnsw_m: int = 16  # edges per node of the HNSW graph
     hnsw_ef_construct: int = 100  # candidates while building the graph
-    hnsw_ef: int | None = None  # candidates while searching; None: Qdrant's default (ef_construct)
-    vectors_on_disk: bool = False  # original dense vectors memory-mapped from disk instead of held in RAM
+    hnsw_ef: int | None = 256  # candidates while searching; None: Qdrant's default (ef_construct)
+    vectors_on_disk: bool = True  # original dense vectors memory-mapped from disk instead of held in RAM
     payload_on_disk: bool = True  # payload memory-mapped from disk (Qdrant's default)
     sparse_on_disk: bool = False  # the BM25 inverted indexes memory-mapped from disk instead of held in RAM
-    quantization: Quantization = Quantization.NONE
+    quantization: Quantization = Quantization.INT8
     quantization_always_ram: bool = True  # keep the quantized vectors in RAM even when the originals are on disk
     indexing_threshold_kb: int = 10_000  # segments larger than this get an HNSW index (Qdrant's default)
 

@@ -55,6 +55,9 @@ from services.store.base import (
 
 log = logging.getLogger(__name__)
 
+# Points written between two index builds of the store (``VectorStore.optimize``), besides the one at the end.
+INDEX_EVERY = 200_000
+
 ProgressCallback = Callable[[int, int], None]  # (chunks done, chunks to embed)
 
 
@@ -238,6 +241,7 @@ class IngestPipeline:
         self.embedder = embedder
         self.sparse = sparse or SparseEncoder(Bm25Settings.named(settings.sparse_layout))
         self.archive = archive or SourceArchive.for_store(store, settings.collection)
+        self._unindexed = 0
 
     @property
     def params(self) -> ChunkingParams:
@@ -325,6 +329,7 @@ class IngestPipeline:
     def _execute(self, plan: IngestPlan, progress: ProgressCallback | None) -> None:
         target, spec, work = plan.target, plan.spec, plan.work
         total = sum(len(job.embed) for job in work)
+        self._unindexed = 0  # points written since the store last built its indexes
         done = 0
         if progress:
             progress(0, total)
@@ -478,6 +483,12 @@ class IngestPipeline:
             for chunk, vector in zip(batch, vectors, strict=True)
         ]
         self.store.upsert(collection, points)
+        self._unindexed += len(points)
+        if self._unindexed >= INDEX_EVERY:
+            # The embedded store indexes only when asked: a run of millions of points would otherwise keep them
+            # all in one appendable segment, its BM25 postings in RAM (docs/SCALING.md, "Index settings").
+            self.store.optimize(collection)
+            self._unindexed = 0
         return len(points)
 
     def _verify(self, collection: str, work: list[EditionWork]) -> None:

@@ -26,6 +26,7 @@ from services.store.base import (
     SearchRequest,
     SparseVector,
 )
+from services.store.edge import EdgeStore
 from tests.conftest import ROOT
 from tests.test_compose import _RecordingQdrant
 from tests.test_pipeline import make_source
@@ -182,3 +183,30 @@ def test_scale_benchmark_builds_measures_and_reports_the_recorded_settings(tmp_p
         assert 0.0 <= measured[key]["recall_at_10"] <= 1.0
     assert measured["rss"]["rss_mb"] > 0 and edge["build"]["disk_mb"] > 0
     assert not (tmp_path / "work" / "edge-int8-400").exists()  # the built collections are deleted
+
+
+class CountingEdgeStore(EdgeStore):
+    """The real embedded store, counting its index builds."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.index_builds = 0
+
+    def optimize(self, name: str) -> None:
+        self.index_builds += 1
+        super().optimize(name)
+
+
+def test_a_long_ingest_builds_the_embedded_stores_indexes_as_it_goes(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setattr("ingest.pipeline.INDEX_EVERY", 64)
+    settings = Settings(
+        _env_file=None, qdrant_path=tmp_path / "qdrant", embedding_model=str(tiny_model), upsert_batch_size=32
+    )
+    store = CountingEdgeStore(settings.qdrant_path)
+    try:
+        summary = IngestPipeline(settings, store, Embedder(settings)).run(make_source("id.panjang", surahs=[2]))
+        assert summary.embedded > 4 * 64
+        assert store.index_builds >= summary.embedded // 64  # every 64 points, and once at the end
+        assert store.count("tafsir") == summary.chunks
+    finally:
+        store.close()

@@ -283,6 +283,14 @@ def test_python_search_filters_by_edition_and_by_language(three_editions):
         engine.store.close()
 
 
+def test_cli_search_filters_by_language(three_editions):
+    env, _ = three_editions
+    result = run(env, "search", "Allah yang Maha Esa", "-k", "20", "--language", "en", "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found and {p["edition"] for p in found} | {e for p in found for e in p["also_in"]} == {"en.three"}
+
+
 def test_http_retrieve_filters_by_edition_and_by_language(three_editions, tmp_path):
     env, _ = three_editions
     server = LiveServer(env, tmp_path / "server.log")

@@ -115,6 +115,12 @@ def search(
         list[str] | None,
         typer.Option("--edition", help="Only passages of this edition (repeatable); `tafsir editions` lists them."),
     ] = None,
+    language: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--language", help="Only editions in this language: the edition id before its first dot (repeatable)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Find the tafsir passages that answer a question, with citations and editions."""
@@ -126,8 +132,9 @@ def search(
     settings = load_settings()
     # The HTTP API's request model: the same bounds and the same messages ("k must be between 1 and 50").
     asked: dict[str, Any] = {"query": query, "k": k, "mode": mode, "neighbors": neighbors}
-    if edition:
-        asked["filter"] = {"edition": edition}
+    only = {key: value for key, value in (("edition", edition), ("language", language)) if value}
+    if only:
+        asked["filter"] = only
     try:
         options = RetrieveRequest.model_validate(asked).options()
     except ValidationError as exc:

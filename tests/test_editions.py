@@ -265,6 +265,24 @@ def test_status_counts_each_of_three_user_editions(three_editions):
     assert set(report["ayat"].values()) == {9}  # surahs 112 and 113 in each
 
 
+def test_status_shows_the_index_settings_the_collection_was_built_with_and_those_a_rebuild_would_apply(
+    three_editions,
+):
+    env, _ = three_editions
+    report = json.loads(run(env, "status", "--json").stdout)
+    assert report["index"] == {
+        "hnsw_m": 16,
+        "hnsw_ef_construct": 100,
+        "quantization": "int8",
+        "vectors_on_disk": True,
+    }
+    assert report["index_at_rebuild"] == {}
+    changed = {**env, "TAFSIR_VECTOR_QUANTIZATION": "none", "TAFSIR_HNSW_M": "32"}
+    report = json.loads(run(changed, "status", "--json").stdout)
+    assert report["index"]["quantization"] == "int8"  # the collection keeps what it was built with
+    assert report["index_at_rebuild"] == {"hnsw_m": 32, "quantization": "none"}
+
+
 def test_python_search_filters_by_edition_and_by_language(three_editions):
     env, _ = three_editions
     settings = Settings(

@@ -46,6 +46,7 @@ def status(
             "editions": store.editions(name) if name else {},
         }
         report["languages"] = _languages(report["editions"])
+        report |= _index(store, name, settings) if name else {}
         report["ayat"] = {edition: _ayat_present(store, name, edition) for edition in report["editions"]}
     report["builtin_texts"] = [text.as_dict() for text in BUILTIN_TEXTS]  # what `tafsir ingest` reads by default
     if as_json:
@@ -67,6 +68,18 @@ def status(
         else:
             table.add_row(key, str(value))
     stdout.print(table)
+
+
+def _index(store, name: str, settings) -> dict[str, Any]:
+    """The live collection's index settings as recorded, and the settings that differ: they apply to the next
+    collection, `tafsir ingest --rebuild` (docs/SCALING.md, "Index settings")."""
+    from services.store import index_config
+    from services.store.base import recorded_index
+
+    recorded = recorded_index(store.index_settings(name))
+    wanted = index_config(settings).described()
+    pending = sorted(key for key, value in recorded.items() if wanted[key] != value)
+    return {"index": recorded, "index_at_rebuild": {key: wanted[key] for key in pending}}
 
 
 def _languages(editions: dict[str, int]) -> dict[str, list[str]]:

@@ -85,6 +85,26 @@ class IndexConfig:
         return {**asdict(self), "quantization": self.quantization.value}
 
 
+def recorded_index(reported: dict[str, Any]) -> dict[str, Any]:
+    """The index settings a store reports for a collection (its ``index_settings``), in :class:`IndexConfig`'s
+    names. A setting the store does not report is left out (a collection made before it existed, or qdrant-client's
+    local mode, which keeps no HNSW nor quantization config)."""
+    found: dict[str, Any] = {}
+    hnsw = reported.get("hnsw_config") or {}
+    for key, name in (("m", "hnsw_m"), ("ef_construct", "hnsw_ef_construct")):
+        if key in hnsw:
+            found[name] = hnsw[key]
+    scalar = (reported.get("quantization_config") or {}).get("scalar")
+    found["quantization"] = str(scalar.get("type", Quantization.INT8.value)) if scalar else Quantization.NONE.value
+    vectors = reported.get("vectors") or (reported.get("params") or {}).get("vectors") or {}
+    dense = vectors.get(DENSE) or {}
+    if "memory" in dense:  # Edge
+        found["vectors_on_disk"] = dense["memory"] == "cold"
+    elif "on_disk" in dense:  # a server
+        found["vectors_on_disk"] = bool(dense["on_disk"])
+    return found
+
+
 @dataclass(frozen=True)
 class CollectionInfo:
     name: str

@@ -69,7 +69,8 @@ def configs() -> dict[str, Any]:
         "float32": float32,
         "m32": replace(float32, hnsw_m=32, hnsw_ef_construct=200),
         "int8": replace(float32, quantization=Quantization.INT8),
-        "int8-disk": replace(float32, quantization=Quantization.INT8, vectors_on_disk=True),  # the project's defaults
+        "int8-disk": replace(float32, quantization=Quantization.INT8, vectors_on_disk=True),
+        # the project's defaults:
         "int8-all-disk": replace(float32, quantization=Quantization.INT8, vectors_on_disk=True, sparse_on_disk=True),
     }
 
@@ -364,7 +365,7 @@ def load_average() -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000", help="comma-separated numbers of points")
-    parser.add_argument("--configs", default="int8-disk", help=f"comma-separated, of: {', '.join(configs())}")
+    parser.add_argument("--configs", default="int8-all-disk", help=f"comma-separated, of: {', '.join(configs())}")
     parser.add_argument("--ef", default="64,128,256", help="comma-separated hnsw_ef values measured at query time")
     parser.add_argument("--stores", default="edge", help="edge, server (qdrant-client local mode), or both")
     parser.add_argument("--server-max", type=int, default=10_000, help="largest size run on the server adapter")

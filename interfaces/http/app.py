@@ -50,6 +50,14 @@ from services.settings import Settings
 # own pages load them from a CDN, which leaves /docs blank on a machine without internet.
 DOCS_ASSETS_URL = "/docs-assets"
 DOCS_ASSETS = resources.files("fastapi_offline") / "static"
+# The playground page (plain HTML, CSS and a little JS, no build step), served at / with its assets.
+PLAYGROUND = resources.files("interfaces.http") / "static"
+PLAYGROUND_ASSETS_URL = "/playground-assets"
+# The page runs only its own script and talks only to this server.
+PLAYGROUND_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def create_app(settings: Settings, engine: SearchEngine | None = None, llm=None) -> FastAPI:
@@ -88,6 +96,7 @@ def create_app(settings: Settings, engine: SearchEngine | None = None, llm=None)
     )
     app.state.service = service
     install_docs(app)
+    install_playground(app)
     install_error_handlers(app)
 
     auth = []
@@ -125,6 +134,16 @@ class LabelledRoute(Route):
         if match is not Match.NONE:
             child_scope["route"] = self
         return match, child_scope
+
+
+def install_playground(app: FastAPI) -> None:
+    """The playground at /: a question, the answer as it streams, the cited passages; the same API key."""
+    app.mount(PLAYGROUND_ASSETS_URL, StaticFiles(directory=str(PLAYGROUND)), name="playground-assets")
+    page = (PLAYGROUND / "playground.html").read_text(encoding="utf-8")
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": PLAYGROUND_CSP})
 
 
 def install_docs(app: FastAPI) -> None:

@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
     )
     sparse_layout: SparseLayoutName = Field(
-        "both-wordings",
+        "both-wordings+transliteration",
         description="Which texts feed the three BM25 vectors: a layout named in services/sparse.py "
         "(SPARSE_LAYOUTS); a change rewrites the sparse vectors at the next ingest, embedding nothing.",
     )

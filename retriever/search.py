@@ -85,6 +85,8 @@ MAX_QUERY_CHARS = 2_000
 MAX_AYAT_IN_A_SURAH = max(s.ayat for s in SURAHS)  # 286, Al-Baqarah
 MAX_EDITION_CHARS = 100
 MAX_EDITIONS = 50
+MAX_TURNS = 50  # earlier turns of a conversation a question may carry (retriever/answer.py)
+MAX_TURN_CHARS = 8_000
 
 SurahNumber = Annotated[int, Field(ge=1, le=SURAH_COUNT)]
 AyahNumber = Annotated[int, Field(ge=1, le=MAX_AYAT_IN_A_SURAH)]
@@ -161,6 +163,11 @@ FIELD_RULES = {
     "k": f"k must be between 1 and {MAX_K}",
     "neighbors": f"neighbors must be between 0 and {MAX_NEIGHBORS}",
     "query": f"query must be between 1 and {MAX_QUERY_CHARS:,} characters",
+    "question": f"question must be between 1 and {MAX_QUERY_CHARS:,} characters",
+    "messages": f"messages must be a list of at most {MAX_TURNS} turns",
+    "content": f"content must be text of at most {MAX_TURN_CHARS:,} characters",
+    "role": "role must be user or assistant",
+    "stream": "stream must be true or false",
     "mode": f"mode must be one of {', '.join(m.value for m in Mode)}",
     "score_threshold": "score_threshold must be a finite number",
 }
@@ -189,6 +196,8 @@ _RULE_ERRORS = {
     "float_parsing",
     "finite_number",
     "list_type",
+    "bool_type",
+    "bool_parsing",
     "enum",
     "literal_error",
 }
@@ -364,13 +373,16 @@ class SearchEngine:
         """The model's measured fusion (services/models.py) with the settings that override it."""
         return self.embedder.profile.fusion.overridden(self.settings.fusion_overrides())
 
-    def request(self, query: str, options: SearchOptions) -> SearchRequest:
+    def request(self, query: str, options: SearchOptions, dense: list[float] | None = None) -> SearchRequest:
+        """The store query for ``query``; ``dense`` is its embedding when the caller has it already."""
         mode = Mode(options.mode)
         fusion = self.fusion
+        if dense is None and mode in (Mode.DENSE, Mode.HYBRID):
+            dense = self.embedder.encode_query(query)
         return SearchRequest(
             mode=mode,
             limit=options.k,
-            dense=self.embedder.encode_query(query) if mode in (Mode.DENSE, Mode.HYBRID) else None,
+            dense=dense if mode in (Mode.DENSE, Mode.HYBRID) else None,
             sparse=self.sparse.query(query) if mode in (Mode.SPARSE, Mode.HYBRID) else None,
             filter=options.filter,
             prefetch_limit=max(fusion.prefetch_limit, options.k),
@@ -395,7 +407,25 @@ class SearchEngine:
             options = dataclasses.replace(options, filter=languages_filter(options.filter, editions))
         if Mode(options.mode) is not Mode.SPARSE:
             self.check_model()
-        request = self.request(query, options)
+        return self._search(self.request(query, options), options)
+
+    def search_with_similarity(self, query: str, options: SearchOptions | None = None) -> tuple[list[Passage], float]:
+        """``search``, and the cosine between the query and the passage closest to it by the dense vector alone
+        (within the filter; -1 when nothing matches the filter), whatever the mode.
+
+        A hybrid score is an RRF score: it says how a passage ranks, not how near it is, so whether the tafsir
+        answers a question at all is judged on the cosine (retriever/answer.py). The query is embedded once."""
+        options = options or SearchOptions()
+        if not query.strip():
+            raise ValueError("the query is empty")
+        self.check_model()
+        dense = self.embedder.encode_query(query)
+        nearest = SearchRequest(mode=Mode.DENSE, limit=1, dense=dense, filter=options.filter)
+        hits = self.store.search(self.settings.collection, nearest)
+        similarity = hits[0].score if hits else -1.0
+        return self._search(self.request(query, options, dense=dense), options), similarity
+
+    def _search(self, request: SearchRequest, options: SearchOptions) -> list[Passage]:
         wording = self.settings.translation
         limit = 2 * options.k  # room for twins from other editions, merged below
         while True:

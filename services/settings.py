@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
     )
     sparse_layout: SparseLayoutName = Field(
-        "both-wordings",
+        "both-wordings+transliteration",
         description="Which texts feed the three BM25 vectors: a layout named in services/sparse.py "
         "(SPARSE_LAYOUTS); a change rewrites the sparse vectors at the next ingest, embedding nothing.",
     )
@@ -149,6 +149,26 @@ class Settings(BaseSettings):
         description="Which wording of the Ministry's translation citations, the API, the CLI and LangChain "
         "Documents show: 2019 (the current revision) or legacy (the older wording); an ayah without the "
         "chosen one shows the other.",
+    )
+
+    # --- answering (retriever/answer.py) -------------------------------------------------------------
+    llm_base_url: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible chat endpoint (e.g. http://localhost:11434/v1 for Ollama, "
+        "https://api.openai.com/v1); unset: answers are extractive (passages, no language model).",
+    )
+    llm_model: str | None = Field(None, description="The chat model the endpoint serves, e.g. gpt-4o-mini.")
+    llm_api_key: SecretStr | None = Field(None, description="The endpoint's API key, if it needs one.")
+    llm_timeout: float = Field(60.0, gt=0, description="Seconds before a request to the chat endpoint times out.")
+    llm_max_retries: int = Field(1, ge=0, le=10, description="Retries of a failed request to the chat endpoint.")
+    llm_max_tokens: int = Field(1024, ge=1, description="Most tokens a generated answer may have.")
+    llm_temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0: the likeliest words).")
+    answer_min_similarity: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Cosine between the question and its closest passage below which the answer is 'not found' "
+        "and no language model is asked; default: the model's (services/models.py), -1 never says not found.",
     )
 
     # --- HTTP API -----------------------------------------------------------------------------------
@@ -174,11 +194,34 @@ class Settings(BaseSettings):
         "the system's temporary folder).",
     )
 
-    @field_validator("api_key")
+    @field_validator("api_key", "llm_api_key")
     @classmethod
     def _blank_key_is_no_key(cls, value: SecretStr | None) -> SecretStr | None:
         # docker-compose passes an unset variable as "": that must not become a key everyone knows.
         return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("llm_base_url", "llm_model")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() if value is not None and value.strip() else None
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"{value!r} is not an http(s) URL: give the endpoint's base URL, e.g. http://localhost:11434/v1"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _llm_needs_a_model(self) -> Settings:
+        if self.llm_base_url is not None and self.llm_model is None:
+            raise ValueError(
+                f"TAFSIR_LLM_BASE_URL is set ({self.llm_base_url}) but TAFSIR_LLM_MODEL is not: name the chat model "
+                "the endpoint serves (e.g. TAFSIR_LLM_MODEL=gpt-4o-mini)"
+            )
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

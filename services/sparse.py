@@ -4,9 +4,10 @@ Qdrant's own BM25 (``qdrant_edge.Bm25``, the configuration a Qdrant server's ``q
 inference takes) computes term-frequency weights client-side; every sparse vector in the collection
 uses Qdrant's IDF modifier, which supplies the IDF half of BM25. Three sparse vectors per chunk,
 fused with the dense one by Qdrant's RRF (choices measured on the dev sets, docs/BENCHMARKS.md).
-Which texts of an ayah feed each of them is a ``SparseLayout``; the default (``both-wordings``):
+Which texts of an ayah feed each of them is a ``SparseLayout``; the default
+(``both-wordings+transliteration``, chosen on the dev files: docs/BENCHMARKS.md, "Sparse layout"):
 
-- ``bm25``: the chunk's tafsir + the ayah's translation in both wordings + the surah name;
+- ``bm25``: the chunk's tafsir + the ayah's translation in both wordings + its transliteration + the surah name;
 - ``bm25_ctx``: the same plus ``neighbour_weight`` x the neighbouring ayat's vectors, because a
   story or a ruling spans several ayat and a question names words from all of them;
 - ``bm25_tr``: the translation alone (both wordings), so that a quoted translation finds its own ayah first.
@@ -156,7 +157,7 @@ SPARSE_LAYOUTS: dict[str, SparseLayout] = {
     # both-wordings with the transliteration in the combined lists too
     "both-wordings+transliteration": _layout((TAFSIR, *_BOTH_WORDINGS, TRANSLITERATION, SURAH_NAME), _BOTH_WORDINGS),
 }
-DEFAULT_SPARSE_LAYOUT = "both-wordings"
+DEFAULT_SPARSE_LAYOUT = "both-wordings+transliteration"  # also the default of TAFSIR_SPARSE_LAYOUT
 
 
 # --- encoder ------------------------------------------------------------------------------------

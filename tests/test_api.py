@@ -359,7 +359,16 @@ DOCUMENTED_ERRORS = {
         ("POST", "/v1/retrieve", {"content": b'{"query": ', "headers": JSON}),  # not valid JSON: 422, not 400
     ],
 }
-PRODUCED_ELSEWHERE = {(500, "internal_error"), (503, "not_ready")}
+PRODUCED_ELSEWHERE = {
+    (500, "internal_error"),
+    (503, "not_ready"),
+    # a server with a language model that fails: tests/test_answer_api.py, and tests/test_answer.py for the kinds
+    (504, "llm_timeout"),
+    (502, "llm_unreachable"),
+    (502, "llm_failed"),
+    (502, "llm_malformed_reply"),
+    (404, "model_not_found"),  # OpenAI's error shape: tests/test_answer_api.py
+}
 
 
 def readme_api_errors() -> set[tuple[int, str]]:
@@ -452,7 +461,16 @@ def test_the_docs_page_and_everything_it_loads_come_from_the_server_itself(serve
 # --- schemathesis against the served OpenAPI -----------------------------------------------------------------
 # Its Python API with Hypothesis directly: the pytest plugin's lazy loader does not run under pytest 9.
 
-OPERATIONS = [("POST", "/v1/retrieve"), ("GET", "/v1/ayah/{surah}/{ayah}"), ("GET", "/healthz"), ("GET", "/readyz")]
+OPERATIONS = [
+    ("POST", "/v1/retrieve"),
+    ("GET", "/v1/ayah/{surah}/{ayah}"),
+    ("POST", "/v1/answer"),  # extractive here (no language model); with one: tests/test_answer_api.py
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model}"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -103,10 +103,14 @@ def test_the_api_key_never_appears_in_the_log_or_in_any_error_body(server):
 
 
 def test_the_key_is_compared_in_constant_time():
-    source = inspect.getsource(middleware.require_api_key)
+    source = inspect.getsource(middleware.check_api_key)
     assert "hmac.compare_digest(" in source
     # No ordinary comparison touches the provided key (== / != / startswith would leak timing).
     assert not re.search(r"provided\s*(==|!=)|(==|!=)\s*expected|\.startswith\(", source), source
+    # Both the /v1 routes' dependency and the /mcp endpoint's wrapper go through it.
+    for checker in (middleware.require_api_key, middleware.RequireApiKey):
+        source = inspect.getsource(checker)
+        assert "check_api_key(" in source and not re.search(r"(==|!=)\s*(self\.)?expected", source), source
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from ingest.builtin import read_builtin
 from ingest.pipeline import ayah_texts
 from services.settings import Settings, SparseLayoutName
 from services.sparse import (
+    DEFAULT_SPARSE_LAYOUT,
     FIELD_AVG_LEN,
     SPARSE_LAYOUTS,
     SURAH_NAME,
@@ -114,6 +115,7 @@ def test_unknown_layouts_and_texts_are_refused_with_the_choices():
 
 def test_the_setting_names_exactly_the_layouts_and_refuses_others():
     assert get_args(SparseLayoutName) == tuple(SPARSE_LAYOUTS)
+    assert Settings(_env_file=None).sparse_layout == DEFAULT_SPARSE_LAYOUT
     with pytest.raises(ValidationError, match=r"sparse_layout(.|\n)*'both-wordings', 'older-wording'"):
         Settings(_env_file=None, sparse_layout="nope")
 

@@ -26,6 +26,7 @@ app.command(name="eval")(query.evaluate)
 app.add_typer(query.model_app, name="model")
 app.command()(train.train)
 app.command()(serve.serve)
+app.command()(serve.mcp)
 
 
 def main() -> None:

@@ -84,3 +84,29 @@ def serve(
             log_level=log_level,
             timeout_graceful_shutdown=15,
         )
+
+
+def mcp() -> None:
+    """Serve the MCP server (tools search_tafsir, get_ayah, answer) over stdio, for agents and desktop assistants.
+
+    An MCP client starts this command itself: stdout carries the protocol, logs go to stderr. With the embedded
+    store, no other process may hold it (a running `tafsir serve` has the same tools at /mcp)."""
+    settings = load_settings()
+
+    import contextlib
+
+    from interfaces.mcp import build_server
+    from retriever.answer import Answerer
+    from retriever.search import SearchEngine
+    from services.model_source import EmbeddingModelError
+
+    configure_logging("warning")
+    with open_store_or_exit(settings) as store:
+        engine = SearchEngine(settings, store=store)
+        # Nothing but the protocol may reach stdout: whatever the model's first load prints goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                engine.embedder.warm_up()  # so that the first tool call is as quick as the next
+            except EmbeddingModelError as exc:
+                raise fail(str(exc), EXIT_INPUT) from None
+        build_server(Answerer(engine)).run("stdio")

@@ -23,14 +23,26 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 import ingest.schedule  # noqa: F401  (registers the ingest metrics, so /metrics always lists them)
+from interfaces.http.answers import answering
+from interfaces.http.chat_completions import openai_compatible
 from interfaces.http.errors import install_error_handlers
-from interfaces.http.middleware import MAX_BODY_BYTES, BodyLimitMiddleware, MetricsMiddleware, require_api_key
+from interfaces.http.middleware import (
+    MAX_BODY_BYTES,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    RequireApiKey,
+    require_api_key,
+)
 from interfaces.http.routes import operations, retrieval
 from interfaces.http.schemas import error_responses
 from interfaces.http.service import Service
+from interfaces.mcp import build_server
 from retriever.search import SearchEngine
 from services.settings import Settings
 
@@ -38,17 +50,34 @@ from services.settings import Settings
 # own pages load them from a CDN, which leaves /docs blank on a machine without internet.
 DOCS_ASSETS_URL = "/docs-assets"
 DOCS_ASSETS = resources.files("fastapi_offline") / "static"
+# The playground page (plain HTML, CSS and a little JS, no build step), served at / with its assets.
+PLAYGROUND = resources.files("interfaces.http") / "static"
+PLAYGROUND_ASSETS_URL = "/playground-assets"
+# The page runs only its own script and talks only to this server.
+PLAYGROUND_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
-def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAPI:
-    """The API over ``engine`` (or a new one on ``settings``; the app then opens and closes its store)."""
-    service = Service(settings, engine)
+def create_app(settings: Settings, engine: SearchEngine | None = None, llm=None) -> FastAPI:
+    """The API over ``engine`` (or a new one on ``settings``; the app then opens and closes its store).
+
+    ``llm``: any LangChain chat model to write answers; by default the endpoint TAFSIR_LLM_BASE_URL names, if any.
+    """
+    service = Service(settings, engine, llm)
+
+    # The MCP tools over the same answering core, as streamable HTTP at /mcp (stateless: any worker can answer
+    # any request; JSON replies, which curl users can read).
+    mcp_server = build_server(service.answerer)
+    mcp_server.streamable_http_app(stateless_http=True, json_response=True, host=settings.api_host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(service.start)
         try:
-            yield
+            async with mcp_server.session_manager.run():
+                yield
         finally:
             await run_in_threadpool(service.stop)
 
@@ -67,6 +96,7 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
     )
     app.state.service = service
     install_docs(app)
+    install_playground(app)
     install_error_handlers(app)
 
     auth = []
@@ -74,7 +104,13 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
         auth = [Depends(require_api_key(settings.api_key.get_secret_value().encode("utf-8")))]
     v1_errors = (401, 403, 422, 500, 503) if auth else (422, 500, 503)
     app.include_router(retrieval, dependencies=auth, responses=error_responses(*v1_errors))
+    app.include_router(answering, dependencies=auth, responses=error_responses(*v1_errors))
+    app.include_router(openai_compatible, dependencies=auth, responses=error_responses(*v1_errors, openai=True))
     app.include_router(operations)
+    mcp_endpoint = StreamableHTTPASGIApp(mcp_server.session_manager)
+    if settings.api_key is not None:
+        mcp_endpoint = RequireApiKey(mcp_endpoint, settings.api_key.get_secret_value().encode("utf-8"))
+    app.router.routes.append(LabelledRoute("/mcp", endpoint=mcp_endpoint, methods=["GET", "POST", "DELETE"]))
 
     # Outermost last: metrics see every response, CORS headers reach error responses too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
@@ -87,6 +123,27 @@ def create_app(settings: Settings, engine: SearchEngine | None = None) -> FastAP
         )
     app.add_middleware(MetricsMiddleware)
     return app
+
+
+class LabelledRoute(Route):
+    """A plain Starlette route that, like FastAPI's own, names itself in the scope: the metrics label requests by
+    route template, and would otherwise count the MCP endpoint's as unmatched."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
+def install_playground(app: FastAPI) -> None:
+    """The playground at /: a question, the answer as it streams, the cited passages; the same API key."""
+    app.mount(PLAYGROUND_ASSETS_URL, StaticFiles(directory=str(PLAYGROUND)), name="playground-assets")
+    page = (PLAYGROUND / "playground.html").read_text(encoding="utf-8")
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": PLAYGROUND_CSP})
 
 
 def install_docs(app: FastAPI) -> None:

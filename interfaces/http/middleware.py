@@ -79,7 +79,10 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = f"{self.max_bytes // 1024} KiB"
-        await error_response(413, "body_too_large", f"The request body exceeds {limit}.")(scope, receive, send)
+        response = error_response(
+            413, "body_too_large", f"The request body exceeds {limit}.", path=scope.get("path", "")
+        )
+        await response(scope, receive, send)
 
 
 class MetricsMiddleware:
@@ -119,21 +122,47 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <TAFS
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <TAFSIR_API_KEY>`")
 
 
+def check_api_key(provided: str | None, expected: bytes) -> None:
+    """Raise ``ApiError`` 401 without a key, 403 for a wrong one."""
+    if not provided:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "This API needs a key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # Constant time, so the comparison leaks nothing about how much of a guess was right.
+    if not hmac.compare_digest(provided.encode("utf-8", "surrogateescape"), expected):
+        raise ApiError(403, "forbidden", "The API key is not valid.")
+
+
 def require_api_key(expected: bytes) -> Callable[..., Awaitable[None]]:
     async def require_api_key(
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         header_key: Annotated[str | None, Depends(_api_key_header)],
     ) -> None:
-        provided = header_key or (bearer.credentials if bearer is not None else None)
-        if not provided:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "This API needs a key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        # Constant time, so the comparison leaks nothing about how much of a guess was right.
-        if not hmac.compare_digest(provided.encode("utf-8", "surrogateescape"), expected):
-            raise ApiError(403, "forbidden", "The API key is not valid.")
+        check_api_key(header_key or (bearer.credentials if bearer is not None else None), expected)
 
     return require_api_key
+
+
+class RequireApiKey:
+    """The same key check around a plain ASGI app (the MCP endpoint, which is not a FastAPI route)."""
+
+    def __init__(self, app: ASGIApp, expected: bytes) -> None:
+        self.app = app
+        self.expected = expected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        provided = headers.get("x-api-key")
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        if not provided and scheme.lower() == "bearer":
+            provided = credentials.strip()
+        try:
+            check_api_key(provided, self.expected)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.code, exc.message, headers=exc.headers, path=scope["path"])
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

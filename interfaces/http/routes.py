@@ -21,10 +21,8 @@ from interfaces.http.schemas import (
     error_responses,
 )
 from interfaces.http.service import Service
+from retriever.ayah import AyahNotStored, lookup_ayah
 from retriever.search import MAX_EDITION_CHARS, RetrieveRequest
-from services.quran import TRANSLATION_FIELDS, check_ayah, citation, shown_translation
-from services.quran import surah as surah_info
-from services.store.base import PointFilter
 
 
 def the_service(request: Request) -> Service:
@@ -62,39 +60,20 @@ async def ayah(
 ) -> AyahResponse:
     """One ayah: its stored tafsir chunks, translation and Arabic text."""
     try:
-        check_ayah(surah, ayah)
+        found = await run_in_threadpool(lookup_ayah, service.engine, surah, ayah, edition)
     except ValueError as exc:
         raise ApiError(404, "no_such_ayah", str(exc)) from None
-    settings = service.settings
-    point_filter = PointFilter(ayat=[(surah, ayah)], editions=[edition] if edition is not None else None)
-    hits = await run_in_threadpool(service.engine.store.retrieve, settings.collection, point_filter, 1000)
-    if not hits:
-        scope = f" for edition {edition!r}" if edition is not None else ""
-        message = f"{citation(surah, ayah)} has no tafsir stored in {settings.collection!r}{scope}."
-        raise ApiError(404, "ayah_not_stored", message)
-    # The ayah's translation from whichever edition stores it, the chosen wording first.
-    wordings: dict[str, str] = {}
-    for field in (*TRANSLATION_FIELDS.values(), "translation"):
-        wordings.update(next(({field: h.payload[field]} for h in hits if h.payload.get(field)), {}))
-    info = surah_info(surah)
+    except AyahNotStored as exc:
+        raise ApiError(404, "ayah_not_stored", str(exc)) from None
     return AyahResponse(
-        citation=citation(surah, ayah),
-        surah=surah,
-        surah_name=info.name,
-        surah_name_ar=info.name_ar,
-        ayah=ayah,
-        translation=shown_translation(wordings, settings.translation),
-        arabic=next((h.payload["arabic"] for h in hits if h.payload.get("arabic")), None),
-        chunks=[
-            AyahChunk(
-                id=h.id,
-                edition=h.payload["edition"],
-                chunk=h.payload.get("chunk", 0),
-                chunks=h.payload.get("chunks", 1),
-                text=h.payload["text"],
-            )
-            for h in hits
-        ],
+        citation=found.citation,
+        surah=found.surah,
+        surah_name=found.surah_name,
+        surah_name_ar=found.surah_name_ar,
+        ayah=found.ayah,
+        translation=found.translation,
+        arabic=found.arabic,
+        chunks=[AyahChunk(**vars(c)) for c in found.chunks],
     )
 
 

@@ -83,7 +83,7 @@ class ErrorResponse(BaseModel):
     details: list[ErrorDetail] | None = Field(None, description="For invalid_request: each problem and where.")
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(*statuses: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
     meaning = {
         400: "The body could not be parsed (e.g. not UTF-8)",
         401: "No API key was sent",
@@ -92,9 +92,17 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "The body exceeds 64 KiB",
         422: "The request is invalid",
         500: "An unexpected error (details in the server log only)",
+        502: "The language model failed (unreachable, an error, a malformed reply); the sources found are included",
         503: "The store or the model is unavailable",
+        504: "The language model did not answer in time (TAFSIR_LLM_TIMEOUT); the sources found are included",
     }
-    return {status: {"model": ErrorResponse, "description": meaning[status]} for status in statuses}
+
+    def model(status: int) -> type[BaseModel]:
+        if openai:
+            return OpenAIErrorResponse
+        return AnswerErrorResponse if status in (502, 504) else ErrorResponse
+
+    return {status: {"model": model(status), "description": meaning[status]} for status in statuses}
 
 
 def document(passage: Passage) -> Document:
@@ -116,3 +124,137 @@ def document(passage: Passage) -> Document:
             also_in=list(passage.also_in),
         ),
     )
+
+
+# --- answers (POST /v1/answer, and the sources of /v1/chat/completions) ---------------------------------------
+
+
+class Source(BaseModel):
+    number: int = Field(description="The passage's number as the model saw it: [1], [2], ...")
+    cited: bool = Field(description="Whether the answer cites this passage.")
+    id: str = Field(description="The Qdrant point id.")
+    citation: str = Field(description='E.g. "QS Al-Baqarah [2]: 255".')
+    surah: int
+    surah_name: str
+    ayah: int
+    edition: str
+    also_in: list[str] = Field(default_factory=list, description="Other editions holding the same text.")
+    score: float = Field(description="Relevance in the search mode used (an RRF score in hybrid mode).")
+    text: str = Field(description="The tafsir passage.")
+    translation: str | None = Field(description="The ayah's translation, in the wording TAFSIR_TRANSLATION chooses.")
+    arabic: str | None
+
+
+class InvalidCitationOut(BaseModel):
+    text: str = Field(description="The citation as the model wrote it (cut from the answer).")
+    reason: str
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class AnswerResponse(BaseModel):
+    answer: str = Field(description="The answer, in Indonesian, citing its passages as [n] or QS Name [s]: a.")
+    mode: str = Field(
+        description="generated (by the language model), extractive (sentences of the passages: no language model "
+        "is set) or not_found (no passage is close to the question; no language model was asked)."
+    )
+    sources: list[Source] = Field(description="The passages the answer was made from, numbered as it cites them.")
+    cited: list[int] = Field(description="Numbers of the passages the answer cites, in the order first cited.")
+    invalid_citations: list[InvalidCitationOut] = Field(
+        description="Citations the model wrote of passages it was not given: cut from the answer."
+    )
+    searched_query: str = Field(description="What was searched: the question, or a follow-up made standalone.")
+    similarity: float | None = Field(description="Cosine between the searched query and its closest passage.")
+    llm: str | None = Field(description="The language model that wrote the answer, if one did.")
+    usage: UsageOut | None = Field(description="The language model's tokens (rewriting and answer), if one ran.")
+    took_ms: float
+
+
+class AnswerErrorResponse(ErrorResponse):
+    setting: str | None = Field(None, description="The setting to check (e.g. TAFSIR_LLM_BASE_URL).")
+    searched_query: str = ""
+    sources: list[Source] = Field(default_factory=list, description="The passages found before the model failed.")
+    partial_answer: str = Field("", description="What the model had written (checked) when it failed.")
+
+
+def sources(answer) -> list[Source]:
+    """The passages of a ``retriever.answer.Answer``, numbered as the model saw them."""
+    cited = set(answer.cited)
+    return [
+        Source(
+            number=number,
+            cited=number in cited,
+            id=p.id,
+            citation=p.citation,
+            surah=p.surah,
+            surah_name=p.surah_name,
+            ayah=p.ayah,
+            edition=p.edition,
+            also_in=list(p.also_in),
+            score=p.score,
+            text=p.text,
+            translation=p.translation,
+            arabic=p.arabic,
+        )
+        for number, p in enumerate(answer.passages, start=1)
+    ]
+
+
+def answer_response(answer) -> AnswerResponse:
+    return AnswerResponse(
+        answer=answer.text,
+        mode=str(answer.mode),
+        sources=sources(answer),
+        cited=list(answer.cited),
+        invalid_citations=[InvalidCitationOut(text=c.text, reason=c.reason) for c in answer.invalid_citations],
+        searched_query=answer.searched_query,
+        similarity=answer.similarity,
+        llm=answer.llm,
+        usage=UsageOut(**vars(answer.usage)) if answer.usage is not None else None,
+        took_ms=answer.took_ms,
+    )
+
+
+# The language model's failures: the gateway's statuses (RFC 9110: 502 an invalid response from upstream, 504 no
+# response in time), with the code a client can branch on.
+LLM_ERRORS = {
+    "timeout": (504, "llm_timeout"),
+    "unreachable": (502, "llm_unreachable"),
+    "status": (502, "llm_failed"),
+    "malformed": (502, "llm_malformed_reply"),
+}
+
+
+def answer_error(error, answer) -> tuple[int, AnswerErrorResponse]:
+    """The status and body for a ``retriever.answer.LlmError``, with what was found."""
+    status, code = LLM_ERRORS[error.kind]
+    body = AnswerErrorResponse(
+        error=code,
+        message=error.message,
+        setting=error.setting,
+        searched_query=answer.searched_query,
+        sources=sources(answer),
+        partial_answer=answer.text,
+    )
+    return status, body
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str = Field(description="The same code as `error` in the other routes' errors.")
+    code: str
+    param: None = None
+    details: list[ErrorDetail] | None = None
+    setting: str | None = None
+    searched_query: str | None = None
+    sources: list[Source] | None = None
+    partial_answer: str | None = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """An error in OpenAI's shape, on the OpenAI-compatible routes."""
+
+    error: OpenAIError

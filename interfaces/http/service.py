@@ -1,4 +1,4 @@
-"""What the routes share: the search engine, readiness, and the in-process ingest scheduler."""
+"""What the routes share: the search engine, the answering core, readiness, and the in-process ingest scheduler."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import ReadyResponse
+from retriever.answer import Answerer
 from retriever.search import SearchEngine
 from services.model_source import EmbeddingModelError
 from services.settings import Settings
@@ -17,10 +18,12 @@ log = logging.getLogger("interfaces.http")
 class Service:
     """What the routes share: the search engine, readiness, and the in-process ingest scheduler."""
 
-    def __init__(self, settings: Settings, engine: SearchEngine | None) -> None:
+    def __init__(self, settings: Settings, engine: SearchEngine | None, llm=None) -> None:
         self.settings = settings
         self.owns_engine = engine is None
         self.engine = engine or SearchEngine(settings)
+        # The one answering core for /v1/answer, /v1/chat/completions, the MCP tool and the page.
+        self.answerer = Answerer(self.engine, llm=llm)
         self.model_error: str | None = None
         self.store_error: str | None = None
         self.scheduler = None

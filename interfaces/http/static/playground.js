@@ -1,0 +1,137 @@
+// The playground: POST /v1/answer with `stream: true`, read its Server-Sent Events as they arrive (fetch, since
+// EventSource can neither POST nor send the API key), show the answer as it is written, then its sources.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY = "tafsir-rag-api-key";
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text) node.textContent = text;
+  return node;
+}
+
+function setStatus(text, isError) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", Boolean(isError));
+}
+
+function showSources(sources) {
+  const list = $("sources");
+  list.replaceChildren();
+  for (const source of sources) {
+    const item = element("li", source.cited ? "cited" : "");
+    item.value = source.number;
+    item.dataset.number = String(source.number);
+    const head = element("div");
+    head.append(element("span", "citation", `[${source.number}] ${source.citation}`));
+    if (source.cited) head.append(element("span", "badge", "dikutip"));
+    const editions = [source.edition, ...(source.also_in || [])].join(", ");
+    head.append(element("span", "edition", ` — ${editions}`));
+    item.append(head);
+    if (source.arabic) {
+      const arabic = element("p", "arabic", source.arabic);
+      arabic.lang = "ar";
+      arabic.dir = "rtl";
+      item.append(arabic);
+    }
+    if (source.translation) item.append(element("p", "translation", source.translation));
+    item.append(element("p", "tafsir", source.text));
+    list.append(item);
+  }
+}
+
+const MODES = {
+  generated: (body) => `Dijawab oleh ${body.llm || "model bahasa"} dari kutipan di bawah.`,
+  extractive: () => "Jawaban ekstraktif: server tidak memakai model bahasa; kalimat dikutip dari tafsir.",
+  not_found: () => "Tafsir yang tersedia tidak memuat jawabannya.",
+};
+
+function showDone(body) {
+  $("answer").textContent = body.answer;
+  const parts = [(MODES[body.mode] || (() => ""))(body)];
+  if (body.searched_query) parts.push(`Dicari: “${body.searched_query}”.`);
+  if (body.invalid_citations && body.invalid_citations.length) {
+    parts.push(`Rujukan yang dihapus karena tidak ada di kutipan: ${body.invalid_citations.map((c) => c.text).join(", ")}.`);
+  }
+  parts.push(`${Math.round(body.took_ms)} ms.`);
+  $("meta").textContent = parts.join(" ");
+  showSources(body.sources || []);
+  setStatus("Selesai.");
+}
+
+function showError(body) {
+  setStatus(`Galat: ${body.message || body.error || "permintaan gagal"}`, true);
+  if (body.partial_answer) $("answer").textContent = body.partial_answer;
+  if (body.sources) showSources(body.sources);
+}
+
+// One SSE event block ("event: x\ndata: y") -> {event, data}.
+function parseEvent(block) {
+  let event = "message";
+  const data = [];
+  for (const line of block.split(/\r?\n/)) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  return data.length ? { event, data: data.join("\n") } : null;
+}
+
+async function ask(submitEvent) {
+  submitEvent.preventDefault();
+  const key = $("api-key").value.trim();
+  sessionStorage.setItem(KEY, key);
+  const body = {
+    question: $("question").value,
+    k: Number($("k").value),
+    mode: $("mode").value,
+    stream: true,
+  };
+  const headers = { "Content-Type": "application/json" };
+  if (key) headers["X-API-Key"] = key;
+  $("result").hidden = false;
+  $("answer").textContent = "";
+  $("meta").textContent = "";
+  $("sources").replaceChildren();
+  setStatus("Mencari…");
+  $("submit").disabled = true;
+  try {
+    const response = await fetch("v1/answer", { method: "POST", headers, body: JSON.stringify(body) });
+    if (!response.ok) {
+      showError(await response.json().catch(() => ({ message: `HTTP ${response.status}` })));
+      return;
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      const blocks = buffer.split(/\r?\n\r?\n/);
+      buffer = blocks.pop();
+      for (const block of blocks) {
+        const parsed = parseEvent(block);
+        if (!parsed) continue;  // a keep-alive comment
+        const data = JSON.parse(parsed.data);
+        if (parsed.event === "delta") {
+          setStatus("Menulis jawaban…");
+          $("answer").append(data.text);
+        } else if (parsed.event === "done") {
+          showDone(data);
+        } else if (parsed.event === "error") {
+          showError(data);
+        }
+      }
+    }
+  } catch (error) {
+    setStatus(`Galat: ${error.message}`, true);
+  } finally {
+    $("submit").disabled = false;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("api-key").value = sessionStorage.getItem(KEY) || "";
+  $("ask").addEventListener("submit", ask);
+});

@@ -1,0 +1,191 @@
+"""The tafsir as MCP tools, with the official SDK's ``MCPServer`` (FastMCP, renamed in mcp 2).
+
+Three tools, in the spirit of Qdrant's ``mcp-server-qdrant`` (a search tool whose results an agent reads), but
+over this project's own search and answering core, so that an agent gets exactly what the HTTP API gives:
+
+- ``search_tafsir(query, k, surah?)``: passages with citations, Arabic text and translation;
+- ``get_ayah(surah, ayah)``: one ayah with its stored tafsir;
+- ``answer(question)``: a grounded answer with checked citations (``retriever.answer``).
+
+Descriptions are in English, which agents read best, with Indonesian examples, the language of the tafsir.
+Bad arguments (a surah outside 1-114, an ayah its surah lacks, an empty query) and failures (the store, the
+language model) come back as tool errors, text an agent can read; nothing crashes the server. The work runs in
+a worker thread, so that an HTTP server's event loop keeps serving while a query embeds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from retriever.answer import Answerer, AnswerFailed
+from retriever.ayah import AyahNotStored, lookup_ayah
+from retriever.search import MAX_K, MAX_QUERY_CHARS, Passage, SearchOptions
+from services.model_source import EmbeddingModelError
+from services.quran import SURAH_COUNT
+from services.store.base import PointFilter, StoreError
+
+INSTRUCTIONS = (
+    "Indonesian tafsir (Quran commentary) with exact citations such as 'QS Al-Baqarah [2]: 255'. Ask in "
+    "Indonesian. Use search_tafsir to read passages, get_ayah for a known ayah, and answer for a finished, "
+    "cited answer. Quote citations exactly as given; never cite an ayah you did not get from these tools."
+)
+
+
+class PassageOut(BaseModel):
+    citation: str = Field(description="E.g. 'QS Al-Baqarah [2]: 255'.")
+    surah: int
+    surah_name: str
+    ayah: int
+    edition: str
+    score: float
+    text: str = Field(description="The tafsir (commentary) passage, in Indonesian.")
+    translation: str | None = Field(description="The ayah's Indonesian translation (Ministry of Religious Affairs).")
+    arabic: str | None = Field(description="The ayah's Arabic text.")
+
+
+class SearchResult(BaseModel):
+    passages: list[PassageOut] = Field(description="Best first.")
+
+
+class AyahOut(BaseModel):
+    citation: str
+    surah: int
+    surah_name: str
+    surah_name_ar: str
+    ayah: int
+    translation: str | None
+    arabic: str | None
+    tafsir: list[str] = Field(description="The stored tafsir of this ayah, chunk by chunk, by edition.")
+    editions: list[str]
+
+
+class SourceOut(PassageOut):
+    number: int = Field(description="The passage's number as the answer cites it: [1], [2], ...")
+    cited: bool
+
+
+class AnswerOut(BaseModel):
+    answer: str = Field(description="The answer in Indonesian; it cites its passages as [n] or 'QS Name [s]: a'.")
+    mode: str = Field(description="generated, extractive (no language model configured) or not_found.")
+    sources: list[SourceOut]
+    searched_query: str = Field(description="What was searched (a follow-up made standalone).")
+    invalid_citations: list[str] = Field(description="Citations of passages not given to the model: cut out.")
+
+
+def passage_out(passage: Passage) -> PassageOut:
+    return PassageOut(
+        citation=passage.citation,
+        surah=passage.surah,
+        surah_name=passage.surah_name,
+        ayah=passage.ayah,
+        edition=passage.edition,
+        score=passage.score,
+        text=passage.text,
+        translation=passage.translation,
+        arabic=passage.arabic,
+    )
+
+
+def build_server(answerer: Answerer) -> MCPServer:
+    """An MCP server over ``answerer`` (and its search engine)."""
+    engine = answerer.engine
+    server = MCPServer(name="tafsir-rag", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING")
+
+    async def in_thread(function, *args):
+        try:
+            return await anyio.to_thread.run_sync(function, *args)
+        except (StoreError, EmbeddingModelError) as exc:
+            raise ToolError(f"The tafsir store cannot be searched right now: {exc}") from None
+
+    @server.tool(
+        description=(
+            "Search Indonesian tafsir (commentary on the Quran) for the passages that best match a question or "
+            "topic. Each passage comes with its exact citation (e.g. 'QS Al-Baqarah [2]: 255'), the ayah's Arabic "
+            "text and Indonesian translation, and the commentary. Write the query in Indonesian, e.g. "
+            "'hukum meminum khamar', 'kisah Nabi Musa dan Firaun', 'Siapa Thalut?'. "
+            "Optionally restrict to one surah by its number, e.g. surah=2 for Al-Baqarah."
+        )
+    )
+    async def search_tafsir(
+        query: Annotated[
+            str,
+            Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question or topic, in Indonesian."),
+        ],
+        k: Annotated[int, Field(ge=1, le=MAX_K, description="How many passages (1-50).")] = 5,
+        surah: Annotated[
+            int | None, Field(ge=1, le=SURAH_COUNT, description="Only this surah (1-114), e.g. 2 for Al-Baqarah.")
+        ] = None,
+    ) -> SearchResult:
+        if not query.strip():
+            raise ToolError("query is blank: write a question or topic in Indonesian, e.g. 'hukum riba'")
+        options = SearchOptions(k=k, filter=PointFilter(surahs=[surah]) if surah is not None else None)
+        passages = await in_thread(engine.search, query, options)
+        return SearchResult(passages=[passage_out(p) for p in passages])
+
+    @server.tool(
+        description=(
+            "Get one ayah (verse) of the Quran by surah and ayah number: its Arabic text, its Indonesian "
+            "translation and the stored tafsir (commentary). E.g. surah=2, ayah=255 (Ayat al-Kursi, "
+            "'QS Al-Baqarah [2]: 255'); surah=112, ayah=1 ('QS Al-Ikhlas [112]: 1')."
+        )
+    )
+    async def get_ayah(
+        surah: Annotated[int, Field(ge=1, le=SURAH_COUNT, description="Surah number, 1-114.")],
+        ayah: Annotated[int, Field(ge=1, description="Ayah number within the surah, from 1.")],
+    ) -> AyahOut:
+        try:
+            found = await in_thread(lookup_ayah, engine, surah, ayah)
+        except (ValueError, AyahNotStored) as exc:
+            raise ToolError(str(exc)) from None
+        return AyahOut(
+            citation=found.citation,
+            surah=found.surah,
+            surah_name=found.surah_name,
+            surah_name_ar=found.surah_name_ar,
+            ayah=found.ayah,
+            translation=found.translation,
+            arabic=found.arabic,
+            tafsir=[c.text for c in found.chunks],
+            editions=sorted({c.edition for c in found.chunks}),
+        )
+
+    @server.tool(
+        description=(
+            "Answer a question from the tafsir alone, citing the passages used as [n] or 'QS Name [s]: a'; "
+            "citations of anything the answer was not given are removed. Returns the answer with its sources "
+            "(Arabic text, translation, commentary). mode says how it was made: 'generated' by the server's "
+            "language model, 'extractive' (sentences quoted from the passages, when the server has no language "
+            "model), or 'not_found' when the tafsir does not cover the question. Ask in Indonesian, e.g. "
+            "'Apa hukuman bagi pencuri menurut Al-Qur'an?', 'Bagaimana kisah Ashabul Kahfi?'."
+        )
+    )
+    async def answer(
+        question: Annotated[
+            str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question, in Indonesian.")
+        ],
+    ) -> AnswerOut:
+        if not question.strip():
+            raise ToolError("question is blank: ask in Indonesian, e.g. 'Siapa Thalut?'")
+        try:
+            result = await in_thread(answerer.answer, question)
+        except AnswerFailed as failed:
+            found = ", ".join(p.citation for p in failed.answer.passages) or "none"
+            raise ToolError(f"{failed.error.message}. Passages found: {found}.") from None
+        cited = set(result.cited)
+        return AnswerOut(
+            answer=result.text,
+            mode=str(result.mode),
+            sources=[
+                SourceOut(number=n, cited=n in cited, **passage_out(p).model_dump())
+                for n, p in enumerate(result.passages, start=1)
+            ],
+            searched_query=result.searched_query,
+            invalid_citations=[c.text for c in result.invalid_citations],
+        )
+
+    return server

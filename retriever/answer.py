@@ -1,0 +1,577 @@
+"""The answering core: a question (with the conversation so far) -> retrieved passages -> a grounded answer.
+
+Every face that answers (``POST /v1/answer``, ``POST /v1/chat/completions``, the MCP tool ``answer``, the
+playground page) calls ``Answerer``; none builds an answer itself.
+
+1. **Follow-ups** become standalone questions before retrieval: with the language model when one is set,
+   otherwise by a rule (``standalone_by_rule``). The query searched is part of every answer.
+2. **Not found**: when no passage is close to the question (the cosine of the closest passage by the dense
+   vector below ``TAFSIR_ANSWER_MIN_SIMILARITY``, or the model's measured threshold), the answer says so in
+   Indonesian and no language model is asked.
+3. **Generated** (``TAFSIR_LLM_BASE_URL`` and ``TAFSIR_LLM_MODEL``: any OpenAI-compatible chat endpoint through
+   langchain-openai; or any LangChain chat model given to ``Answerer``): the model sees the numbered passages
+   and the conversation; its citations are checked as it writes (``retriever.citations``): one that refers
+   to no passage it was given is cut out and reported.
+4. **Extractive** (no language model): the best passages, each cut to the sentences that share words with
+   the question, each with its citation, and labelled as extractive.
+
+A failing language model (unreachable, an error status, a timeout, a reply that is not a chat completion)
+ends the answer with ``LlmError``, which names the endpoint and the setting to check; the passages found
+are still part of the result (``AnswerFailed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from retriever.citations import CitationChecker, CitedPassage, InvalidCitation
+from retriever.search import (
+    MAX_K,
+    MAX_QUERY_CHARS,
+    MAX_TURN_CHARS,
+    MAX_TURNS,
+    Passage,
+    RetrieveFilter,
+    SearchEngine,
+    SearchOptions,
+)
+from services.settings import Settings
+from services.store.base import Mode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+
+log = logging.getLogger("retriever.answer")
+
+HISTORY_TURNS = 6  # earlier turns the model sees (the rewriting and the answer)
+EXTRACTIVE_PASSAGES = 3
+EXTRACTIVE_SENTENCES = 2
+EXCERPT_CHARS = 400
+
+NOT_FOUND_TEXT = (
+    "Maaf, jawaban atas pertanyaan ini tidak ditemukan dalam tafsir yang tersedia. "
+    "Coba ajukan pertanyaan dengan kata lain atau lebih spesifik."
+)
+EXTRACTIVE_HEADING = (
+    "Jawaban ekstraktif (tanpa model bahasa): kalimat dari kutipan tafsir yang paling sesuai dengan pertanyaan, "
+    "masing-masing dengan sumbernya."
+)
+SYSTEM_PROMPT = (
+    "Anda adalah asisten yang menjawab pertanyaan tentang Al-Qur'an hanya berdasarkan kutipan tafsir yang "
+    "diberikan. Jawablah dalam bahasa Indonesia, singkat dan jelas. Sebutkan sumber setiap pernyataan dengan "
+    "nomor kutipannya, misalnya [1], atau dengan rujukannya persis seperti tertulis, misalnya "
+    "QS Al-Baqarah [2]: 255. Jangan menyebut ayat atau sumber yang tidak ada dalam kutipan. Jika kutipan tidak "
+    "memuat jawabannya, katakan bahwa Anda tidak menemukannya dalam tafsir."
+)
+REWRITE_PROMPT = (
+    "Tugas Anda hanya menulis ulang pertanyaan terakhir pengguna menjadi satu pertanyaan mandiri dalam bahasa "
+    "Indonesia yang dapat dipahami tanpa membaca percakapan sebelumnya. Jangan menjawabnya. Tulis pertanyaan "
+    "itu saja, dalam satu baris."
+)
+
+
+# --- requests -----------------------------------------------------------------------------------------------
+
+
+class Turn(BaseModel):
+    """An earlier message of the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=MAX_TURN_CHARS, description="What was said (at most 8,000 characters).")
+
+
+class AnswerRequest(BaseModel):
+    """A question to answer from the tafsir: the body of ``POST /v1/answer``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"question": "Siapa Thalut?", "k": 5},
+                {
+                    "question": "lalu apa hukumannya?",
+                    "messages": [
+                        {"role": "user", "content": "Apa yang dikatakan Al-Qur'an tentang pencuri?"},
+                        {"role": "assistant", "content": "Tangan pencuri dipotong [1]."},
+                    ],
+                },
+            ]
+        },
+    )
+
+    question: str = Field(
+        min_length=1,
+        max_length=MAX_QUERY_CHARS,
+        description="The question, in Indonesian (at most 2,000 characters).",
+    )
+    messages: Annotated[list[Turn], Field(max_length=MAX_TURNS)] = Field(
+        default_factory=list, description="Earlier turns of the conversation, oldest first (a follow-up needs them)."
+    )
+    k: int = Field(5, ge=1, le=MAX_K, description="How many passages to answer from.")
+    mode: Mode = Field(Mode.HYBRID, description="How passages are found: dense, sparse (BM25) or hybrid.")
+    filter: RetrieveFilter | None = Field(None, description="Surah(s), ayah range, edition(s); all given must hold.")
+    stream: bool = Field(False, description="Answer as Server-Sent Events: token deltas, then the sources.")
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the question is blank")
+        return value
+
+    def options(self) -> SearchOptions:
+        return SearchOptions(
+            k=self.k, mode=self.mode, filter=self.filter.to_point_filter() if self.filter is not None else None
+        )
+
+
+# --- results ------------------------------------------------------------------------------------------------
+
+
+class AnswerMode(StrEnum):
+    GENERATED = "generated"  # written by the language model from the passages
+    EXTRACTIVE = "extractive"  # sentences of the passages, no language model
+    NOT_FOUND = "not_found"  # no passage close enough to the question: no language model asked
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens of the language model's calls (the rewriting and the answer), as it reports them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    mode: AnswerMode
+    passages: tuple[Passage, ...]  # numbered from 1, as the model saw them
+    searched_query: str
+    similarity: float | None  # cosine of the passage closest to the searched query
+    cited: tuple[int, ...] = ()  # numbers of the passages the text cites, in the order first cited
+    invalid_citations: tuple[InvalidCitation, ...] = ()
+    usage: Usage | None = None  # None: no language model ran
+    llm: str | None = None  # which language model wrote it
+    took_ms: float = 0.0
+
+
+class LlmError(Exception):
+    """The language model failed: ``message`` says how and names the endpoint; ``setting`` is the one to check."""
+
+    def __init__(self, message: str, kind: str, provider: str, setting: str | None) -> None:
+        super().__init__(message)
+        self.message, self.kind, self.provider, self.setting = message, kind, provider, setting
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of the answer's text, as it is written (checked: never a citation that is later cut)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    answer: Answer
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The language model failed; ``answer`` holds what was found (passages, searched query) and written so far."""
+
+    error: LlmError
+    answer: Answer
+
+
+AnswerEvent = Delta | Done | Failed
+
+
+class AnswerFailed(Exception):
+    def __init__(self, error: LlmError, answer: Answer) -> None:
+        super().__init__(error.message)
+        self.error, self.answer = error, answer
+
+
+# --- the language model -------------------------------------------------------------------------------------
+
+
+def chat_model(settings: Settings) -> BaseChatModel | None:
+    """The OpenAI-compatible chat model the settings name, or None when TAFSIR_LLM_BASE_URL is unset."""
+    if settings.llm_base_url is None:
+        return None
+    from langchain_openai import ChatOpenAI
+
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else "unused"
+    return ChatOpenAI(
+        model=settings.llm_model,
+        base_url=settings.llm_base_url,
+        api_key=key,  # local servers need none, but the client insists on one
+        timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries,
+        max_tokens=settings.llm_max_tokens,
+        temperature=settings.llm_temperature,
+        stream_usage=True,  # usage arrives in the last chunk
+    )
+
+
+def describe_llm(llm: BaseChatModel, settings: Settings) -> str:
+    if settings.llm_base_url is not None and _is_openai(llm):
+        return f"the chat endpoint {settings.llm_base_url} (model {settings.llm_model})"
+    name = getattr(llm, "model_name", None) or getattr(llm, "model", None)
+    return f"the chat model {type(llm).__name__}" + (f" ({name})" if isinstance(name, str) else "")
+
+
+def _is_openai(llm: Any) -> bool:
+    return type(llm).__module__.startswith("langchain_openai")
+
+
+def llm_error(exc: BaseException, provider: str, configured: bool, timeout: float) -> LlmError:
+    """What went wrong with the language model, for people: which endpoint, how, and the setting to check."""
+    import openai
+
+    def setting(name: str) -> str | None:
+        return name if configured else None
+
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        return LlmError(
+            f"{provider} did not answer within {timeout:g} s: raise TAFSIR_LLM_TIMEOUT, or check that the "
+            "endpoint is not overloaded",
+            "timeout",
+            provider,
+            setting("TAFSIR_LLM_TIMEOUT"),
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return LlmError(
+            f"{provider} cannot be reached ({exc.__cause__ or exc}): check TAFSIR_LLM_BASE_URL and that the server "
+            "runs",
+            "unreachable",
+            provider,
+            setting("TAFSIR_LLM_BASE_URL"),
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        check = {401: "TAFSIR_LLM_API_KEY", 403: "TAFSIR_LLM_API_KEY", 404: "TAFSIR_LLM_MODEL"}.get(status)
+        if check is None:
+            check = "TAFSIR_LLM_BASE_URL" if status < 500 else None
+        reason = _short(str(exc.message))
+        advice = f": check {check}" if check and configured else ": the endpoint failed, try again later"
+        return LlmError(f"{provider} answered HTTP {status} ({reason}){advice}", "status", provider, setting(check))
+    return LlmError(
+        f"{provider} sent a reply that is not an OpenAI chat completion ({type(exc).__name__}: {_short(str(exc))}): "
+        "check that TAFSIR_LLM_BASE_URL is an OpenAI-compatible endpoint",
+        "malformed",
+        provider,
+        setting("TAFSIR_LLM_BASE_URL"),
+    )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- follow-ups ---------------------------------------------------------------------------------------------
+
+# A follow-up that leans on what came before: it opens with a connective, or points back at something.
+_CONNECTIVES = ("lalu", "terus", "trus", "kemudian", "lantas", "dan", "kalau", "bagaimana dengan", "selain itu")
+_POINTERS = {"itu", "tersebut", "ini", "dia", "ia", "mereka", "beliau", "begitu", "demikian"}
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def is_follow_up(question: str) -> bool:
+    words = [w.lower() for w in _WORD.findall(question)]
+    if not words:
+        return False
+    opening = " ".join(words[:2])
+    return (
+        len(words) <= 3
+        or any(opening == c or opening.startswith(c + " ") for c in _CONNECTIVES)
+        or bool(_POINTERS.intersection(words))
+    )
+
+
+def standalone_by_rule(question: str, history: Sequence[Turn]) -> str:
+    """Without a language model: a follow-up (``is_follow_up``) is searched together with the user's previous
+    question ("Apa hukuman bagi pencuri?" + "lalu bagaimana jika ia bertobat?"); other questions as they are."""
+    previous = next((t.content.strip() for t in reversed(history) if t.role == "user" and t.content.strip()), None)
+    if previous is None or not is_follow_up(question):
+        return question.strip()
+    return f"{previous} {question.strip()}"[:MAX_QUERY_CHARS]
+
+
+# --- extractive answers -------------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def excerpt(text: str, question_terms: set[int], terms_of) -> str:
+    """The (at most two) sentences of ``text`` sharing most terms with the question, in their order; the first
+    sentence when none shares any. Terms are the BM25 analysis's (stemmed, stopwords out), so that "hukuman"
+    meets "hukum"."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+    if not sentences:
+        return ""
+    overlap = [len(question_terms & terms_of(s)) for s in sentences]
+    ranked = sorted((i for i in range(len(sentences)) if overlap[i] > 0), key=lambda i: (-overlap[i], i))
+    chosen = sorted(ranked[:EXTRACTIVE_SENTENCES]) or [0]
+    pieces = []
+    for previous, index in zip([None, *chosen], chosen, strict=False):
+        if previous is not None and index != previous + 1:
+            pieces.append("…")
+        pieces.append(sentences[index])
+    result = " ".join(pieces)
+    if len(result) > EXCERPT_CHARS:
+        result = result[:EXCERPT_CHARS].rsplit(" ", 1)[0] + " …"
+    return result
+
+
+# --- the core -----------------------------------------------------------------------------------------------
+
+
+def passage_block(
+    number: int, citation: str, text: str, translation: str | None = None, context_for: str | None = None
+) -> str:
+    """One passage as a model sees it: number, citation, the ayah's translation, the tafsir (neighbouring ayat
+    marked as context). The answering core and ``retriever.chain.format_docs`` both write passages so."""
+    head = f"[{number}] {citation}"
+    if context_for:
+        head += f" (konteks untuk {context_for})"
+    if translation:
+        head += f"\nTerjemahan: {translation.strip()}"
+    return f"{head}\n{text.strip()}"
+
+
+@dataclass
+class _Run:
+    """One answer in the making."""
+
+    question: str
+    history: Sequence[Turn]
+    options: SearchOptions
+    started: float = field(default_factory=time.perf_counter)
+    searched_query: str = ""
+    passages: tuple[Passage, ...] = ()
+    similarity: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    llm_ran: bool = False
+
+    def answer(self, text: str, mode: AnswerMode, llm: str | None = None, **fields: Any) -> Answer:
+        return Answer(
+            text=text,
+            mode=mode,
+            passages=self.passages,
+            searched_query=self.searched_query,
+            similarity=self.similarity,
+            usage=self.usage if self.llm_ran else None,
+            llm=llm,
+            took_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            **fields,
+        )
+
+
+class Answerer:
+    """Answers questions from the tafsir; one per process, shared by every face (thread-safe).
+
+    ``llm``: any LangChain chat model; by default the OpenAI-compatible endpoint the settings name
+    (``chat_model``), or none: extractive answers.
+    """
+
+    def __init__(self, engine: SearchEngine, llm: BaseChatModel | None = None) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.configured = llm is None and self.settings.llm_base_url is not None
+        self.llm = llm if llm is not None else chat_model(self.settings)
+        self.provider = describe_llm(self.llm, self.settings) if self.llm is not None else None
+
+    @property
+    def min_similarity(self) -> float | None:
+        """Below this cosine the tafsir is taken not to answer: the setting, else the model's measured value."""
+        if self.settings.answer_min_similarity is not None:
+            return self.settings.answer_min_similarity
+        return self.engine.embedder.profile.min_similarity
+
+    def answer(self, question: str, history: Sequence[Turn] = (), options: SearchOptions | None = None) -> Answer:
+        """The whole answer; ``AnswerFailed`` (with the passages found) when the language model fails."""
+        for event in self.stream(question, history, options):
+            if isinstance(event, Done):
+                return event.answer
+            if isinstance(event, Failed):
+                raise AnswerFailed(event.error, event.answer)
+        raise AssertionError("an answer stream ends with Done or Failed")  # pragma: no cover
+
+    def stream(
+        self, question: str, history: Sequence[Turn] = (), options: SearchOptions | None = None
+    ) -> Iterator[AnswerEvent]:
+        """``Delta`` events as the answer is written, then one ``Done`` (or ``Failed``).
+
+        Retrieval happens before the first event, so that a store or model error raises from the first
+        ``next()``, before anything has been sent."""
+        run = _Run(question=question.strip(), history=list(history), options=options or SearchOptions())
+        failure = self._find(run)
+        if failure is not None:
+            yield Failed(failure, run.answer("", AnswerMode.GENERATED, self.provider))
+            return
+        if not run.passages:
+            yield Delta(NOT_FOUND_TEXT)
+            yield Done(run.answer(NOT_FOUND_TEXT, AnswerMode.NOT_FOUND))
+            return
+        if self.llm is None:
+            text, cited = self._extractive(run)
+            yield Delta(text)
+            yield Done(run.answer(text, AnswerMode.EXTRACTIVE, cited=cited))
+            return
+        yield from self._generate(run)
+
+    # --- the steps ------------------------------------------------------------------------------------------
+
+    def _find(self, run: _Run) -> LlmError | None:
+        """Rewrite a follow-up, search, and keep the passages unless none is close enough. A failure of the
+        language model while rewriting is returned (the rule rewrites instead, and the search goes on)."""
+        failure = None
+        run.searched_query = run.question
+        if any(t.role == "user" for t in run.history):
+            if self.llm is None:
+                run.searched_query = standalone_by_rule(run.question, run.history)
+            else:
+                try:
+                    run.searched_query = self._rewrite(run)
+                except LlmError as exc:
+                    failure = exc
+                    run.searched_query = standalone_by_rule(run.question, run.history)
+        passages, similarity = self.engine.search_with_similarity(run.searched_query, run.options)
+        run.similarity = round(similarity, 6)
+        threshold = self.min_similarity
+        if threshold is None or similarity >= threshold:
+            run.passages = tuple(passages)
+        return failure
+
+    def _rewrite(self, run: _Run) -> str:
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        lines = [
+            f"{'Pengguna' if t.role == 'user' else 'Asisten'}: {' '.join(t.content.split())}"
+            for t in run.history[-HISTORY_TURNS:]
+        ]
+        prompt = "Percakapan:\n" + "\n".join(lines) + f"\n\nPertanyaan terakhir: {run.question}\n\nPertanyaan mandiri:"
+        reply = self._invoke([SystemMessage(REWRITE_PROMPT), HumanMessage(prompt)], run)
+        rewritten = next((line.strip().strip("\"'“”") for line in reply.splitlines() if line.strip()), "")
+        if not rewritten:  # nothing usable: fall back to the rule, quietly
+            return standalone_by_rule(run.question, run.history)
+        return rewritten[:MAX_QUERY_CHARS]
+
+    def _invoke(self, messages: list[BaseMessage], run: _Run) -> str:
+        try:
+            reply = self.llm.invoke(messages)
+        except Exception as exc:
+            raise self._error(exc) from exc
+        run.llm_ran = True
+        run.usage += _usage(reply)
+        if not isinstance(reply.content, str):
+            raise self._error(TypeError(f"content is {type(reply.content).__name__}, not text"))
+        return reply.content
+
+    def _error(self, exc: BaseException) -> LlmError:
+        error = llm_error(exc, self.provider or "the language model", self.configured, self.settings.llm_timeout)
+        log.warning("%s", error.message, exc_info=error.kind == "malformed")
+        return error
+
+    def _messages(self, run: _Run) -> list[BaseMessage]:
+        from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+        context = "\n\n".join(
+            passage_block(n, p.citation, p.text, p.translation, p.context_for) for n, p in enumerate(run.passages, 1)
+        )
+        earlier: list[BaseMessage] = [
+            HumanMessage(t.content) if t.role == "user" else AIMessage(t.content) for t in run.history[-HISTORY_TURNS:]
+        ]
+        question = run.question if run.searched_query == run.question else f"{run.question} ({run.searched_query})"
+        return [
+            SystemMessage(SYSTEM_PROMPT),
+            *earlier,
+            HumanMessage(f"Kutipan tafsir:\n\n{context}\n\nPertanyaan: {question}"),
+        ]
+
+    def _generate(self, run: _Run) -> Iterator[AnswerEvent]:
+        checker = CitationChecker(
+            [CitedPassage(n, p.surah, p.ayah) for n, p in enumerate(run.passages, start=1) if not p.is_context]
+        )
+
+        def partial() -> Answer:
+            return run.answer(checker.text, AnswerMode.GENERATED, self.provider)
+
+        usage = None
+        try:
+            for chunk in self.llm.stream(self._messages(run)):
+                run.llm_ran = True
+                if getattr(chunk, "usage_metadata", None):
+                    usage = _usage(chunk)
+                content = chunk.content
+                if not isinstance(content, str):
+                    raise TypeError(f"content is {type(content).__name__}, not text")
+                shown = checker.feed(content)
+                if shown:
+                    yield Delta(shown)
+        except Exception as exc:
+            yield Failed(self._error(exc), partial())
+            return
+        shown = checker.finish()
+        if shown:
+            yield Delta(shown)
+        if not checker.text.strip():
+            yield Failed(self._error(ValueError("the reply has no text")), partial())
+            return
+        run.usage += usage or Usage()
+        yield Done(
+            replace(partial(), cited=tuple(checker.cited), invalid_citations=tuple(checker.invalid), usage=run.usage)
+        )
+
+    def _extractive(self, run: _Run) -> tuple[str, tuple[int, ...]]:
+        sparse = self.engine.sparse
+
+        def terms_of(text: str) -> set[int]:
+            return set(sparse.query(text).indices)
+
+        question_terms = terms_of(run.searched_query)
+        lines, cited = [EXTRACTIVE_HEADING], []
+        for number, passage in enumerate(run.passages, start=1):
+            if passage.is_context:
+                continue
+            lines.append(f"[{number}] {passage.citation} — {excerpt(passage.text, question_terms, terms_of)}")
+            cited.append(number)
+            if len(cited) == EXTRACTIVE_PASSAGES:
+                break
+        return "\n\n".join(lines), tuple(cited)
+
+
+def _usage(message: Any) -> Usage:
+    metadata = getattr(message, "usage_metadata", None) or {}
+    return Usage(int(metadata.get("input_tokens", 0)), int(metadata.get("output_tokens", 0)))
+
+
+def sources_footer(answer: Answer) -> str:
+    """The sources an answer rests on, as text to put under it: the cited passages (all given, if it cites
+    none); empty for not found."""
+    if answer.mode is AnswerMode.NOT_FOUND or not answer.passages:
+        return ""
+    numbers = answer.cited or tuple(n for n, p in enumerate(answer.passages, start=1) if not p.is_context)
+    lines = []
+    for number in numbers:
+        passage = answer.passages[number - 1]
+        editions = ", ".join((passage.edition, *passage.also_in))
+        lines.append(f"[{number}] {passage.citation} ({editions})")
+    return "Sumber:\n" + "\n".join(lines)

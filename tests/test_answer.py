@@ -1,0 +1,311 @@
+"""The answering core (retriever/answer.py) over a real store, with a real OpenAI-compatible endpoint on loopback:
+the scripted server of tests/llm_server.py, reached through langchain-openai exactly as a deployment would."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from ingest.builtin import read_builtin
+from ingest.pipeline import IngestPipeline
+from ingest.sources import Source
+from retriever.answer import (
+    EXTRACTIVE_HEADING,
+    NOT_FOUND_TEXT,
+    Answerer,
+    AnswerFailed,
+    AnswerMode,
+    Delta,
+    Done,
+    Failed,
+    Turn,
+    excerpt,
+    is_follow_up,
+    sources_footer,
+    standalone_by_rule,
+)
+from retriever.search import SearchEngine, SearchOptions
+from services.embedding import Embedder
+from services.models import MULTILINGUAL_E5_SMALL, profile_for
+from services.settings import Settings
+from services.store import open_store
+from tests.llm_server import LlmServer, free_port
+
+SURAHS = [1, 2, 5, 112, 113, 114]  # al-Baqarah and al-Ma'idah: theft, wine, and enough for every question below
+QUESTION = "Katakanlah Dialah Allah Yang Maha Esa"
+
+
+@pytest.fixture(scope="module")
+def store_settings(tmp_path_factory, tiny_model) -> Settings:
+    settings = Settings(
+        _env_file=None, qdrant_path=tmp_path_factory.mktemp("answer") / "qdrant", embedding_model=str(tiny_model)
+    )
+    ayat = tuple(dataclasses.replace(a, edition="id.test") for a in read_builtin().ayat if a.surah in SURAHS)
+    store = open_store(settings)
+    try:
+        IngestPipeline(settings, store, Embedder(settings)).run(Source("id.test", "test", ayat))
+    finally:
+        store.close()
+    return settings
+
+
+@pytest.fixture(scope="module")
+def engine(store_settings) -> Iterator[SearchEngine]:
+    engine = SearchEngine(store_settings)
+    yield engine
+    engine.store.close()
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory) -> Iterator[LlmServer]:
+    server = LlmServer(tmp_path_factory.mktemp("llm") / "llm.log").wait()
+    yield server
+    server.stop()
+
+
+def with_settings(engine: SearchEngine, **changes) -> SearchEngine:
+    """The same store and model under other settings (LLM, threshold)."""
+    settings = engine.settings.model_copy(update=changes)
+    return SearchEngine(settings, store=engine.store, embedder=engine.embedder, sparse=engine.sparse)
+
+
+def answerer(engine: SearchEngine, llm: LlmServer | None = None, **changes) -> Answerer:
+    if llm is not None:
+        changes = {"llm_base_url": llm.url, "llm_model": "scripted", "llm_timeout": 2, "llm_max_retries": 0, **changes}
+    return Answerer(with_settings(engine, **changes))
+
+
+def given_passages(engine: SearchEngine, query: str, k: int = 3):
+    return engine.search(query, SearchOptions(k=k))
+
+
+# --- extractive ---------------------------------------------------------------------------------------------
+
+
+def test_without_a_language_model_the_answer_is_extractive_and_says_so(engine):
+    answer = answerer(engine).answer(QUESTION, options=SearchOptions(k=4))
+    assert answer.mode is AnswerMode.EXTRACTIVE
+    assert answer.text.startswith(EXTRACTIVE_HEADING)
+    assert answer.usage is None and answer.llm is None
+    blocks = answer.text.split("\n\n")[1:]
+    assert len(blocks) == 3 and answer.cited == (1, 2, 3)
+    for number, block in zip(answer.cited, blocks, strict=True):
+        passage = answer.passages[number - 1]
+        prefix = f"[{number}] {passage.citation} — "
+        assert block.startswith(prefix)
+        assert block.removeprefix(prefix)[:40] in passage.text  # the passage's own words, no one else's
+
+
+def test_an_excerpt_keeps_the_sentences_that_share_words_with_the_question(engine):
+    terms = lambda text: set(engine.sparse.query(text).indices)  # noqa: E731
+    text = "Orang beriman berpuasa pada bulan Ramadan. Langit dan bumi milik Allah. Pencuri dipotong tangannya."
+    assert excerpt(text, terms("hukuman bagi pencuri"), terms) == "Pencuri dipotong tangannya."
+    assert excerpt(text, terms("zzz qqq"), terms) == "Orang beriman berpuasa pada bulan Ramadan."
+
+
+# --- generated, citations checked ---------------------------------------------------------------------------
+
+
+def test_a_generated_answer_keeps_citations_of_given_passages_and_cuts_the_others(engine, llm):
+    passages = given_passages(engine, QUESTION)
+    first, second = passages[0], passages[1]
+    llm.script(
+        {
+            "content": f"Allah itu Esa [1], sebagaimana {first.citation}. Juga {second.citation}. "
+            "Khamar haram QS Al-Ma'idah [5]: 90, lihat [9]."
+        }
+    )
+    answer = answerer(engine, llm).answer(QUESTION, options=SearchOptions(k=3))
+    assert answer.mode is AnswerMode.GENERATED
+    kept = f"Allah itu Esa [1], sebagaimana {first.citation}. Juga {second.citation}."
+    assert answer.text == f"{kept} Khamar haram, lihat."
+    assert [c.text for c in answer.invalid_citations] == ["QS Al-Ma'idah [5]: 90", "[9]"]
+    assert answer.cited == (1, 2)
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    # The model was given exactly these passages, numbered.
+    prompt = llm.calls()[0]["messages"][-1]["content"]
+    assert f"[1] {first.citation}" in prompt and f"[3] {passages[2].citation}" in prompt
+    assert "[4]" not in prompt
+
+
+def test_the_streamed_text_is_the_checked_text_and_ends_with_one_done(engine, llm):
+    llm.script({"content": "Allah Maha Esa [1] dan bukan [42]. Selesai."})
+    events = list(answerer(engine, llm).stream(QUESTION))
+    deltas = [e.text for e in events if isinstance(e, Delta)]
+    assert len(deltas) > 2 and all(isinstance(e, Delta) for e in events[:-1])
+    assert isinstance(events[-1], Done)
+    assert "".join(deltas) == events[-1].answer.text == "Allah Maha Esa [1] dan bukan. Selesai."
+    assert llm.calls()[0]["stream"] is True
+
+
+def test_any_langchain_chat_model_can_answer(engine):
+    model = GenericFakeChatModel(messages=iter([AIMessage("Dialah Allah Yang Maha Esa [1].")]))
+    answer = Answerer(engine, llm=model).answer(QUESTION)
+    assert answer.mode is AnswerMode.GENERATED and answer.cited == (1,)
+    assert answer.llm == "the chat model GenericFakeChatModel"
+
+
+def test_the_sources_footer_lists_the_cited_passages(engine, llm):
+    llm.script({"content": "Lihat [2]."})
+    answer = answerer(engine, llm).answer(QUESTION)
+    second = answer.passages[1]
+    assert sources_footer(answer) == f"Sumber:\n[2] {second.citation} ({second.edition})"
+
+
+# --- not found ----------------------------------------------------------------------------------------------
+
+
+def test_below_the_threshold_the_answer_is_not_found_and_no_language_model_is_asked(engine, llm):
+    _, similarity = engine.search_with_similarity(QUESTION, SearchOptions())
+    llm.script({"content": "Jawaban yang tidak boleh diminta [1]."})
+    answer = answerer(engine, llm, answer_min_similarity=similarity + 1e-4).answer(QUESTION)
+    assert answer.mode is AnswerMode.NOT_FOUND
+    assert answer.text == NOT_FOUND_TEXT and answer.passages == () and answer.usage is None
+    assert llm.calls() == []
+    # At the threshold itself, the passages are close enough: the model is asked.
+    answer = answerer(engine, llm, answer_min_similarity=round(similarity, 6) - 1e-6).answer(QUESTION)
+    assert answer.mode is AnswerMode.GENERATED and len(llm.calls()) == 1
+
+
+def test_the_threshold_is_the_models_measured_one_unless_set():
+    e5 = profile_for(MULTILINGUAL_E5_SMALL)
+    assert e5.min_similarity == 0.825
+    assert profile_for("some/unmeasured-model").min_similarity is None
+
+
+def test_an_unmeasured_model_never_says_not_found_unless_a_threshold_is_set(engine):
+    assert answerer(engine).min_similarity is None  # the tiny test model has no measured threshold
+    assert answerer(engine, answer_min_similarity=0.5).min_similarity == 0.5
+
+
+# --- follow-ups ---------------------------------------------------------------------------------------------
+
+HISTORY = [
+    Turn(role="user", content="Apa hukuman bagi pencuri menurut Al-Qur'an?"),
+    Turn(role="assistant", content="Tangannya dipotong [1]."),
+]
+
+
+def test_a_follow_up_is_rewritten_by_the_language_model_before_the_search(engine, llm):
+    llm.script({"content": "Apa hukuman bagi pencuri yang bertobat?"}, {"content": "Allah Maha Pengampun [1]."})
+    answer = answerer(engine, llm).answer("lalu bagaimana jika ia bertobat?", HISTORY)
+    assert answer.searched_query == "Apa hukuman bagi pencuri yang bertobat?"
+    assert answer.passages == tuple(given_passages(engine, answer.searched_query, k=5))
+    rewrite, generation = llm.calls()
+    assert "lalu bagaimana jika ia bertobat?" in rewrite["messages"][-1]["content"]
+    assert "Apa hukuman bagi pencuri menurut Al-Qur'an?" in rewrite["messages"][-1]["content"]
+    # The answer is written with the conversation before it.
+    assert [m["content"] for m in generation["messages"][1:3]] == [t.content for t in HISTORY]
+
+
+def test_without_a_language_model_a_follow_up_is_searched_with_the_previous_question(engine):
+    answer = answerer(engine).answer("lalu apa hukumannya?", HISTORY)
+    assert answer.searched_query == "Apa hukuman bagi pencuri menurut Al-Qur'an? lalu apa hukumannya?"
+
+
+@pytest.mark.parametrize(
+    ("question", "follow_up"),
+    [
+        ("lalu apa hukumannya?", True),
+        ("Bagaimana dengan wanita?", True),
+        ("apa hukuman untuk itu", True),
+        ("kenapa?", True),
+        ("Apa hukum meminum khamar dalam Islam?", False),
+    ],
+)
+def test_the_rule_that_spots_a_follow_up(question, follow_up):
+    assert is_follow_up(question) is follow_up
+    expected = f"{HISTORY[0].content} {question}" if follow_up else question
+    assert standalone_by_rule(question, HISTORY) == expected
+
+
+def test_a_question_without_earlier_turns_is_searched_as_it_is(engine, llm):
+    llm.script({"content": "Esa [1]."})
+    answer = answerer(engine, llm).answer("lalu apa hukumannya?")
+    assert answer.searched_query == "lalu apa hukumannya?"
+    assert len(llm.calls()) == 1  # no rewriting call
+
+
+# --- the language model failing -----------------------------------------------------------------------------
+
+
+def failure(engine: SearchEngine, llm: LlmServer | None, reply: dict | None = None, **changes) -> AnswerFailed:
+    if reply is not None:
+        llm.script(reply)
+    with pytest.raises(AnswerFailed) as caught:
+        answerer(engine, llm, **changes).answer(QUESTION)
+    assert caught.value.answer.passages, "the passages found are returned with the error"
+    assert "Traceback" not in caught.value.error.message
+    return caught.value
+
+
+def test_a_timeout_names_the_endpoint_and_the_timeout_setting(engine, llm):
+    failed = failure(engine, llm, {"content": "terlambat", "delay": 3}, llm_timeout=0.5)
+    assert failed.error.kind == "timeout" and failed.error.setting == "TAFSIR_LLM_TIMEOUT"
+    assert llm.url in failed.error.message and "0.5 s" in failed.error.message
+
+
+def test_an_unreachable_endpoint_names_its_url_setting(engine):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    failed = failure(engine, None, llm_base_url=url, llm_model="m", llm_max_retries=0)
+    assert failed.error.kind == "unreachable" and failed.error.setting == "TAFSIR_LLM_BASE_URL"
+    assert url in failed.error.message
+
+
+def test_a_server_error_is_reported_with_its_status(engine, llm):
+    failed = failure(engine, llm, {"status": 503})
+    assert failed.error.kind == "status" and "HTTP 503" in failed.error.message
+
+
+def test_a_rejected_key_names_the_key_setting(engine, llm):
+    failed = failure(engine, llm, {"status": 401})
+    assert failed.error.setting == "TAFSIR_LLM_API_KEY"
+
+
+def test_a_malformed_reply_is_reported_as_not_a_chat_completion(engine, llm):
+    failed = failure(engine, llm, {"malformed": True})
+    assert failed.error.kind == "malformed" and "not an OpenAI chat completion" in failed.error.message
+
+
+def test_a_failure_while_rewriting_still_searches_and_returns_the_passages(engine, llm):
+    llm.script({"status": 500})
+    with pytest.raises(AnswerFailed) as caught:
+        answerer(engine, llm).answer("lalu apa hukumannya?", HISTORY)
+    assert caught.value.answer.searched_query == standalone_by_rule("lalu apa hukumannya?", HISTORY)
+    assert caught.value.answer.passages
+    assert len(llm.calls()) == 1  # the model that just failed is not asked again
+
+
+def test_a_failure_in_the_middle_of_a_stream_keeps_what_was_written(engine, llm):
+    llm.script({"malformed": True})
+    events = list(answerer(engine, llm).stream(QUESTION))
+    assert isinstance(events[-1], Failed)
+    assert events[-1].answer.passages
+
+
+# --- settings -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"llm_base_url": "http://localhost:11434/v1"}, "TAFSIR_LLM_MODEL is not"),
+        ({"llm_base_url": "localhost:11434", "llm_model": "m"}, "is not an http(s) URL"),
+    ],
+)
+def test_an_incomplete_language_model_setting_is_refused_naming_what_is_missing(given, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Settings(_env_file=None, **given)
+
+
+def test_blank_language_model_settings_mean_none(engine):
+    settings = Settings(_env_file=None, llm_base_url=" ", llm_model="", llm_api_key="")
+    assert (settings.llm_base_url, settings.llm_model, settings.llm_api_key) == (None, None, None)
+    assert Answerer(with_settings(engine, llm_base_url=settings.llm_base_url, llm_model=settings.llm_model)).llm is None

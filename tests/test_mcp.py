@@ -1,0 +1,194 @@
+"""The MCP server, called with the official SDK's own client: `tafsir mcp` over stdio (the real CLI in a
+subprocess) and /mcp in `tafsir serve` over streamable HTTP (the real server in a subprocess, behind the key)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+from tests.llm_server import LlmServer
+from tests.test_api import API_KEY, SURAHS, LiveServer, ingest, store_env, write_jsonl
+
+TOOLS = {"search_tafsir", "get_ayah", "answer"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_model) -> dict[str, str]:
+    """The environment of a store holding seven short surahs (edition id.test), for `tafsir mcp`."""
+    folder = tmp_path_factory.mktemp("mcp")
+    env = store_env(tiny_model, folder / "qdrant")
+    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
+    return env
+
+
+def stdio_client(env: dict[str, str]) -> Client:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "interfaces.cli", "mcp"], env=env)
+    return Client(params, read_timeout_seconds=120)
+
+
+def run(scenario) -> None:
+    anyio.run(scenario)
+
+
+def text_of(result) -> str:
+    return "".join(part.text for part in result.content if part.type == "text")
+
+
+async def exercise(client: Client) -> dict:
+    """Every tool called, good arguments and bad, on one connection; what came back."""
+    seen: dict = {}
+    tools = await client.list_tools()
+    seen["tools"] = {t.name: t for t in tools.tools}
+    seen["search"] = await client.call_tool("search_tafsir", {"query": "Allah Yang Maha Esa", "k": 2, "surah": 112})
+    seen["ayah"] = await client.call_tool("get_ayah", {"surah": 112, "ayah": 1})
+    seen["answer"] = await client.call_tool("answer", {"question": "Katakanlah Dialah Allah Yang Maha Esa"})
+    seen["bad"] = {
+        "surah 200": await client.call_tool("get_ayah", {"surah": 200, "ayah": 1}),
+        "ayah 8 of Al-Fatihah": await client.call_tool("get_ayah", {"surah": 1, "ayah": 8}),
+        "ayah not stored": await client.call_tool("get_ayah", {"surah": 2, "ayah": 255}),
+        "k 0": await client.call_tool("search_tafsir", {"query": "Allah", "k": 0}),
+        "blank query": await client.call_tool("search_tafsir", {"query": "   "}),
+        "no question": await client.call_tool("answer", {}),
+        "question not text": await client.call_tool("answer", {"question": ["a"]}),
+    }
+    seen["after"] = await client.call_tool("get_ayah", {"surah": 1, "ayah": 1})  # still serving
+    return seen
+
+
+def check_exercise(seen: dict, answer_mode: str) -> None:
+    tools = seen["tools"]
+    assert set(tools) == TOOLS
+    for tool in tools.values():
+        assert tool.description and "e.g." in tool.description.lower()  # English, with Indonesian examples
+    assert "'hukum meminum khamar'" in tools["search_tafsir"].description
+    assert tools["get_ayah"].input_schema["properties"]["surah"]["maximum"] == 114
+
+    search = seen["search"]
+    assert not search.is_error, text_of(search)
+    passages = search.structured_content["passages"]
+    assert len(passages) == 2 and {p["surah"] for p in passages} == {112}
+    assert all(p["citation"].startswith("QS Al-Ikhlas [112]: ") and p["arabic"] for p in passages)
+
+    ayah = seen["ayah"].structured_content
+    assert ayah["citation"] == "QS Al-Ikhlas [112]: 1" and ayah["editions"] == ["id.test"] and ayah["tafsir"]
+
+    answer = seen["answer"]
+    assert not answer.is_error, text_of(answer)
+    assert answer.structured_content["mode"] == answer_mode and answer.structured_content["sources"]
+
+    reasons = {name: text_of(result) for name, result in seen["bad"].items()}
+    assert all(result.is_error for result in seen["bad"].values()), reasons
+    assert "its ayat are 1-7" in reasons["ayah 8 of Al-Fatihah"]
+    assert "QS Al-Baqarah [2]: 255 has no tafsir stored" in reasons["ayah not stored"]
+    assert "query is blank" in reasons["blank query"]
+    assert all("Traceback" not in text for text in reasons.values())
+    assert seen["after"].structured_content["citation"] == "QS Al-Fatihah [1]: 1"
+
+
+def test_tafsir_mcp_over_stdio_lists_and_calls_every_tool_and_reports_bad_arguments(store):
+    async def scenario() -> None:
+        async with stdio_client(store) as client:
+            check_exercise(await exercise(client), answer_mode="extractive")
+
+    run(scenario)
+
+
+def test_tafsir_mcp_reports_a_store_in_use_and_exits(store, tmp_path):
+    """The embedded store admits one process: `tafsir mcp` says so on stderr (exit code 3), not on stdout."""
+    import subprocess
+
+    from tests.conftest import tafsir_cmd
+
+    live = LiveServer(store, tmp_path / "server.log")
+    try:
+        live.wait("/readyz")
+        result = subprocess.run(tafsir_cmd("mcp"), env=store, capture_output=True, text=True, timeout=120)
+    finally:
+        assert live.stop() == 0, live.log()
+    assert result.returncode == 3 and result.stdout == ""
+    assert "error:" in result.stderr
+
+
+# --- /mcp in tafsir serve -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory) -> Iterator[LlmServer]:
+    server = LlmServer(tmp_path_factory.mktemp("mcp-llm") / "llm.log").wait()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model, llm) -> Iterator[LiveServer]:
+    folder = tmp_path_factory.mktemp("mcp-http")
+    env = store_env(
+        tiny_model,
+        folder / "qdrant",
+        TAFSIR_API_KEY=API_KEY,
+        TAFSIR_LLM_BASE_URL=llm.url,
+        TAFSIR_LLM_MODEL="scripted",
+        TAFSIR_LLM_TIMEOUT="1.5",
+        TAFSIR_LLM_MAX_RETRIES="0",
+    )
+    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
+    live = LiveServer(env, folder / "server.log")
+    try:
+        live.wait("/readyz")
+        yield live
+    finally:
+        assert live.stop() == 0, live.log()
+
+
+def http_client(server: LiveServer, key: str = API_KEY) -> Client:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    from mcp.client.streamable_http import streamable_http_client
+
+    return Client(streamable_http_client(server.url + "/mcp", http_client=http), read_timeout_seconds=60)
+
+
+def test_mcp_over_http_lists_and_calls_every_tool_and_reports_bad_arguments(server, llm):
+    llm.script({"content": "Dialah Allah Yang Maha Esa [1]."})
+
+    async def scenario() -> None:
+        async with http_client(server) as client:
+            check_exercise(await exercise(client), answer_mode="generated")
+
+    run(scenario)
+
+
+def test_the_answer_tool_reports_a_failing_model_as_a_tool_error_with_the_passages(server, llm):
+    llm.script({"content": "terlambat", "delay": 3})
+
+    async def scenario() -> None:
+        async with http_client(server) as client:
+            result = await client.call_tool("answer", {"question": "Katakanlah Dialah Allah Yang Maha Esa"})
+            assert result.is_error
+            text = text_of(result)
+            assert "TAFSIR_LLM_TIMEOUT" in text and "Passages found: QS " in text
+
+    run(scenario)
+
+
+def test_mcp_over_http_needs_the_api_key(server):
+    message = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Accept": "application/json, text/event-stream"}
+    missing = httpx.post(server.url + "/mcp", json=message, headers=headers, timeout=30)
+    assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
+    wrong = httpx.post(server.url + "/mcp", json=message, headers={**headers, "X-API-Key": "salah"}, timeout=30)
+    assert wrong.status_code == 403 and wrong.json()["error"] == "forbidden"
+
+
+def test_mcp_requests_are_counted_in_the_metrics(server):
+    """(After the tests above, whose tool calls are the 200s.)"""
+    httpx.post(server.url + "/mcp", json={}, timeout=30)  # no key: 401
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    assert 'tafsir_http_requests_total{method="POST",route="/mcp",status="200"}' in text
+    assert 'tafsir_http_requests_total{method="POST",route="/mcp",status="401"}' in text

@@ -401,10 +401,7 @@ class SearchEngine:
         options = options or SearchOptions()
         if not query.strip():
             raise ValueError("the query is empty")
-        if options.filter is not None and options.filter.languages is not None:
-            # Editions are few (a facet over the payload index); a language is a prefix of their ids.
-            editions = self.store.editions(self.settings.collection)
-            options = dataclasses.replace(options, filter=languages_filter(options.filter, editions))
+        options = self._by_edition(options)
         if Mode(options.mode) is not Mode.SPARSE:
             self.check_model()
         return self._search(self.request(query, options), options)
@@ -418,12 +415,21 @@ class SearchEngine:
         options = options or SearchOptions()
         if not query.strip():
             raise ValueError("the query is empty")
+        options = self._by_edition(options)
         self.check_model()
         dense = self.embedder.encode_query(query)
         nearest = SearchRequest(mode=Mode.DENSE, limit=1, dense=dense, filter=options.filter)
         hits = self.store.search(self.settings.collection, nearest)
         similarity = hits[0].score if hits else -1.0
         return self._search(self.request(query, options, dense=dense), options), similarity
+
+    def _by_edition(self, options: SearchOptions) -> SearchOptions:
+        """``options`` with a filter by language turned into one by the editions in that language."""
+        if options.filter is None or options.filter.languages is None:
+            return options
+        # Editions are few (a facet over the payload index); a language is a prefix of their ids.
+        editions = self.store.editions(self.settings.collection)
+        return dataclasses.replace(options, filter=languages_filter(options.filter, editions))
 
     def _search(self, request: SearchRequest, options: SearchOptions) -> list[Passage]:
         wording = self.settings.translation

@@ -303,6 +303,10 @@ def test_python_search_filters_by_edition_and_by_language(three_editions):
         assert editions_found(TafsirFilter(language="id")) == {"id.satu", "id.dua"}
         assert editions_found(TafsirFilter(language="id", edition=["id.dua", "en.three"])) == {"id.dua"}
         assert editions_found(TafsirFilter(language="ar")) == set()
+        # the search behind answers (the cosine of the nearest passage) filters the same way
+        in_english = SearchOptions(k=20, filter=TafsirFilter(language="en").to_point_filter())
+        passages, similarity = engine.search_with_similarity("Allah yang Maha Esa", in_english)
+        assert passages and {p.edition for p in passages} == {"en.three"} and similarity > -1
     finally:
         engine.store.close()
 

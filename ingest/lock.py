@@ -70,7 +70,7 @@ class IngestLock:
             edition_key = f"{alias_key}#{edition}"
             self.edition_path = self.lock_dir / f"tafsir-ingest-{_digest(edition_key)}.lock"
             self._thread_lock = _thread_lock(edition_key)
-        self._fds: list[int] = []
+        self._fds: list[tuple[int, bool]] = []  # (descriptor, held exclusively)
 
     @classmethod
     def for_settings(cls, settings: Settings, edition: str | None = None) -> IngestLock:
@@ -83,9 +83,19 @@ class IngestLock:
             default_dir = Path(location)  # the lock travels with the store folder
         return cls(location, settings.collection, settings.ingest_lock_dir or default_dir, edition)
 
-    def whole_alias(self) -> IngestLock:
-        """The exclusive lock of this lock's alias (a run that turns out to need a new collection takes it)."""
-        return IngestLock(self.store_location, self.alias, self.lock_dir)
+    def widen(self) -> None:
+        """For a run of one edition that turns out to build a new collection: hold the whole alias too.
+
+        The edition stays held (a second run of it is still refused, naming this process); the shared hold on the
+        alias is let go, then the alias is waited for exclusively, i.e. until the runs of other editions end.
+        """
+        if self.edition_path is None:
+            return
+        shared = [fd for fd, exclusive in self._fds if not exclusive]
+        self._fds = [(fd, exclusive) for fd, exclusive in self._fds if exclusive]
+        for fd in shared:
+            locking.release(fd)
+        self._fds.append((self._lock_file(self.path, wait=True, shared=False), True))
 
     @property
     def _what(self) -> str:
@@ -102,11 +112,11 @@ class IngestLock:
         try:
             self.lock_dir.mkdir(parents=True, exist_ok=True)
             if self.edition_path is None:
-                self._fds.append(self._lock_file(self.path, wait, shared=False))
+                self._fds.append((self._lock_file(self.path, wait, shared=False), True))
             else:
                 # The alias first, shared: a rebuild or a removal holding it exclusively turns this run away.
-                self._fds.append(self._lock_file(self.path, wait, shared=True))
-                self._fds.append(self._lock_file(self.edition_path, wait, shared=False))
+                self._fds.append((self._lock_file(self.path, wait, shared=True), False))
+                self._fds.append((self._lock_file(self.edition_path, wait, shared=False), True))
         except BaseException:
             self._release_files()
             self._thread_lock.release()
@@ -126,8 +136,7 @@ class IngestLock:
 
     def _release_files(self) -> None:
         fds, self._fds = self._fds, []
-        for number, fd in enumerate(reversed(fds)):
-            exclusive = self.edition_path is None or number == 0  # the edition file is the last taken
+        for fd, exclusive in reversed(fds):
             if exclusive:
                 os.ftruncate(fd, 0)  # no stale holder description once released
             locking.release(fd)

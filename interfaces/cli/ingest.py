@@ -103,8 +103,7 @@ def ingest(
             pipeline = IngestPipeline(settings, store, embedder)
             try:
                 if not dry_run and lock.edition is not None and pipeline.needs_new_collection(full):
-                    edition_lock, lock = lock, None  # released inside, whatever happens
-                    lock = _lock_whole_alias(edition_lock)
+                    _lock_whole_alias(lock)
                 if dry_run:
                     summary = pipeline.plan(ayat_source, full=full, dry_run=True).summary
                 else:
@@ -113,7 +112,7 @@ def ingest(
             except EmbeddingModelError as exc:
                 raise fail(str(exc), EXIT_INPUT) from None
     finally:
-        if not dry_run and lock is not None:
+        if not dry_run:
             lock.release()
     if as_json:
         print_json(summary.as_dict())
@@ -121,22 +120,19 @@ def ingest(
     _print_summary(summary)
 
 
-def _lock_whole_alias(edition_lock: IngestLock) -> IngestLock:
-    """Trade an edition's lock for the whole alias's, for a run that builds a new collection: wait for the runs
-    of other editions to finish (the new collection carries their points over), then plan again."""
+def _lock_whole_alias(lock: IngestLock) -> None:
+    """Widen an edition's lock to the whole alias, for a run that builds a new collection: wait for the runs of
+    other editions to finish (the new collection carries their points over)."""
     from ingest.lock import IngestLockError
 
-    edition_lock.release()
-    whole = edition_lock.whole_alias()
     stderr.print(
-        f"this run builds a new collection behind alias {whole.alias!r}: waiting for other ingest runs on it",
+        f"this run builds a new collection behind alias {lock.alias!r}: waiting for other ingest runs on it",
         highlight=False,
     )
     try:
-        whole.acquire(wait=True)
+        lock.widen()
     except IngestLockError as exc:
         raise fail(str(exc), EXIT_STORE) from None
-    return whole
 
 
 def _print_summary(summary: IngestSummary) -> None:

@@ -58,3 +58,13 @@ def slow_env(cli_env) -> dict[str, str]:
 
 def tafsir_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "interfaces.cli", *args]
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory):
+    """The scripted OpenAI-compatible endpoint of tests/llm_server.py on a loopback port, one per test module."""
+    from tests.llm_server import LlmServer
+
+    server = LlmServer(tmp_path_factory.mktemp("llm") / "llm.log").wait()
+    yield server
+    server.stop()

@@ -16,39 +16,24 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from retriever.answer import NOT_FOUND_TEXT
-from tests.llm_server import LlmServer
-from tests.test_api import API_KEY, JSON, SURAHS, LiveServer, ingest, store_env, write_jsonl
+from tests.test_api import API_KEY, JSON, LiveServer, serving_short_surahs
 
 QUESTION = "Katakanlah Dialah Allah Yang Maha Esa"
 
 
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory) -> Iterator[LlmServer]:
-    server = LlmServer(tmp_path_factory.mktemp("llm") / "llm.log").wait()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model, llm) -> Iterator[LiveServer]:
     """`tafsir serve` with an API key, seven short surahs, and the scripted endpoint as its language model."""
-    folder = tmp_path_factory.mktemp("answer-api")
-    env = store_env(
+    with serving_short_surahs(
+        tmp_path_factory.mktemp("answer-api"),
         tiny_model,
-        folder / "qdrant",
         TAFSIR_API_KEY=API_KEY,
         TAFSIR_LLM_BASE_URL=llm.url,
         TAFSIR_LLM_MODEL="scripted",
         TAFSIR_LLM_TIMEOUT="1.5",
         TAFSIR_LLM_MAX_RETRIES="0",
-    )
-    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
-    live = LiveServer(env, folder / "server.log")
-    try:
-        live.wait("/readyz")
+    ) as live:
         yield live
-    finally:
-        assert live.stop() == 0, live.log()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from retriever.citations import CITATION, CitationChecker, CitedPassage
 from tests.llm_server import LlmServer, smollm2_gguf
 from tests.test_answer_api import server_sent_events
-from tests.test_api import API_KEY, SURAHS, LiveServer, ingest, store_env, write_jsonl
+from tests.test_api import API_KEY, LiveServer, serving_short_surahs
 
 QUESTION = "Apa arti surah Al-Ikhlas tentang Allah Yang Maha Esa?"
 
@@ -34,23 +34,16 @@ def model_server(tmp_path_factory) -> Iterator[LlmServer]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model, model_server) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("answer-local")
-    env = store_env(
+    with serving_short_surahs(
+        tmp_path_factory.mktemp("answer-local"),
         tiny_model,
-        folder / "qdrant",
         TAFSIR_API_KEY=API_KEY,
         TAFSIR_LLM_BASE_URL=model_server.url,
         TAFSIR_LLM_MODEL="SmolLM2-135M-Instruct",
         TAFSIR_LLM_MAX_TOKENS="80",
         TAFSIR_LLM_TIMEOUT="120",
-    )
-    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
-    live = LiveServer(env, folder / "server.log")
-    try:
-        live.wait("/readyz")
+    ) as live:
         yield live
-    finally:
-        assert live.stop() == 0, live.log()
 
 
 def test_a_real_model_answers_with_only_citations_of_the_passages_it_was_given(server):

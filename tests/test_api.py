@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -105,6 +106,19 @@ class LiveServer:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+@contextmanager
+def serving_short_surahs(folder: Path, tiny_model: Path, **extra: str) -> Iterator[LiveServer]:
+    """`tafsir serve` over seven short surahs ingested into a new store in ``folder``, with ``extra`` settings."""
+    env = store_env(tiny_model, folder / "qdrant", **extra)
+    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
+    live = LiveServer(env, folder / "server.log")
+    try:
+        live.wait("/readyz")
+        yield live
+    finally:
+        assert live.stop() == 0, live.log()
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from tests.llm_server import LlmServer
-from tests.test_api import API_KEY, SURAHS, LiveServer, ingest, store_env, write_jsonl
+from tests.test_api import API_KEY, SURAHS, LiveServer, ingest, serving_short_surahs, store_env, write_jsonl
 
 TOOLS = {"search_tafsir", "get_ayah", "answer"}
 
@@ -120,31 +119,17 @@ def test_tafsir_mcp_reports_a_store_in_use_and_exits(store, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory) -> Iterator[LlmServer]:
-    server = LlmServer(tmp_path_factory.mktemp("mcp-llm") / "llm.log").wait()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model, llm) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("mcp-http")
-    env = store_env(
+    with serving_short_surahs(
+        tmp_path_factory.mktemp("mcp-http"),
         tiny_model,
-        folder / "qdrant",
         TAFSIR_API_KEY=API_KEY,
         TAFSIR_LLM_BASE_URL=llm.url,
         TAFSIR_LLM_MODEL="scripted",
         TAFSIR_LLM_TIMEOUT="1.5",
         TAFSIR_LLM_MAX_RETRIES="0",
-    )
-    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
-    live = LiveServer(env, folder / "server.log")
-    try:
-        live.wait("/readyz")
+    ) as live:
         yield live
-    finally:
-        assert live.stop() == 0, live.log()
 
 
 def http_client(server: LiveServer, key: str = API_KEY) -> Client:

@@ -13,38 +13,23 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.llm_server import LlmServer
-from tests.test_api import API_KEY, SURAHS, LiveServer, ingest, store_env, write_jsonl
+from tests.test_api import API_KEY, LiveServer, serving_short_surahs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 QUESTION = "Katakanlah Dialah Allah Yang Maha Esa"
 
 
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory) -> Iterator[LlmServer]:
-    server = LlmServer(tmp_path_factory.mktemp("page-llm") / "llm.log").wait()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model, llm) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("playground")
-    env = store_env(
+    with serving_short_surahs(
+        tmp_path_factory.mktemp("playground"),
         tiny_model,
-        folder / "qdrant",
         TAFSIR_API_KEY=API_KEY,
         TAFSIR_LLM_BASE_URL=llm.url,
         TAFSIR_LLM_MODEL="scripted",
         TAFSIR_LLM_MAX_RETRIES="0",
-    )
-    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
-    live = LiveServer(env, folder / "server.log")
-    try:
-        live.wait("/readyz")
+    ) as live:
         yield live
-    finally:
-        assert live.stop() == 0, live.log()
 
 
 @pytest.fixture(scope="module")

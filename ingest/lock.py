@@ -2,11 +2,11 @@
 
 Two kinds of run write a collection:
 
-* an **edition run** (``tafsir ingest`` of one source into the live collection) holds the alias *shared* and
-  its edition *exclusively*: runs of different editions proceed side by side (several workers filling one
-  server collection), two runs of one edition never interleave;
+* an **edition run** (``tafsir ingest`` of one source into the live collection, one-shot or scheduled) holds
+  the alias *shared* and its edition *exclusively*: runs of different editions proceed side by side (several
+  workers filling one server collection), two runs of one edition never interleave;
 * an **alias run** (``--rebuild``, a first build or any run that must build a new collection, ``tafsir
-  remove``, scheduled runs) holds the alias *exclusively*: nothing else writes behind that alias meanwhile.
+  remove``) holds the alias *exclusively*: nothing else writes behind that alias meanwhile.
 
 Each is a threading lock inside a process and an ``flock`` on a file across processes. A file lock covers the
 processes of one host (or of containers sharing the lock folder as a volume), not several machines: see the

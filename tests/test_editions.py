@@ -16,6 +16,7 @@ from qdrant_client import QdrantClient
 
 from ingest.lock import IngestBusyError, IngestLock
 from ingest.pipeline import IngestPipeline
+from ingest.schedule import ingest_job, run_ingest, scheduled_lock
 from retriever.search import SearchEngine, SearchOptions, TafsirFilter
 from services.embedding import Embedder
 from services.settings import Settings
@@ -45,7 +46,7 @@ HOLD = """
 import sys
 from pathlib import Path
 from ingest.lock import IngestLock
-lock = IngestLock("store", "tafsir", Path(sys.argv[1]), sys.argv[2] or None)
+lock = IngestLock(sys.argv[3], "tafsir", Path(sys.argv[1]), sys.argv[2] or None)
 lock.acquire()
 print("held", flush=True)
 sys.stdin.readline()
@@ -56,10 +57,10 @@ lock.release()
 class HeldElsewhere:
     """An ingest lock held by another process until :meth:`release`: the real flock across processes."""
 
-    def __init__(self, lock_dir: Path, edition: str | None) -> None:
+    def __init__(self, lock_dir: Path, edition: str | None, store_location: str = "store") -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", HOLD, str(lock_dir), edition or ""],
+            [sys.executable, "-c", HOLD, str(lock_dir), edition or "", store_location],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -185,6 +186,73 @@ def test_a_second_worker_on_the_same_edition_is_refused_while_the_first_writes(t
             IngestLock.for_settings(settings, edition="id.satu").acquire()
         with IngestLock.for_settings(settings, edition="id.dua").hold():  # another edition goes ahead
             pass
+
+
+# --- scheduled workers ----------------------------------------------------------------------------------------
+
+
+def held_elsewhere(settings: Settings, edition: str | None) -> HeldElsewhere:
+    lock = IngestLock.for_settings(settings, edition)
+    return HeldElsewhere(lock.lock_dir, edition, lock.store_location)
+
+
+def scheduled_run(settings: Settings, store, source: Path):
+    """One firing of a scheduled worker of ``source``, as `tafsir ingest --schedule` and `tafsir serve` make it."""
+    lock = scheduled_lock(settings, source)
+    job = ingest_job(settings, store, Embedder(settings), source, lock=lock)
+    return lock, lambda: run_ingest(job, lock, trigger="schedule")
+
+
+def test_a_scheduled_worker_locks_the_edition_of_its_source_and_the_built_in_one(tmp_path, tiny_model):
+    settings = settings_for(tmp_path, tiny_model)
+    source = write_jsonl(tmp_path / "dua.jsonl", "id.dua", [112])
+    assert scheduled_lock(settings, source).edition == "id.dua"
+    assert scheduled_lock(settings).edition == "id.jalalayn"
+    # A source that cannot be read now: the whole alias (more, never less).
+    assert scheduled_lock(settings, tmp_path / "missing.jsonl").edition is None
+
+
+def test_a_scheduled_run_goes_on_beside_another_edition_and_skips_while_its_own_edition_runs(tmp_path, tiny_model):
+    settings = settings_for(tmp_path, tiny_model)
+    store = EdgeStore(settings.qdrant_path)
+    try:
+        IngestPipeline(settings, store, Embedder(settings)).run(make_source("id.satu", surahs=[112]))
+        _, fire = scheduled_run(settings, store, write_jsonl(tmp_path / "dua.jsonl", "id.dua", [113]))
+        other = held_elsewhere(settings, "id.satu")
+        try:
+            summary = fire()  # another edition runs in another process: this one is not held up
+        finally:
+            other.release()
+        assert summary is not None and summary["edition"] == "id.dua" and summary["embedded"] > 0
+        same = held_elsewhere(settings, "id.dua")
+        try:
+            assert fire() is None  # skipped: its own edition runs elsewhere
+        finally:
+            same.release()
+        assert set(store.editions("tafsir")) == {"id.satu", "id.dua"}
+    finally:
+        store.close()
+
+
+def test_a_scheduled_run_that_builds_the_collection_waits_for_the_runs_of_other_editions(tmp_path, tiny_model):
+    settings = settings_for(tmp_path, tiny_model)
+    store = EdgeStore(settings.qdrant_path)
+    try:
+        _, fire = scheduled_run(settings, store, write_jsonl(tmp_path / "dua.jsonl", "id.dua", [112]))
+        results: list[object] = []
+        other = held_elsewhere(settings, "id.satu")
+        try:
+            runner = threading.Thread(target=lambda: results.append(fire()))
+            runner.start()
+            runner.join(timeout=5)
+            assert runner.is_alive() and not results  # no collection yet: it waits for id.satu's run
+            assert store.resolve_alias("tafsir") is None
+        finally:
+            other.release()
+        runner.join(timeout=120)
+        assert results and results[0] is not None and results[0]["rebuilt"], results
+    finally:
+        store.close()
 
 
 # --- the CLI -----------------------------------------------------------------------------------------------

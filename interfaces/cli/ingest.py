@@ -166,8 +166,7 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
     import logging
     import signal
 
-    from ingest.lock import IngestLock
-    from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
+    from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job, scheduled_lock
     from services.embedding import Embedder
 
     try:
@@ -189,10 +188,11 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.api_host, metrics_port)
     with open_store_or_exit(settings) as store:
         embedder = Embedder(model_settings(settings, store))
+        lock = scheduled_lock(settings, source, edition)
         scheduler = IngestScheduler(
             plan,
-            ingest_job(settings, store, embedder, source, edition),
-            IngestLock.for_settings(settings),
+            ingest_job(settings, store, embedder, source, edition, lock),
+            lock,
             run_first=alias_missing(settings, store),
             check=ingest_check(settings, store, embedder, source, edition),
         )

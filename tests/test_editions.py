@@ -118,18 +118,6 @@ def test_an_edition_run_is_refused_while_a_rebuild_holds_the_alias(tmp_path):
 # --- two workers on one collection ---------------------------------------------------------------------------
 
 
-class TakingTurnsEmbedder(Embedder):
-    """The real model; two workers' batches take turns. Two models encoding at once in one process's threads left
-    its C locale (LC_CTYPE) at "C" here, which later tests that read files by the locale trip over; what this file
-    tests is the locks, so only the embedding is serialised."""
-
-    turn = threading.Lock()
-
-    def encode_documents(self, texts, batch_size: int = 32):
-        with self.turn:
-            return super().encode_documents(texts, batch_size)
-
-
 @pytest.fixture(params=["edge", "server"])
 def shared_store(request, tmp_path):
     """One store two workers write through: the embedded one, or the server adapter on qdrant-client's local mode."""
@@ -146,7 +134,7 @@ def test_two_workers_on_different_editions_of_one_collection_run_at_the_same_tim
     IngestPipeline(settings, shared_store, Embedder(settings)).run(make_source("id.satu", surahs=[112]))
     # Each worker stops at its first progress report until the other has reached its own: if one waited for the
     # other's lock, the barrier would break.
-    embedders = {edition: TakingTurnsEmbedder(settings) for edition in EDITIONS[1:]}
+    embedders = {edition: Embedder(settings) for edition in EDITIONS[1:]}
     both_running = threading.Barrier(2, timeout=60)
     summaries: dict[str, object] = {}
     errors: list[BaseException] = []

@@ -55,6 +55,9 @@ from services.store.base import (
 
 log = logging.getLogger(__name__)
 
+# Points written between two index builds of the store (``VectorStore.optimize``), besides the one at the end.
+INDEX_EVERY = 200_000
+
 ProgressCallback = Callable[[int, int], None]  # (chunks done, chunks to embed)
 
 
@@ -238,6 +241,7 @@ class IngestPipeline:
         self.embedder = embedder
         self.sparse = sparse or SparseEncoder(Bm25Settings.named(settings.sparse_layout))
         self.archive = archive or SourceArchive.for_store(store, settings.collection)
+        self._unindexed = 0
 
     @property
     def params(self) -> ChunkingParams:
@@ -250,6 +254,12 @@ class IngestPipeline:
 
     def chunk(self, ayat: Sequence[Ayah]) -> list[Chunk]:
         return chunk_ayat(ayat, self.embedder.tokenizer, self.params)
+
+    def needs_new_collection(self, full: bool = False) -> bool:
+        """Whether a run would build a new collection (none yet, a rebuild, another model or chunking) rather
+        than write into the live one: such a run needs the alias to itself (ingest/lock.py)."""
+        spec = collection_spec(self.embedder, self.params)
+        return plan_target(self.store, self.settings.collection, spec, full, create=False).new
 
     def plan(self, source: Source, full: bool = False, *, dry_run: bool = False) -> IngestPlan:
         """Chunk the source and diff it against the store: what a run embeds, re-weights and deletes.
@@ -319,6 +329,7 @@ class IngestPipeline:
     def _execute(self, plan: IngestPlan, progress: ProgressCallback | None) -> None:
         target, spec, work = plan.target, plan.spec, plan.work
         total = sum(len(job.embed) for job in work)
+        self._unindexed = 0  # points written since the store last built its indexes
         done = 0
         if progress:
             progress(0, total)
@@ -348,6 +359,8 @@ class IngestPipeline:
             # Stale points go only after the new ones are in (STYLE.md, "Bookkeeping after success").
             if job.stale:
                 self.store.delete(target.name, sorted(job.stale))
+        # The embedded store indexes only when asked (a server does it in the background): before readers see it.
+        self.store.optimize(target.name)
 
         if target.new:
             self._verify(target.name, work)
@@ -470,6 +483,12 @@ class IngestPipeline:
             for chunk, vector in zip(batch, vectors, strict=True)
         ]
         self.store.upsert(collection, points)
+        self._unindexed += len(points)
+        if self._unindexed >= INDEX_EVERY:
+            # The embedded store indexes only when asked: a run of millions of points would otherwise keep them
+            # all in one appendable segment, its BM25 postings in RAM (docs/SCALING.md, "Index settings").
+            self.store.optimize(collection)
+            self._unindexed = 0
         return len(points)
 
     def _verify(self, collection: str, work: list[EditionWork]) -> None:

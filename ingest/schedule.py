@@ -5,7 +5,8 @@ Where it runs (DESIGN.md, "Storage"): with the embedded store the API process ho
 background thread, sharing its one store object, because the embedded store admits one process; with
 a Qdrant server ``tafsir ingest --schedule CRON`` runs the same loop as a worker process.
 
-Two runs never overlap on one collection: every run holds :class:`ingest.lock.IngestLock`.
+Two runs of one edition never overlap: every run holds :class:`ingest.lock.IngestLock` for its edition
+(:func:`scheduled_lock`), and widens it to the whole alias when it must build a new collection.
 """
 
 from __future__ import annotations
@@ -160,20 +161,51 @@ def _log_event(event: str, level: int, record: dict[str, Any], exc_info: BaseExc
 
 
 def ingest_job(
-    settings: Settings, store: VectorStore, embedder: Embedder, source: Path | None = None, edition: str | None = None
+    settings: Settings,
+    store: VectorStore,
+    embedder: Embedder,
+    source: Path | None = None,
+    edition: str | None = None,
+    lock: IngestLock | None = None,
 ) -> IngestJob:
-    """A job that reads the source afresh (``source`` or the built-in edition) and runs the pipeline."""
+    """A job that reads the source afresh (``source`` or the built-in edition) and runs the pipeline.
+
+    ``lock`` is the one :func:`run_ingest` holds around the job (see :func:`scheduled_lock`). When it holds one
+    edition and this run must build a new collection, or the source now names another edition, the job widens
+    it to the whole alias first (waiting for the runs of other editions to end), as a one-shot `tafsir ingest`
+    does.
+    """
 
     def job() -> dict[str, Any]:
         from ingest.pipeline import IngestPipeline
 
         ayat_source = _read(source, edition)
+        pipeline = IngestPipeline(settings, store, embedder)
         try:
-            return IngestPipeline(settings, store, embedder).run(ayat_source).as_dict()
+            edition_only = lock is not None and lock.edition is not None
+            if edition_only and (ayat_source.edition != lock.edition or pipeline.needs_new_collection()):
+                lock.widen()
+            return pipeline.run(ayat_source).as_dict()
         finally:
             embedder.release_working_memory()  # the process serves queries until the next run
 
     return job
+
+
+def scheduled_lock(settings: Settings, source: Path | None = None, edition: str | None = None) -> IngestLock:
+    """The lock of a scheduled worker's runs: the edition its source holds, so that workers of other editions
+    of one collection run beside it; the whole alias when the source cannot be read now (the start-up check
+    reports why)."""
+    from ingest.builtin import BUILTIN_EDITION
+
+    if source is None:
+        name: str | None = BUILTIN_EDITION
+    else:
+        try:
+            name = _read(source, edition).edition
+        except Exception:  # a missing or bad file: lock more, never less
+            name = None
+    return IngestLock.for_settings(settings, edition=name)
 
 
 def ingest_check(

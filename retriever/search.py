@@ -31,12 +31,14 @@ from services.store.base import (
     SearchRequest,
     StoreError,
     VectorStore,
+    languages_filter,
     recorded_model,
 )
 
 
 class TafsirFilter(BaseModel):
-    """Which passages a query may return: surah(s), an ayah range, edition(s). All given conditions hold."""
+    """Which passages a query may return: surah(s), an ayah range, edition(s), language(s). All given conditions
+    hold."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,6 +46,9 @@ class TafsirFilter(BaseModel):
     ayah_from: int | None = Field(None, ge=1, description="Lowest ayah number (inclusive).")
     ayah_to: int | None = Field(None, ge=1, description="Highest ayah number (inclusive).")
     edition: str | list[str] | None = Field(None, description="An edition id such as id.jalalayn, or several.")
+    language: str | list[str] | None = Field(
+        None, description="The language of the editions: the edition id before its first dot (id, en, ar), or several."
+    )
 
     @field_validator("surah")
     @classmethod
@@ -64,7 +69,11 @@ class TafsirFilter(BaseModel):
             return None if value is None else [value] if isinstance(value, int | str) else list(value)
 
         return PointFilter(
-            surahs=as_list(self.surah), ayah_min=self.ayah_from, ayah_max=self.ayah_to, editions=as_list(self.edition)
+            surahs=as_list(self.surah),
+            ayah_min=self.ayah_from,
+            ayah_max=self.ayah_to,
+            editions=as_list(self.edition),
+            languages=as_list(self.language),
         )
 
 
@@ -82,6 +91,7 @@ MAX_TURN_CHARS = 8_000
 SurahNumber = Annotated[int, Field(ge=1, le=SURAH_COUNT)]
 AyahNumber = Annotated[int, Field(ge=1, le=MAX_AYAT_IN_A_SURAH)]
 EditionId = Annotated[str, Field(min_length=1, max_length=MAX_EDITION_CHARS)]
+LanguageCode = Annotated[str, Field(min_length=1, max_length=MAX_EDITION_CHARS)]
 
 
 class RetrieveFilter(TafsirFilter):
@@ -94,6 +104,9 @@ class RetrieveFilter(TafsirFilter):
     ayah_to: AyahNumber | None = Field(None, description="Highest ayah number (inclusive).")
     edition: EditionId | Annotated[list[EditionId], Field(max_length=MAX_EDITIONS)] | None = Field(
         None, description="An edition id such as id.jalalayn, or several."
+    )
+    language: LanguageCode | Annotated[list[LanguageCode], Field(max_length=MAX_EDITIONS)] | None = Field(
+        None, description="The language of the editions: the edition id before its first dot (id, en, ar), or several."
     )
 
 
@@ -146,6 +159,7 @@ FIELD_RULES = {
     "ayah_from": f"ayah_from must be between 1 and {MAX_AYAT_IN_A_SURAH}",
     "ayah_to": f"ayah_to must be between 1 and {MAX_AYAT_IN_A_SURAH}",
     "edition": f"edition must be an edition id of 1 to {MAX_EDITION_CHARS} characters",
+    "language": f"language must be a language code of 1 to {MAX_EDITION_CHARS} characters",
     "k": f"k must be between 1 and {MAX_K}",
     "neighbors": f"neighbors must be between 0 and {MAX_NEIGHBORS}",
     "query": f"query must be between 1 and {MAX_QUERY_CHARS:,} characters",
@@ -158,7 +172,11 @@ FIELD_RULES = {
     "score_threshold": "score_threshold must be a finite number",
 }
 # A filter field of the body also takes a list; in a URL path or query string it is one value.
-LIST_RULES = {"surah": " (or a list of such numbers)", "edition": f" (or a list of at most {MAX_EDITIONS} of them)"}
+LIST_RULES = {
+    "surah": " (or a list of such numbers)",
+    "edition": f" (or a list of at most {MAX_EDITIONS} of them)",
+    "language": f" (or a list of at most {MAX_EDITIONS} of them)",
+}
 _ONE_VALUE = ("path", "query")
 # Errors that mean "not what this field takes": a field's rule says what it takes instead.
 _RULE_ERRORS = {
@@ -383,6 +401,7 @@ class SearchEngine:
         options = options or SearchOptions()
         if not query.strip():
             raise ValueError("the query is empty")
+        options = self._by_edition(options)
         if Mode(options.mode) is not Mode.SPARSE:
             self.check_model()
         return self._search(self.request(query, options), options)
@@ -396,12 +415,21 @@ class SearchEngine:
         options = options or SearchOptions()
         if not query.strip():
             raise ValueError("the query is empty")
+        options = self._by_edition(options)
         self.check_model()
         dense = self.embedder.encode_query(query)
         nearest = SearchRequest(mode=Mode.DENSE, limit=1, dense=dense, filter=options.filter)
         hits = self.store.search(self.settings.collection, nearest)
         similarity = hits[0].score if hits else -1.0
         return self._search(self.request(query, options, dense=dense), options), similarity
+
+    def _by_edition(self, options: SearchOptions) -> SearchOptions:
+        """``options`` with a filter by language turned into one by the editions in that language."""
+        if options.filter is None or options.filter.languages is None:
+            return options
+        # Editions are few (a facet over the payload index); a language is a prefix of their ids.
+        editions = self.store.editions(self.settings.collection)
+        return dataclasses.replace(options, filter=languages_filter(options.filter, editions))
 
     def _search(self, request: SearchRequest, options: SearchOptions) -> list[Passage]:
         wording = self.settings.translation

@@ -179,6 +179,9 @@ class OnnxRunner(ExportedRunner):
         }
 
 
+_COMPILE_LOCK = threading.Lock()
+
+
 class OpenVinoRunner(ExportedRunner):
     def __init__(
         self, folder: Path, manifest: dict, tokenizer: Tokenizer, max_tokens: int, threads: int | None, precision: str
@@ -204,7 +207,12 @@ class OpenVinoRunner(ExportedRunner):
         self._documents_lock = threading.Lock()
 
     def _compile(self) -> Any:
-        return self._core.compile_model(str(self.folder / OPENVINO_FILE), "CPU", self._config)
+        # One compilation at a time in the process: OpenVINO (2026.4) saves, switches and restores the C locale
+        # while it reads a cached blob, and two threads doing so at once left the process's LC_CTYPE at "C"
+        # (Python's open() then reads files as ASCII). A server's queries and a scheduled ingest's document
+        # model, or two embedders, compile in different threads.
+        with _COMPILE_LOCK:
+            return self._core.compile_model(str(self.folder / OPENVINO_FILE), "CPU", self._config)
 
     @property
     def compiled(self) -> Any:

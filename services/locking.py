@@ -51,6 +51,22 @@ def acquire(path: Path, wait: bool = False, mode: int = 0o644) -> int:
     return fd
 
 
+def acquire_shared(path: Path, wait: bool = False, mode: int = 0o644) -> int:
+    """Take a shared lock on ``path`` (created if missing): held by any number of processes at once, it
+    excludes only an exclusive holder (:func:`acquire`). Records nothing: several holders share the file.
+
+    Raises ``LockHeld`` describing the exclusive holder when there is one and ``wait`` is false.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        holder = describe_holder(fd)
+        os.close(fd)
+        raise LockHeld(holder) from None
+    return fd
+
+
 def release(fd: int) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -40,6 +40,36 @@ class Settings(BaseSettings):
         None, ge=1, description="Replicas that must confirm a write before it returns."
     )
 
+    # Index settings (docs/SCALING.md): fixed when a collection is created, so a change applies at the next
+    # `tafsir ingest --rebuild`; an incremental ingest keeps the collection's own. hnsw_ef applies at once.
+    hnsw_m: int = Field(16, ge=4, le=128, description="Edges per node of a new collection's HNSW graph.")
+    hnsw_ef_construct: int = Field(
+        100, ge=4, description="Candidates per node while a new collection's HNSW graph is built."
+    )
+    # Defaults measured with bench/scale.py (docs/SCALING.md, "Index settings"): recall@10 >= 0.99 against exact
+    # search in every mode at 100k and 1M points, at the lowest memory.
+    hnsw_ef: int | None = Field(
+        256, ge=1, description="Candidates an HNSW search considers (at least k); unset: Qdrant's default."
+    )
+    vectors_on_disk: bool = Field(
+        True, description="Keep a new collection's dense vectors memory-mapped on disk instead of in RAM."
+    )
+    payload_on_disk: bool = Field(True, description="Keep a new collection's payload memory-mapped on disk.")
+    sparse_on_disk: bool = Field(
+        True, description="Keep a new collection's BM25 inverted indexes memory-mapped on disk instead of in RAM."
+    )
+    vector_quantization: Literal["none", "int8"] = Field(
+        "int8",
+        description="int8: a new collection also keeps its dense vectors as int8 (a quarter of the memory), searched "
+        "first and rescored with the originals.",
+    )
+    quantization_always_ram: bool = Field(
+        True, description="Keep the int8 vectors in RAM when the originals are on disk."
+    )
+    indexing_threshold_kb: int = Field(
+        10_000, ge=0, description="Size in KB past which a segment gets an HNSW index (smaller ones are scanned)."
+    )
+
     # --- model -----------------------------------------------------------------------------------
     embedding_model: str = Field(
         DEFAULT_MODEL,

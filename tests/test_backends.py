@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import locale
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +177,33 @@ def test_a_text_over_the_limit_is_cut_as_the_tokenizer_would_cut_it_keeping_its_
     assert feeds["input_ids"].shape == (2, 64) and feeds["input_ids"][0].tolist() == expected
     assert feeds["attention_mask"][1].sum() == len(model.tokenizer.encode("zakat").ids)
     assert model.tokenizer.truncation is None and model.tokenizer.padding is None  # shared, never changed
+
+
+def test_openvino_models_compiled_in_several_threads_at_once_leave_the_process_locale_alone(tiny_model, tmp_path):
+    # OpenVINO switches the C locale while it loads a compiled blob from its cache; two threads doing so at once
+    # left LC_CTYPE at "C" (then open() reads UTF-8 files as ASCII). Compiling takes turns in the process.
+    embedder(tiny_model, tmp_path, embedding_backend="openvino").encode_query(TEXTS[0])  # export and blob cache
+    runners = [embedder(tiny_model, tmp_path, embedding_backend="openvino").runner for _ in range(2)]
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    errors: list[BaseException] = []
+
+    def compile_again(runner) -> None:
+        try:
+            for _ in range(8):
+                runner.encode_documents(TEXTS[:2], batch_size=2)
+                runner.release()  # the document model is compiled again on the next batch
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=compile_again, args=(runner,)) for runner in runners]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        after = locale.setlocale(locale.LC_CTYPE)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert not errors, errors
+    assert after == "C.UTF-8"

@@ -24,6 +24,7 @@ from interfaces.cli.common import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ingest.lock import IngestLock
     from ingest.pipeline import IngestSummary
 
 
@@ -87,10 +88,12 @@ def ingest(
     from services.embedding import Embedder
     from services.model_source import EmbeddingModelError
 
-    lock = IngestLock.for_settings(settings)
+    # A run of one edition into the live collection locks that edition (runs of other editions go on beside
+    # it); a rebuild locks the whole alias. See ingest/lock.py.
+    lock = IngestLock.for_settings(settings, edition=None if full else ayat_source.edition)
     if not dry_run:  # a dry run only reads
         try:
-            lock.acquire(wait=False)  # never two runs on one collection (a scheduled worker may be running)
+            lock.acquire(wait=False)  # never two runs on one edition (a scheduled worker may be running)
         except IngestLockError as exc:
             raise fail(str(exc), EXIT_STORE) from None
     try:
@@ -99,6 +102,8 @@ def ingest(
             embedder.on_export = lambda message: stderr.print(message, highlight=False)
             pipeline = IngestPipeline(settings, store, embedder)
             try:
+                if not dry_run and lock.edition is not None and pipeline.needs_new_collection(full):
+                    _lock_whole_alias(lock)
                 if dry_run:
                     summary = pipeline.plan(ayat_source, full=full, dry_run=True).summary
                 else:
@@ -113,6 +118,21 @@ def ingest(
         print_json(summary.as_dict())
         return
     _print_summary(summary)
+
+
+def _lock_whole_alias(lock: IngestLock) -> None:
+    """Widen an edition's lock to the whole alias, for a run that builds a new collection: wait for the runs of
+    other editions to finish (the new collection carries their points over)."""
+    from ingest.lock import IngestLockError
+
+    stderr.print(
+        f"this run builds a new collection behind alias {lock.alias!r}: waiting for other ingest runs on it",
+        highlight=False,
+    )
+    try:
+        lock.widen()
+    except IngestLockError as exc:
+        raise fail(str(exc), EXIT_STORE) from None
 
 
 def _print_summary(summary: IngestSummary) -> None:
@@ -146,8 +166,7 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
     import logging
     import signal
 
-    from ingest.lock import IngestLock
-    from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
+    from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job, scheduled_lock
     from services.embedding import Embedder
 
     try:
@@ -169,10 +188,11 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.api_host, metrics_port)
     with open_store_or_exit(settings) as store:
         embedder = Embedder(model_settings(settings, store))
+        lock = scheduled_lock(settings, source, edition)
         scheduler = IngestScheduler(
             plan,
-            ingest_job(settings, store, embedder, source, edition),
-            IngestLock.for_settings(settings),
+            ingest_job(settings, store, embedder, source, edition, lock),
+            lock,
             run_first=alias_missing(settings, store),
             check=ingest_check(settings, store, embedder, source, edition),
         )

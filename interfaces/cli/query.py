@@ -45,6 +45,8 @@ def status(
             **_reader_model(model_settings(settings, store)),
             "editions": store.editions(name) if name else {},
         }
+        report["languages"] = _languages(report["editions"])
+        report |= _index(store, name, settings) if name else {}
         report["ayat"] = {edition: _ayat_present(store, name, edition) for edition in report["editions"]}
     report["builtin_texts"] = [text.as_dict() for text in BUILTIN_TEXTS]  # what `tafsir ingest` reads by default
     if as_json:
@@ -56,7 +58,9 @@ def status(
     table = Table(show_header=False)
     for key, value in report.items():
         if isinstance(value, dict):
-            table.add_row(key, ", ".join(f"{e}: {n}" for e, n in value.items()))
+            table.add_row(
+                key, ", ".join(f"{e}: {', '.join(n) if isinstance(n, list) else n}" for e, n in value.items())
+            )
         elif key == "builtin_texts":
             for text in value:
                 where = f"{text['package']} {text['version']}, {text['files']}"
@@ -64,6 +68,30 @@ def status(
         else:
             table.add_row(key, str(value))
     stdout.print(table)
+
+
+def _index(store, name: str, settings) -> dict[str, Any]:
+    """The live collection's index settings as recorded, and the settings that differ: they apply to the next
+    collection, `tafsir ingest --rebuild` (docs/SCALING.md, "Index settings")."""
+    from services.store import index_config
+    from services.store.base import recorded_index
+
+    recorded = recorded_index(store.index_settings(name))
+    wanted = index_config(settings).described()
+    pending = sorted(key for key, value in recorded.items() if wanted[key] != value)
+    return {"index": recorded, "index_at_rebuild": {key: wanted[key] for key in pending}}
+
+
+def _languages(editions: dict[str, int]) -> dict[str, list[str]]:
+    """{language: its editions}, the language being an edition id's part before its first dot."""
+    from services.store.base import edition_language
+
+    languages: dict[str, list[str]] = {}
+    for edition in sorted(editions):
+        language = edition_language(edition)
+        if language is not None:
+            languages.setdefault(language, []).append(edition)
+    return dict(sorted(languages.items()))
 
 
 def _reader_model(settings) -> dict[str, Any]:
@@ -100,6 +128,12 @@ def search(
         list[str] | None,
         typer.Option("--edition", help="Only passages of this edition (repeatable); `tafsir editions` lists them."),
     ] = None,
+    language: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--language", help="Only editions in this language: the edition id before its first dot (repeatable)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Find the tafsir passages that answer a question, with citations and editions."""
@@ -111,8 +145,9 @@ def search(
     settings = load_settings()
     # The HTTP API's request model: the same bounds and the same messages ("k must be between 1 and 50").
     asked: dict[str, Any] = {"query": query, "k": k, "mode": mode, "neighbors": neighbors}
-    if edition:
-        asked["filter"] = {"edition": edition}
+    only = {key: value for key, value in (("edition", edition), ("language", language)) if value}
+    if only:
+        asked["filter"] = only
     try:
         options = RetrieveRequest.model_validate(asked).options()
     except ValidationError as exc:

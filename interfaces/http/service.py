@@ -62,15 +62,15 @@ class Service:
             return
         if self.store_error is not None:
             return
-        from ingest.lock import IngestLock
-        from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job
+        from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job, scheduled_lock
 
         store, embedder = self.engine.store, self.engine.embedder
         source, edition = settings.ingest_source, settings.ingest_edition
+        lock = scheduled_lock(settings, source, edition)
         self.scheduler = IngestScheduler(
             Schedule.parse(settings.ingest_schedule),
-            ingest_job(settings, store, embedder, source, edition),
-            IngestLock.for_settings(settings),
+            ingest_job(settings, store, embedder, source, edition, lock),
+            lock,
             run_first=alias_missing(settings, store),
             check=ingest_check(settings, store, embedder, source, edition),
         ).start()

@@ -19,9 +19,11 @@ from services.store.base import (
     CollectionInfo,
     CollectionSpec,
     Hit,
+    IndexConfig,
     Mode,
     PointFilter,
     PointToStore,
+    Quantization,
     SearchRequest,
     SparseUpdate,
     SparseVector,
@@ -46,9 +48,11 @@ __all__ = [
     "CollectionInfo",
     "CollectionSpec",
     "Hit",
+    "IndexConfig",
     "Mode",
     "PointFilter",
     "PointToStore",
+    "Quantization",
     "SearchRequest",
     "SparseUpdate",
     "SparseVector",
@@ -57,6 +61,7 @@ __all__ = [
     "StoredHash",
     "TransientStoreError",
     "VectorStore",
+    "index_config",
     "open_store",
 ]
 
@@ -73,7 +78,23 @@ def open_store(settings: Settings) -> VectorStore:
             shard_number=settings.shard_number,
             replication_factor=settings.replication_factor,
             write_consistency_factor=settings.write_consistency_factor,
+            index=index_config(settings),
         )
     from services.store.edge import EdgeStore
 
-    return EdgeStore(settings.qdrant_path)
+    return EdgeStore(settings.qdrant_path, index=index_config(settings))
+
+
+def index_config(settings: Settings) -> IndexConfig:
+    """The index settings (``TAFSIR_HNSW_*``, ``TAFSIR_VECTORS_ON_DISK``, ...) as the stores take them."""
+    return IndexConfig(
+        hnsw_m=settings.hnsw_m,
+        hnsw_ef_construct=settings.hnsw_ef_construct,
+        hnsw_ef=settings.hnsw_ef,
+        vectors_on_disk=settings.vectors_on_disk,
+        payload_on_disk=settings.payload_on_disk,
+        sparse_on_disk=settings.sparse_on_disk,
+        quantization=Quantization(settings.vector_quantization),
+        quantization_always_ram=settings.quantization_always_ram,
+        indexing_threshold_kb=settings.indexing_threshold_kb,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,6 +24,7 @@ SPARSE_VECTORS = (SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION)
 # the dashboard. Integer for surah/ayah (range filters), keyword for edition.
 INTEGER_INDEXES = ("surah", "ayah")
 KEYWORD_INDEXES = ("edition",)
+TENANT_FIELD = "edition"  # one collection holds many editions: Qdrant's tenant flag goes on this keyword index
 
 
 class StoreError(RuntimeError):
@@ -51,6 +52,57 @@ class CollectionSpec:
     dense_size: int
     model: str  # the embedding model's identity (name and weights fingerprint)
     fingerprint: str  # hash of model + chunking + sparse settings: the collection's compatibility key
+
+
+class Quantization(enum.StrEnum):
+    NONE = "none"
+    INT8 = "int8"  # scalar quantization: one byte a dimension, searched first, rescored with the originals
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How a collection is indexed and held in memory: the defaults of the TAFSIR_* settings, measured by
+    bench/scale.py (docs/SCALING.md).
+
+    Not part of :class:`CollectionSpec`: these settings change how fast a collection answers, not what it
+    answers, so a collection built with other settings stays usable and an incremental ingest keeps writing
+    to it. Everything but ``hnsw_ef`` is fixed when a collection is created (the store records it with the
+    collection) and applies to the next one, after ``tafsir ingest --rebuild``; ``hnsw_ef`` is a query
+    parameter and applies at once. docs/SCALING.md has the measurements behind the defaults.
+    """
+
+    hnsw_m: int = 16  # edges per node of the HNSW graph
+    hnsw_ef_construct: int = 100  # candidates while building the graph
+    hnsw_ef: int | None = 256  # candidates while searching; None: Qdrant's default (ef_construct)
+    vectors_on_disk: bool = True  # original dense vectors memory-mapped from disk instead of held in RAM
+    payload_on_disk: bool = True  # payload memory-mapped from disk (Qdrant's default)
+    sparse_on_disk: bool = True  # the BM25 inverted indexes memory-mapped from disk instead of held in RAM
+    quantization: Quantization = Quantization.INT8
+    quantization_always_ram: bool = True  # keep the quantized vectors in RAM even when the originals are on disk
+    indexing_threshold_kb: int = 10_000  # segments larger than this get an HNSW index (Qdrant's default)
+
+    def described(self) -> dict[str, Any]:
+        return {**asdict(self), "quantization": self.quantization.value}
+
+
+def recorded_index(reported: dict[str, Any]) -> dict[str, Any]:
+    """The index settings a store reports for a collection (its ``index_settings``), in :class:`IndexConfig`'s
+    names. A setting the store does not report is left out (a collection made before it existed, or qdrant-client's
+    local mode, which keeps no HNSW nor quantization config)."""
+    found: dict[str, Any] = {}
+    hnsw = reported.get("hnsw_config") or {}
+    for key, name in (("m", "hnsw_m"), ("ef_construct", "hnsw_ef_construct")):
+        if key in hnsw:
+            found[name] = hnsw[key]
+    scalar = (reported.get("quantization_config") or {}).get("scalar")
+    found["quantization"] = str(scalar.get("type", Quantization.INT8.value)) if scalar else Quantization.NONE.value
+    vectors = reported.get("vectors") or (reported.get("params") or {}).get("vectors") or {}
+    dense = vectors.get(DENSE) or {}
+    if "memory" in dense:  # Edge
+        found["vectors_on_disk"] = dense["memory"] == "cold"
+    elif "on_disk" in dense:  # a server
+        found["vectors_on_disk"] = bool(dense["on_disk"])
+    return found
 
 
 @dataclass(frozen=True)
@@ -102,6 +154,33 @@ class PointFilter:
     editions: Sequence[str] | None = None
     # Exact (surah, ayah) pairs, e.g. to fetch neighbouring ayat; ORed together.
     ayat: Sequence[tuple[int, int]] | None = None
+    # Languages of the editions (see edition_language). The retriever turns them into editions with
+    # languages_filter before a store sees the filter; the stores refuse a filter that still has them.
+    languages: Sequence[str] | None = None
+
+
+def edition_language(edition: str) -> str | None:
+    """An edition's language: its id up to the first dot (``id.jalalayn`` -> ``id``, ``en.ibnkathir`` -> ``en``),
+    the convention of Tanzil's ids; None for an id without a dot."""
+    language, dot, _ = edition.partition(".")
+    return language if dot and language else None
+
+
+def languages_filter(point_filter: PointFilter, editions: Iterable[str]) -> PointFilter:
+    """``point_filter`` with its languages replaced by the editions among ``editions`` in those languages (and in
+    its own editions, if it names some). A filter without languages comes back as it is."""
+    if point_filter.languages is None:
+        return point_filter
+    wanted = set(point_filter.languages)
+    chosen = sorted(e for e in editions if edition_language(e) in wanted)
+    if point_filter.editions is not None:
+        chosen = [e for e in chosen if e in set(point_filter.editions)]
+    return replace(point_filter, editions=chosen, languages=None)
+
+
+def check_resolved(point_filter: PointFilter | None) -> None:
+    if point_filter is not None and point_filter.languages is not None:
+        raise ValueError("a filter by language must be resolved to editions first (languages_filter)")
 
 
 @dataclass(frozen=True)
@@ -118,6 +197,7 @@ class SearchRequest:
     dense_weight: float = 1.0
     sparse_weights: dict[str, float] = field(default_factory=lambda: {SPARSE: 1.0})
     score_threshold: float | None = None
+    exact: bool = False  # every vector compared, no HNSW nor quantization: the reference recall is measured against
 
     def lists(self) -> list[tuple[str, float]]:
         """(vector name, RRF weight) of every list this request searches, in a fixed order."""
@@ -157,6 +237,8 @@ class VectorStore(Protocol):
     def search(self, name: str, request: SearchRequest) -> list[Hit]: ...
     def retrieve(self, name: str, filter: PointFilter, limit: int = 1000) -> list[Hit]: ...
     def editions(self, name: str) -> dict[str, int]: ...
+    def optimize(self, name: str) -> None: ...
+    def index_settings(self, name: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 

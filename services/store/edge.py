@@ -34,9 +34,11 @@ from services.files import fsync_folder, write_atomically
 from services.store.base import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
+    TENANT_FIELD,
     CollectionInfo,
     CollectionSpec,
     Hit,
+    IndexConfig,
     PointFilter,
     PointToStore,
     SearchRequest,
@@ -69,8 +71,9 @@ class _OpenShard:
 class EdgeStore:
     """``VectorStore`` on Qdrant Edge shards in one folder."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, index: IndexConfig | None = None) -> None:
         self.path = Path(path)
+        self.index = index or IndexConfig()  # applied to collections created from now on; hnsw_ef to every search
         self.location = str(self.path)
         self.archive_root = self.path / "sources"
         self._collections = self.path / "collections"
@@ -160,12 +163,15 @@ class EdgeStore:
             staging = self._collections / f".building-{name}-{uuid.uuid4().hex}"
             try:
                 staging.mkdir()
-                shard = edge.EdgeShard.create(str(staging / "shard"), shard_config(spec))
+                shard = edge.EdgeShard.create(str(staging / "shard"), shard_config(spec, self.index))
                 try:
                     for field in INTEGER_INDEXES:
                         shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Integer))
                     for field in KEYWORD_INDEXES:
-                        shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
+                        # is_tenant: Qdrant keeps each edition's points together on disk, so a search filtered by
+                        # edition reads one edition's (https://qdrant.tech/documentation/guides/multiple-partitions/).
+                        tenant = edge.KeywordIndexParams(is_tenant=field == TENANT_FIELD)
+                        shard.update(edge.UpdateOperation.create_field_index(field, tenant))
                     shard.flush()
                 finally:
                     shard.close()
@@ -279,7 +285,7 @@ class EdgeStore:
             if matches_nothing(request.filter):
                 return []
             try:
-                scored = shard.query(edge_query(request))
+                scored = shard.query(edge_query(request, self.index))
                 ranked = rank_hits((Hit(str(point.id), point.score) for point in scored), request)
                 records = shard.retrieve([hit.id for hit in ranked], with_payload=True, with_vector=False)
             except Exception as exc:
@@ -335,6 +341,37 @@ class EdgeStore:
             except Exception as exc:
                 raise self._failure("count editions in", physical, exc) from exc
         return {str(hit.value): hit.count for hit in facets}
+
+    def optimize(self, name: str) -> None:
+        """Build the HNSW graph (and the quantized vectors) of the segments past the indexing threshold.
+
+        Edge has no background optimizer: points stay in their unindexed segments, searched vector by vector,
+        until this runs. It blocks until Qdrant has nothing left to optimize; the pipeline calls it after writing.
+        """
+        with self._use(name) as (physical, shard):
+            try:
+                shard.optimize()
+            except Exception as exc:
+                raise self._failure("optimize", physical, exc) from exc
+
+    def index_settings(self, name: str) -> dict[str, Any]:
+        """The collection's configuration as Qdrant Edge records it (its ``edge_config.json``), and its state."""
+        with self._use(name) as (physical, shard):
+            info = shard.info()
+        config_file = self._collections / physical / "shard" / "edge_config.json"
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"Cannot read {config_file}: {exc}. {_REBUILD}") from exc
+        return {
+            **config,
+            "hnsw_ef": self.index.hnsw_ef,
+            "segments": info.segments_count,
+            "indexed_vectors": info.indexed_vectors_count,
+            "tenant_fields": sorted(
+                field for field, schema in info.payload_schema.items() if getattr(schema.params, "is_tenant", None)
+            ),
+        }
 
     # --- internals ---------------------------------------------------------------------------------
 

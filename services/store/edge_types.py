@@ -14,19 +14,62 @@ from services.store.base import (
     DENSE,
     SPARSE_VECTORS,
     CollectionSpec,
+    IndexConfig,
     PointFilter,
     PointToStore,
+    Quantization,
     SearchRequest,
     SparseVector,
     candidate_limit,
+    check_resolved,
 )
 
+# Below this many points a segment's dense vectors are compared one by one rather than through HNSW (Qdrant's
+# default full_scan_threshold is in KB; Edge's HnswIndexConfig asks for it, so we give Qdrant's 10 000).
+FULL_SCAN_THRESHOLD_KB = 10_000
 
-def shard_config(spec: CollectionSpec) -> edge.EdgeConfig:
+
+def shard_config(spec: CollectionSpec, index: IndexConfig | None = None) -> edge.EdgeConfig:
+    """A new shard's configuration; Edge records it in the shard (``edge_config.json``) and keeps it on load."""
+    index = index or IndexConfig()
+    quantization = None
+    if index.quantization is Quantization.INT8:
+        # quantile 0.99 drops the extreme 1 % of values from the int8 range (Qdrant's recommended setting,
+        # https://qdrant.tech/documentation/guides/quantization/#setting-up-scalar-quantization).
+        quantization = edge.ScalarQuantizationConfig(
+            edge.ScalarType.Int8, quantile=0.99, memory=edge.Memory.Pinned if index.quantization_always_ram else None
+        )
     return edge.EdgeConfig(
-        vectors={DENSE: edge.EdgeVectorParams(size=spec.dense_size, distance=edge.Distance.Cosine)},
-        sparse_vectors={name: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf) for name in SPARSE_VECTORS},
+        vectors={
+            DENSE: edge.EdgeVectorParams(
+                size=spec.dense_size,
+                distance=edge.Distance.Cosine,
+                memory=edge.Memory.Cold if index.vectors_on_disk else edge.Memory.Cached,
+            )
+        },
+        sparse_vectors={
+            name: edge.EdgeSparseVectorParams(
+                modifier=edge.Modifier.Idf, memory=edge.Memory.Cold if index.sparse_on_disk else None
+            )
+            for name in SPARSE_VECTORS
+        },
+        payload_memory=edge.Memory.Cold if index.payload_on_disk else edge.Memory.Cached,
+        hnsw_config=edge.HnswIndexConfig(
+            m=index.hnsw_m, ef_construct=index.hnsw_ef_construct, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
+        ),
+        quantization_config=quantization,
+        optimizers=edge.EdgeOptimizersConfig(indexing_threshold=index.indexing_threshold_kb),
     )
+
+
+def search_params(request: SearchRequest, index: IndexConfig) -> edge.SearchParams | None:
+    if request.exact:
+        return edge.SearchParams(exact=True, quantization=edge.QuantizationSearchParams(ignore=True))
+    if index.hnsw_ef is None and index.quantization is Quantization.NONE:
+        return None
+    # Rescoring re-ranks the int8 candidates by their original vectors: the recall of int8 without its error.
+    rescore = edge.QuantizationSearchParams(rescore=True) if index.quantization is Quantization.INT8 else None
+    return edge.SearchParams(hnsw_ef=index.hnsw_ef, quantization=rescore)
 
 
 def edge_point(point: PointToStore) -> edge.Point:
@@ -40,6 +83,7 @@ def edge_sparse(vector: SparseVector) -> edge.SparseVector:
 
 
 def edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
+    check_resolved(point_filter)
     if point_filter is None:
         return None
     must: list[Any] = []
@@ -64,8 +108,9 @@ def edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
     return edge.Filter(must=must) if must else None
 
 
-def edge_query(request: SearchRequest) -> edge.QueryRequest:
+def edge_query(request: SearchRequest, index: IndexConfig | None = None) -> edge.QueryRequest:
     point_filter = edge_filter(request.filter)
+    params = search_params(request, index or IndexConfig())
 
     def nearest(using: str) -> edge.Query:
         vector = list(request.dense) if using == DENSE else edge_sparse(request.sparse)
@@ -80,9 +125,10 @@ def edge_query(request: SearchRequest) -> edge.QueryRequest:
     }
     lists = request.lists()
     if len(lists) == 1:
-        return edge.QueryRequest(query=nearest(lists[0][0]), **common)
+        return edge.QueryRequest(query=nearest(lists[0][0]), params=params, **common)
     prefetches = [
-        edge.Prefetch(limit=request.prefetch_limit, query=nearest(using), filter=point_filter) for using, _ in lists
+        edge.Prefetch(limit=request.prefetch_limit, query=nearest(using), filter=point_filter, params=params)
+        for using, _ in lists
     ]
     fusion = edge.Fusion.Rrf(k=request.rrf_k, weights=[weight for _, weight in lists])
     return edge.QueryRequest(query=fusion, prefetches=prefetches, **common)

@@ -30,11 +30,14 @@ from services.store.base import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     SPARSE_VECTORS,
+    TENANT_FIELD,
     CollectionInfo,
     CollectionSpec,
     Hit,
+    IndexConfig,
     PointFilter,
     PointToStore,
+    Quantization,
     SearchRequest,
     SparseUpdate,
     SparseVector,
@@ -43,6 +46,7 @@ from services.store.base import (
     TransientStoreError,
     attach_payloads,
     candidate_limit,
+    check_resolved,
     check_search_request,
     matches_nothing,
     missing_collection_error,
@@ -122,8 +126,10 @@ class ServerStore:
         shard_number: int | None = None,
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
+        index: IndexConfig | None = None,
     ) -> None:
         self.client = client
+        self.index = index or IndexConfig()  # applied to collections created from now on; hnsw_ef to every search
         self.location = location
         self.archive_root = None  # the server keeps its own data; a rebuild reads its collections back
         self._tries = tries
@@ -136,7 +142,14 @@ class ServerStore:
         }
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None = None, timeout: float = 30.0, **layout: int | None) -> ServerStore:
+    def connect(
+        cls,
+        url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        index: IndexConfig | None = None,
+        **layout: int | None,
+    ) -> ServerStore:
         """A store on the server at ``url``. Nothing is sent until the first call.
 
         ``layout``: ``shard_number``, ``replication_factor``, ``write_consistency_factor`` of new collections.
@@ -149,7 +162,7 @@ class ServerStore:
             # reports an unreachable server properly.
             check_compatibility=False,
         )
-        return cls(client, url, **layout)
+        return cls(client, url, index=index, **layout)
 
     def close(self) -> None:
         self.client.close()
@@ -194,16 +207,31 @@ class ServerStore:
             "create collection",
             lambda: self.client.create_collection(
                 collection_name=name,
-                vectors_config={DENSE: models.VectorParams(size=spec.dense_size, distance=models.Distance.COSINE)},
+                vectors_config={
+                    DENSE: models.VectorParams(
+                        size=spec.dense_size, distance=models.Distance.COSINE, on_disk=self.index.vectors_on_disk
+                    )
+                },
                 sparse_vectors_config={
-                    name: models.SparseVectorParams(modifier=models.Modifier.IDF) for name in SPARSE_VECTORS
+                    name: models.SparseVectorParams(
+                        modifier=models.Modifier.IDF,
+                        index=models.SparseIndexParams(on_disk=True) if self.index.sparse_on_disk else None,
+                    )
+                    for name in SPARSE_VECTORS
                 },
                 metadata={SPEC_KEY: asdict(spec)},
+                **_index_arguments(self.index),
                 **self._layout,
             ),
         )
-        indexes = [(field, models.PayloadSchemaType.INTEGER) for field in INTEGER_INDEXES] + [
-            (field, models.PayloadSchemaType.KEYWORD) for field in KEYWORD_INDEXES
+        indexes: list[tuple[str, models.PayloadSchemaType | models.KeywordIndexParams]] = [
+            (field, models.PayloadSchemaType.INTEGER) for field in INTEGER_INDEXES
+        ]
+        indexes += [
+            # is_tenant: the server keeps each edition's points together (Qdrant >= 1.11,
+            # https://qdrant.tech/documentation/guides/multiple-partitions/).
+            (field, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=field == TENANT_FIELD))
+            for field in KEYWORD_INDEXES
         ]
         for field, schema in indexes:
             self._call(
@@ -281,7 +309,7 @@ class ServerStore:
         if matches_nothing(request.filter):
             self._require(name)
             return []
-        arguments = _query_arguments(request)
+        arguments = _query_arguments(request, self.index)
         response = self._call("search", lambda: self.client.query_points(name, **arguments), name)
         ranked = rank_hits((Hit(str(point.id), point.score) for point in response.points), request)
         if not ranked:
@@ -342,6 +370,19 @@ class ServerStore:
         )
         return {str(hit.value): hit.count for hit in response.hits}
 
+    def optimize(self, name: str) -> None:
+        """Nothing to do: a Qdrant server builds its indexes in the background once a segment passes the
+        indexing threshold; searches meanwhile read the unindexed segments vector by vector."""
+
+    def index_settings(self, name: str) -> dict[str, Any]:
+        """The collection's configuration as the server reports it (hnsw, quantization, optimizers, layout)."""
+        physical = self.resolve_alias(name) or name
+        info = self._call("read collection", lambda: self.client.get_collection(physical), physical)
+        config = info.config.model_dump(mode="json", exclude_none=True)
+        config.pop("metadata", None)
+        schema = info.model_dump(mode="json")["payload_schema"]
+        return {**config, "hnsw_ef": self.index.hnsw_ef, "payload_schema": schema}
+
     # --- internals ---------------------------------------------------------------------------------
 
     def _require(self, name: str) -> None:
@@ -388,6 +429,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _server_filter(point_filter: PointFilter | None) -> models.Filter | None:
+    check_resolved(point_filter)
     if point_filter is None:
         return None
     must: list[models.Condition] = []
@@ -419,8 +461,35 @@ def _server_sparse(vector: SparseVector) -> models.SparseVector:
     return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 
-def _query_arguments(request: SearchRequest) -> dict[str, Any]:
+def _index_arguments(index: IndexConfig) -> dict[str, Any]:
+    """``create_collection`` arguments for the index settings (as Edge's in services/store/edge_types.py)."""
+    quantization = None
+    if index.quantization is Quantization.INT8:
+        quantization = models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(
+                type=models.ScalarType.INT8, quantile=0.99, always_ram=index.quantization_always_ram
+            )
+        )
+    return {
+        "hnsw_config": models.HnswConfigDiff(m=index.hnsw_m, ef_construct=index.hnsw_ef_construct),
+        "optimizers_config": models.OptimizersConfigDiff(indexing_threshold=index.indexing_threshold_kb),
+        "quantization_config": quantization,
+        "on_disk_payload": index.payload_on_disk,
+    }
+
+
+def _search_params(request: SearchRequest, index: IndexConfig) -> models.SearchParams | None:
+    if request.exact:
+        return models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True))
+    if index.hnsw_ef is None and index.quantization is Quantization.NONE:
+        return None
+    rescore = models.QuantizationSearchParams(rescore=True) if index.quantization is Quantization.INT8 else None
+    return models.SearchParams(hnsw_ef=index.hnsw_ef, quantization=rescore)
+
+
+def _query_arguments(request: SearchRequest, index: IndexConfig | None = None) -> dict[str, Any]:
     point_filter = _server_filter(request.filter)
+    params = _search_params(request, index or IndexConfig())
 
     def query(using: str) -> Any:
         return list(request.dense or []) if using == DENSE else _server_sparse(request.sparse)
@@ -434,9 +503,11 @@ def _query_arguments(request: SearchRequest) -> dict[str, Any]:
     }
     lists = request.lists()
     if len(lists) == 1:
-        return {**arguments, "query": query(lists[0][0]), "using": lists[0][0]}
+        return {**arguments, "query": query(lists[0][0]), "using": lists[0][0], "search_params": params}
     prefetch = [
-        models.Prefetch(query=query(using), using=using, limit=request.prefetch_limit, filter=point_filter)
+        models.Prefetch(
+            query=query(using), using=using, limit=request.prefetch_limit, filter=point_filter, params=params
+        )
         for using, _ in lists
     ]
     # Weighted RRF: score = sum over the lists of 1 / ((rank + 1) / weight + k - 1), rank from 0

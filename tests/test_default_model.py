@@ -60,6 +60,21 @@ def test_the_default_model_is_the_bundled_multilingual_e5_expanded_into_the_mode
     assert Embedder(settings(embedding_quantization="none")).describe()["backend"] == "openvino"
 
 
+def test_model_info_json_names_the_model_and_a_folder_that_loads_the_same_weights(e5_torch):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(tafsir_cmd("model", "info", "--json"), env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["name"] == "intfloat/multilingual-e5-small" and info["source"] == "bundle"
+    assert info["backend"] == "openvino (int8)" and info["fingerprint"] == "1571fc982750"
+    # Anyone can load exactly these weights from the folder it names, with sentence-transformers alone.
+    from sentence_transformers import SentenceTransformer
+
+    theirs = SentenceTransformer(info["folder"], device="cpu").encode(["query: " + TEXTS[0]], normalize_embeddings=True)
+    assert cosine(theirs, e5_torch.encode_query(TEXTS[0]))[0] > 0.9999
+
+
 def test_queries_and_documents_get_their_prompts(e5_torch):
     model = e5_torch.model
     text = TEXTS[0]

@@ -177,3 +177,46 @@ def test_mcp_requests_are_counted_in_the_metrics(server):
     text = httpx.get(server.url + "/metrics", timeout=30).text
     assert 'tafsir_http_requests_total{method="POST",route="/mcp",status="200"}' in text
     assert 'tafsir_http_requests_total{method="POST",route="/mcp",status="401"}' in text
+
+
+@pytest.fixture(scope="module")
+def two_editions(tmp_path_factory, tiny_model) -> dict[str, str]:
+    """A store holding two editions in two languages: id.test (Al-Ikhlas, Al-Falaq) and en.test (An-Nas)."""
+    folder = tmp_path_factory.mktemp("mcp-editions")
+    env = store_env(tiny_model, folder / "qdrant")
+    ingest(env, write_jsonl(folder / "id.jsonl", "id.test", (112, 113)))
+    ingest(env, write_jsonl(folder / "en.jsonl", "en.test", (114,)))
+    return env
+
+
+def test_the_search_and_answer_tools_filter_by_edition_and_by_language(two_editions):
+    async def scenario() -> dict:
+        seen: dict = {}
+        async with stdio_client(two_editions) as client:
+            for name, arguments in {
+                "all": {},
+                "language en": {"language": "en"},
+                "edition id.test": {"edition": "id.test"},
+                "edition en.test, surah 112": {"edition": "en.test", "surah": 112},
+                "edition blank": {"edition": ""},
+            }.items():
+                seen[name] = await client.call_tool("search_tafsir", {"query": "Allah", "k": 10, **arguments})
+            question = "Aku berlindung kepada Tuhan"
+            seen["answer en"] = await client.call_tool("answer", {"question": question, "language": "en"})
+            seen["answer id.test"] = await client.call_tool("answer", {"question": question, "edition": "id.test"})
+        return seen
+
+    seen = anyio.run(scenario)
+
+    def editions(result) -> set[str]:
+        assert not result.is_error, text_of(result)
+        content = result.structured_content
+        return {p["edition"] for p in content.get("passages", content.get("sources", []))}
+
+    assert editions(seen["all"]) == {"id.test", "en.test"}
+    assert editions(seen["language en"]) == {"en.test"}
+    assert editions(seen["edition id.test"]) == {"id.test"}
+    assert editions(seen["edition en.test, surah 112"]) == set()  # en.test holds no Al-Ikhlas
+    assert seen["edition blank"].is_error and "Traceback" not in text_of(seen["edition blank"])
+    assert editions(seen["answer en"]) == {"en.test"}
+    assert editions(seen["answer id.test"]) == {"id.test"}

@@ -24,10 +24,10 @@ from pydantic import BaseModel, Field
 
 from retriever.answer import Answerer, AnswerFailed
 from retriever.ayah import AyahNotStored, lookup_ayah
-from retriever.search import MAX_K, MAX_QUERY_CHARS, Passage, SearchOptions
+from retriever.search import MAX_EDITION_CHARS, MAX_K, MAX_QUERY_CHARS, Passage, SearchOptions, TafsirFilter
 from services.model_source import EmbeddingModelError
 from services.quran import SURAH_COUNT
-from services.store.base import PointFilter, StoreError
+from services.store.base import StoreError
 
 INSTRUCTIONS = (
     "Indonesian tafsir (Quran commentary) with exact citations such as 'QS Al-Baqarah [2]: 255'. Ask in "
@@ -91,6 +91,35 @@ def passage_out(passage: Passage) -> PassageOut:
     )
 
 
+# The filters every search-backed tool takes besides its own (one collection holds many editions: docs/SCALING.md).
+Edition = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=MAX_EDITION_CHARS,
+        description="Only this edition, by its id, e.g. 'id.jalalayn' (get_ayah lists the editions of an ayah).",
+    ),
+]
+Language = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=MAX_EDITION_CHARS,
+        description="Only the editions in this language: the edition id before its first dot, e.g. 'id' or 'en'.",
+    ),
+]
+
+
+def search_options(
+    k: int | None = None, surah: int | None = None, edition: str | None = None, language: str | None = None
+) -> SearchOptions:
+    """The tools' arguments as the search engine's options (no filter when none is given)."""
+    point_filter = None
+    if (surah, edition, language) != (None, None, None):
+        point_filter = TafsirFilter(surah=surah, edition=edition, language=language).to_point_filter()
+    return SearchOptions(filter=point_filter) if k is None else SearchOptions(k=k, filter=point_filter)
+
+
 def build_server(answerer: Answerer) -> MCPServer:
     """An MCP server over ``answerer`` (and its search engine)."""
     engine = answerer.engine
@@ -120,10 +149,12 @@ def build_server(answerer: Answerer) -> MCPServer:
         surah: Annotated[
             int | None, Field(ge=1, le=SURAH_COUNT, description="Only this surah (1-114), e.g. 2 for Al-Baqarah.")
         ] = None,
+        edition: Edition = None,
+        language: Language = None,
     ) -> SearchResult:
         if not query.strip():
             raise ToolError("query is blank: write a question or topic in Indonesian, e.g. 'hukum riba'")
-        options = SearchOptions(k=k, filter=PointFilter(surahs=[surah]) if surah is not None else None)
+        options = search_options(k, surah, edition, language)
         passages = await in_thread(engine.search, query, options)
         return SearchResult(passages=[passage_out(p) for p in passages])
 
@@ -168,11 +199,14 @@ def build_server(answerer: Answerer) -> MCPServer:
         question: Annotated[
             str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question, in Indonesian.")
         ],
+        edition: Edition = None,
+        language: Language = None,
     ) -> AnswerOut:
         if not question.strip():
             raise ToolError("question is blank: ask in Indonesian, e.g. 'Siapa Thalut?'")
+        options = search_options(edition=edition, language=language)
         try:
-            result = await in_thread(answerer.answer, question)
+            result = await in_thread(answerer.answer, question, (), options)
         except AnswerFailed as failed:
             found = ", ".join(p.citation for p in failed.answer.passages) or "none"
             raise ToolError(f"{failed.error.message}. Passages found: {found}.") from None

@@ -423,6 +423,10 @@ class SearchEngine:
         similarity = hits[0].score if hits else -1.0
         return self._search(self.request(query, options, dense=dense), options), similarity
 
+    def editions(self) -> dict[str, int]:
+        """The editions behind the alias and their numbers of chunks (a facet over the payload index)."""
+        return self.store.editions(self.settings.collection)
+
     def _by_edition(self, options: SearchOptions) -> SearchOptions:
         """``options`` with a filter by language turned into one by the editions in that language."""
         if options.filter is None or options.filter.languages is None:

@@ -478,6 +478,7 @@ def test_the_docs_page_and_everything_it_loads_come_from_the_server_itself(serve
 OPERATIONS = [
     ("POST", "/v1/retrieve"),
     ("GET", "/v1/ayah/{surah}/{ayah}"),
+    ("GET", "/v1/editions"),
     ("POST", "/v1/answer"),  # extractive here (no language model); with one: tests/test_answer_api.py
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),

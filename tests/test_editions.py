@@ -388,12 +388,23 @@ def test_cli_search_filters_by_language(three_editions):
     assert found and {p["edition"] for p in found} | {e for p in found for e in p["also_in"]} == {"en.three"}
 
 
-def test_http_retrieve_filters_by_edition_and_by_language(three_editions, tmp_path):
+def test_http_retrieve_filters_by_edition_and_by_language_and_lists_the_editions(three_editions, tmp_path):
     env, _ = three_editions
+    listed = run(env, "editions", "--json")  # before the server holds the embedded store
+    assert listed.returncode == 0, listed.stderr
+    counts = {row["edition"]: row["points"] for row in json.loads(listed.stdout)}
     server = LiveServer(env, tmp_path / "server.log")
     try:
         server.wait("/readyz")
         import httpx
+
+        response = httpx.get(server.url + "/v1/editions", timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["editions"] == [
+            {"edition": "en.three", "language": "en", "points": counts["en.three"]},
+            {"edition": "id.dua", "language": "id", "points": counts["id.dua"]},
+            {"edition": "id.satu", "language": "id", "points": counts["id.satu"]},
+        ]
 
         def editions_found(only: dict) -> set[str]:
             body = {"query": "Allah yang Maha Esa", "k": 20, "filter": only}

@@ -14,6 +14,8 @@ from interfaces.http.errors import ApiError
 from interfaces.http.schemas import (
     AyahChunk,
     AyahResponse,
+    EditionOut,
+    EditionsResponse,
     HealthResponse,
     ReadyResponse,
     RetrieveResponse,
@@ -23,6 +25,7 @@ from interfaces.http.schemas import (
 from interfaces.http.service import Service
 from retriever.ayah import AyahNotStored, lookup_ayah
 from retriever.search import MAX_EDITION_CHARS, RetrieveRequest
+from services.store.base import edition_language
 
 
 def the_service(request: Request) -> Service:
@@ -74,6 +77,16 @@ async def ayah(
         translation=found.translation,
         arabic=found.arabic,
         chunks=[AyahChunk(**vars(c)) for c in found.chunks],
+    )
+
+
+@retrieval.get("/editions", response_model=EditionsResponse)
+async def editions(service: ServiceDep) -> EditionsResponse:
+    """The editions in the collection, with their language and number of chunks: the values the `edition` and
+    `language` filters take."""
+    counts = await run_in_threadpool(service.engine.editions)
+    return EditionsResponse(
+        editions=[EditionOut(edition=e, language=edition_language(e), points=n) for e, n in sorted(counts.items())]
     )
 
 

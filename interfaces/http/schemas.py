@@ -60,6 +60,18 @@ class AyahResponse(BaseModel):
     chunks: list[AyahChunk] = Field(description="The stored tafsir chunks of this ayah, by edition and position.")
 
 
+class EditionOut(BaseModel):
+    edition: str = Field(description="The edition id, as the edition filter takes it, e.g. id.jalalayn.")
+    language: str | None = Field(
+        description="The id before its first dot, as the language filter takes it (none for an id without a dot)."
+    )
+    points: int = Field(description="Its stored tafsir chunks.")
+
+
+class EditionsResponse(BaseModel):
+    editions: list[EditionOut] = Field(description="By edition id.")
+
+
 class HealthResponse(BaseModel):
     status: str = "ok"
 

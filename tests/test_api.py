@@ -231,8 +231,8 @@ def test_an_ayah_without_stored_tafsir_is_404(client):
 
 @pytest.mark.parametrize(
     "request_args",
-    [("POST", "/v1/retrieve", {"query": "Allah"}), ("GET", "/v1/ayah/112/1", None)],
-    ids=["retrieve", "ayah"],
+    [("POST", "/v1/retrieve", {"query": "Allah"}), ("GET", "/v1/ayah/112/1", None), ("GET", "/v1/editions", None)],
+    ids=["retrieve", "ayah", "editions"],
 )
 def test_api_key_401_without_403_wrong_200_right(server, request_args):
     method, path, body = request_args

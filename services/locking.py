@@ -32,13 +32,7 @@ def acquire(path: Path, wait: bool = False, mode: int = 0o644) -> int:
     lock. Raises ``LockHeld`` when another holder has it and ``wait`` is false; OSError when the file
     cannot be opened.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        holder = describe_holder(fd)
-        os.close(fd)
-        raise LockHeld(holder) from None
+    fd = _open_locked(path, fcntl.LOCK_EX, wait, mode)
     holder_info = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -57,9 +51,15 @@ def acquire_shared(path: Path, wait: bool = False, mode: int = 0o644) -> int:
 
     Raises ``LockHeld`` describing the exclusive holder when there is one and ``wait`` is false.
     """
+    return _open_locked(path, fcntl.LOCK_SH, wait, mode)
+
+
+def _open_locked(path: Path, operation: int, wait: bool, mode: int) -> int:
+    """``path`` opened (created if missing) and flocked with ``operation``; ``LockHeld`` naming the exclusive
+    holder when it is taken and ``wait`` is false."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | (0 if wait else fcntl.LOCK_NB))
+        fcntl.flock(fd, operation | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         holder = describe_holder(fd)
         os.close(fd)

@@ -17,6 +17,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TAFSIR_MODEL_CACHE", tempfile.mkdtemp(prefix="tafsir-model-cache-"))
 
 
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment for a subprocess under test: no TAFSIR_* setting of the developer's shell
+    leaks in (the session's model cache excepted), and the project is importable; ``settings`` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
+    return {**env, "PYTHONPATH": str(ROOT), **settings}
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random DistilBERT (tokenizer trained on the built-in tafsir), built once per session."""
@@ -31,12 +38,11 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture
 def cli_env(tmp_path, tiny_model) -> dict[str, str]:
     """Environment for running the real `tafsir` CLI in a subprocess on a fresh store with the tiny model."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
+    env = clean_env()
     env.update(
         TAFSIR_QDRANT_PATH=str(tmp_path / "qdrant"),
         TAFSIR_EMBEDDING_MODEL=str(tiny_model),
         TAFSIR_COLLECTION="tafsir",
-        PYTHONPATH=str(ROOT),
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",

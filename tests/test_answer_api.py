@@ -12,11 +12,17 @@ import httpx
 import openai
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from retriever.answer import NOT_FOUND_TEXT
-from tests.test_api import API_KEY, JSON, LiveServer, serving_short_surahs
+from tests.test_api import (
+    API_KEY,
+    JSON,
+    LiveServer,
+    check_generated_requests,
+    scripted_llm_settings,
+    serving_short_surahs,
+)
 
 QUESTION = "Katakanlah Dialah Allah Yang Maha Esa"
 
@@ -24,15 +30,8 @@ QUESTION = "Katakanlah Dialah Allah Yang Maha Esa"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model, llm) -> Iterator[LiveServer]:
     """`tafsir serve` with an API key, seven short surahs, and the scripted endpoint as its language model."""
-    with serving_short_surahs(
-        tmp_path_factory.mktemp("answer-api"),
-        tiny_model,
-        TAFSIR_API_KEY=API_KEY,
-        TAFSIR_LLM_BASE_URL=llm.url,
-        TAFSIR_LLM_MODEL="scripted",
-        TAFSIR_LLM_TIMEOUT="1.5",
-        TAFSIR_LLM_MAX_RETRIES="0",
-    ) as live:
+    folder = tmp_path_factory.mktemp("answer-api")
+    with serving_short_surahs(folder, tiny_model, TAFSIR_API_KEY=API_KEY, **scripted_llm_settings(llm)) as live:
         yield live
 
 
@@ -305,17 +304,4 @@ def test_the_last_chat_message_must_be_the_users_question(client):
 def test_generated_requests_to_the_answering_routes_get_no_5xx(server, llm, path, mode):
     llm.script()  # every request gets the default reply: the model never fails here
     operation = schemathesis.openapi.from_url(server.url + "/openapi.json")[path]["POST"]
-    checks = schemathesis.checks
-    selected = [
-        checks.not_a_server_error,
-        checks.status_code_conformance,
-        checks.content_type_conformance,
-        checks.response_schema_conformance,
-    ]
-
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    def call(case) -> None:
-        case.call_and_validate(base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=30, checks=selected)
-
-    call()
+    check_generated_requests(operation, server, mode, examples=25)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from ingest.builtin import read_builtin
-from tests.conftest import ROOT, tafsir_cmd
+from tests.conftest import ROOT, clean_env, tafsir_cmd
 
 API_KEY = "kunci-rahasia-uji-123"
 JSON = {"content-type": "application/json"}
@@ -36,13 +35,12 @@ def free_port() -> int:
 
 
 def store_env(tiny_model: Path, store: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
+    env = clean_env()
     env.update(
         TAFSIR_QDRANT_PATH=str(store),
         TAFSIR_EMBEDDING_MODEL=str(tiny_model),
         TAFSIR_COLLECTION="tafsir",
         TAFSIR_INGEST_LOCK_DIR=str(store.parent / "locks"),
-        PYTHONPATH=str(ROOT),
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
@@ -108,6 +106,17 @@ class LiveServer:
         return self.process.returncode
 
 
+def scripted_llm_settings(llm) -> dict[str, str]:
+    """Settings that make the scripted endpoint (tests/llm_server.py) the server's language model: a short
+    timeout and no retries, so that a scripted failure shows at once."""
+    return {
+        "TAFSIR_LLM_BASE_URL": llm.url,
+        "TAFSIR_LLM_MODEL": "scripted",
+        "TAFSIR_LLM_TIMEOUT": "1.5",
+        "TAFSIR_LLM_MAX_RETRIES": "0",
+    }
+
+
 @contextmanager
 def serving_short_surahs(folder: Path, tiny_model: Path, **extra: str) -> Iterator[LiveServer]:
     """`tafsir serve` over seven short surahs ingested into a new store in ``folder``, with ``extra`` settings."""
@@ -125,14 +134,8 @@ def serving_short_surahs(folder: Path, tiny_model: Path, **extra: str) -> Iterat
 def server(tmp_path_factory, tiny_model) -> Iterator[LiveServer]:
     """A server with an API key and CORS on a store holding seven short surahs (edition id.test)."""
     folder = tmp_path_factory.mktemp("api")
-    env = store_env(tiny_model, folder / "qdrant", TAFSIR_API_KEY=API_KEY, TAFSIR_CORS_ORIGINS=ORIGIN)
-    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
-    live = LiveServer(env, folder / "server.log")
-    try:
-        live.wait("/readyz")
+    with serving_short_surahs(folder, tiny_model, TAFSIR_API_KEY=API_KEY, TAFSIR_CORS_ORIGINS=ORIGIN) as live:
         yield live
-    finally:
-        assert live.stop() == 0, live.log()
 
 
 @pytest.fixture
@@ -506,7 +509,12 @@ GENERATED = [(*op, GenerationMode.POSITIVE) for op in OPERATIONS] + [
 
 @pytest.mark.parametrize(("method", "path", "mode"), GENERATED, ids=lambda value: str(value).strip("/"))
 def test_generated_requests_get_no_5xx_and_responses_match_the_schema(api_schema, server, method, path, mode):
-    operation = api_schema[path][method]
+    check_generated_requests(api_schema[path][method], server, mode, examples=30)
+
+
+def check_generated_requests(operation, server: LiveServer, mode: GenerationMode, examples: int) -> None:
+    """Requests schemathesis generates for ``operation`` (valid or broken, by ``mode``), sent with the key: no
+    5xx, and every status, content type and body as the schema declares."""
     checks = schemathesis.checks
     selected = [
         checks.not_a_server_error,
@@ -516,7 +524,7 @@ def test_generated_requests_get_no_5xx_and_responses_match_the_schema(api_schema
     ]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def call(case) -> None:
         case.call_and_validate(base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=30, checks=selected)
 

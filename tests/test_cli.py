@@ -14,7 +14,7 @@ import pytest
 from ingest.builtin import apiquran_package_folder, read_builtin
 from services.settings import Settings
 from services.store import open_store
-from tests.conftest import tafsir_cmd
+from tests.conftest import clean_env, tafsir_cmd
 from tests.malformed_sources import MALFORMED, write_case
 
 
@@ -86,11 +86,10 @@ def test_the_first_ingest_with_an_exported_backend_says_it_exports_once(cli_env,
 def populated_store(tmp_path_factory, tiny_model):
     """One store with a complete edition, shared by the malformed-input cases (none may change it)."""
     folder = tmp_path_factory.mktemp("populated")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
+    env = clean_env()
     env.update(
         TAFSIR_QDRANT_PATH=str(folder / "qdrant"),
         TAFSIR_EMBEDDING_MODEL=str(tiny_model),
-        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
         HF_HUB_OFFLINE="1",
     )
     result = run(env, "ingest", "--source", str(write_jsonl(folder / "base.jsonl", "t.jsonl", [113, 114])))
@@ -255,11 +254,10 @@ def test_eval_without_a_file_uses_the_questions_shipped_with_the_project(cli_env
 def two_editions(tmp_path_factory, tiny_model):
     """The built-in corpus (id.jalalayn) and a user edition my.test that copies its surahs 112-114 word for word."""
     folder = tmp_path_factory.mktemp("editions")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
+    env = clean_env()
     env.update(
         TAFSIR_QDRANT_PATH=str(folder / "qdrant"),
         TAFSIR_EMBEDDING_MODEL=str(tiny_model),
-        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
     )

@@ -22,7 +22,7 @@ from services.embedding import Embedder, ModelMismatchError
 from services.model_source import E5_FOLDER
 from services.settings import Settings
 from services.store import open_store
-from tests.conftest import ROOT, tafsir_cmd
+from tests.conftest import clean_env, tafsir_cmd
 
 TEXTS = [
     "Siapa Thalut dan bagaimana pasukannya mengalahkan Jalut?",
@@ -61,8 +61,7 @@ def test_the_default_model_is_the_bundled_multilingual_e5_expanded_into_the_mode
 
 
 def test_model_info_json_names_the_model_and_a_folder_that_loads_the_same_weights(e5_torch):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
-    env["PYTHONPATH"] = str(ROOT)
+    env = clean_env()
     result = subprocess.run(tafsir_cmd("model", "info", "--json"), env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
@@ -135,8 +134,7 @@ def test_a_collection_built_by_the_old_default_keeps_answering_until_rebuilt(tmp
     old = settings(qdrant_path=store_path, embedding_model="all-MiniLM-L6-v2", embedding_backend="torch")
     with open_store(old) as store:
         IngestPipeline(old, store, Embedder(old)).run(read_builtin_subset())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAFSIR_") or k == "TAFSIR_MODEL_CACHE"}
-    env.update(TAFSIR_QDRANT_PATH=str(store_path), PYTHONPATH=str(ROOT), TAFSIR_EMBEDDING_BACKEND="torch")
+    env = clean_env(TAFSIR_QDRANT_PATH=str(store_path), TAFSIR_EMBEDDING_BACKEND="torch")
 
     def tafsir(*args: str, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(tafsir_cmd(*args), env={**env, **extra}, capture_output=True, text=True, timeout=600)

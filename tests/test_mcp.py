@@ -13,7 +13,16 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from tests.test_api import API_KEY, SURAHS, LiveServer, ingest, serving_short_surahs, store_env, write_jsonl
+from tests.test_api import (
+    API_KEY,
+    SURAHS,
+    LiveServer,
+    ingest,
+    scripted_llm_settings,
+    serving_short_surahs,
+    store_env,
+    write_jsonl,
+)
 
 TOOLS = {"search_tafsir", "get_ayah", "answer"}
 
@@ -120,15 +129,8 @@ def test_tafsir_mcp_reports_a_store_in_use_and_exits(store, tmp_path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model, llm) -> Iterator[LiveServer]:
-    with serving_short_surahs(
-        tmp_path_factory.mktemp("mcp-http"),
-        tiny_model,
-        TAFSIR_API_KEY=API_KEY,
-        TAFSIR_LLM_BASE_URL=llm.url,
-        TAFSIR_LLM_MODEL="scripted",
-        TAFSIR_LLM_TIMEOUT="1.5",
-        TAFSIR_LLM_MAX_RETRIES="0",
-    ) as live:
+    folder = tmp_path_factory.mktemp("mcp-http")
+    with serving_short_surahs(folder, tiny_model, TAFSIR_API_KEY=API_KEY, **scripted_llm_settings(llm)) as live:
         yield live
 
 

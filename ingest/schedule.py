@@ -195,11 +195,14 @@ def ingest_job(
 def scheduled_lock(settings: Settings, source: Path | None = None, edition: str | None = None) -> IngestLock:
     """The lock of a scheduled worker's runs: the edition its source holds, so that workers of other editions
     of one collection run beside it; the whole alias when the source cannot be read now (the start-up check
-    reports why)."""
+    reports why). A given ``edition`` is the source's (read_source refuses a file that names another), so the
+    file is read only when it must say its edition itself."""
     from ingest.builtin import BUILTIN_EDITION
 
     if source is None:
         name: str | None = BUILTIN_EDITION
+    elif edition is not None:
+        name = edition
     else:
         try:
             name = _read(source, edition).edition

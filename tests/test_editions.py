@@ -188,13 +188,14 @@ def scheduled_run(settings: Settings, store, source: Path):
     """One firing of a scheduled worker of ``source``, as `tafsir ingest --schedule` and `tafsir serve` make it."""
     lock = scheduled_lock(settings, source)
     job = ingest_job(settings, store, Embedder(settings), source, lock=lock)
-    return lock, lambda: run_ingest(job, lock, trigger="schedule")
+    return lambda: run_ingest(job, lock, trigger="schedule")
 
 
 def test_a_scheduled_worker_locks_the_edition_of_its_source_and_the_built_in_one(tmp_path, tiny_model):
     settings = settings_for(tmp_path, tiny_model)
     source = write_jsonl(tmp_path / "dua.jsonl", "id.dua", [112])
     assert scheduled_lock(settings, source).edition == "id.dua"
+    assert scheduled_lock(settings, tmp_path / "not-yet-there.csv", edition="id.tiga").edition == "id.tiga"
     assert scheduled_lock(settings).edition == "id.jalalayn"
     # A source that cannot be read now: the whole alias (more, never less).
     assert scheduled_lock(settings, tmp_path / "missing.jsonl").edition is None
@@ -205,7 +206,7 @@ def test_a_scheduled_run_goes_on_beside_another_edition_and_skips_while_its_own_
     store = EdgeStore(settings.qdrant_path)
     try:
         IngestPipeline(settings, store, Embedder(settings)).run(make_source("id.satu", surahs=[112]))
-        _, fire = scheduled_run(settings, store, write_jsonl(tmp_path / "dua.jsonl", "id.dua", [113]))
+        fire = scheduled_run(settings, store, write_jsonl(tmp_path / "dua.jsonl", "id.dua", [113]))
         other = held_elsewhere(settings, "id.satu")
         try:
             summary = fire()  # another edition runs in another process: this one is not held up
@@ -226,7 +227,7 @@ def test_a_scheduled_run_that_builds_the_collection_waits_for_the_runs_of_other_
     settings = settings_for(tmp_path, tiny_model)
     store = EdgeStore(settings.qdrant_path)
     try:
-        _, fire = scheduled_run(settings, store, write_jsonl(tmp_path / "dua.jsonl", "id.dua", [112]))
+        fire = scheduled_run(settings, store, write_jsonl(tmp_path / "dua.jsonl", "id.dua", [112]))
         results: list[object] = []
         other = held_elsewhere(settings, "id.satu")
         try:

@@ -27,7 +27,7 @@ from retriever.ayah import AyahNotStored, lookup_ayah
 from retriever.search import MAX_EDITION_CHARS, MAX_K, MAX_QUERY_CHARS, Passage, SearchOptions, TafsirFilter
 from services.model_source import EmbeddingModelError
 from services.quran import SURAH_COUNT
-from services.store.base import StoreError
+from services.store.base import PointFilter, StoreError
 
 INSTRUCTIONS = (
     "Indonesian tafsir (Quran commentary) with exact citations such as 'QS Al-Baqarah [2]: 255'. Ask in "
@@ -110,14 +110,13 @@ Language = Annotated[
 ]
 
 
-def search_options(
-    k: int | None = None, surah: int | None = None, edition: str | None = None, language: str | None = None
-) -> SearchOptions:
-    """The tools' arguments as the search engine's options (no filter when none is given)."""
-    point_filter = None
-    if (surah, edition, language) != (None, None, None):
-        point_filter = TafsirFilter(surah=surah, edition=edition, language=language).to_point_filter()
-    return SearchOptions(filter=point_filter) if k is None else SearchOptions(k=k, filter=point_filter)
+def point_filter(
+    surah: int | None = None, edition: str | None = None, language: str | None = None
+) -> PointFilter | None:
+    """The tools' filter arguments as the search engine's filter (none when none is given)."""
+    if (surah, edition, language) == (None, None, None):
+        return None
+    return TafsirFilter(surah=surah, edition=edition, language=language).to_point_filter()
 
 
 def build_server(answerer: Answerer) -> MCPServer:
@@ -154,7 +153,7 @@ def build_server(answerer: Answerer) -> MCPServer:
     ) -> SearchResult:
         if not query.strip():
             raise ToolError("query is blank: write a question or topic in Indonesian, e.g. 'hukum riba'")
-        options = search_options(k, surah, edition, language)
+        options = SearchOptions(k=k, filter=point_filter(surah, edition, language))
         passages = await in_thread(engine.search, query, options)
         return SearchResult(passages=[passage_out(p) for p in passages])
 
@@ -204,7 +203,7 @@ def build_server(answerer: Answerer) -> MCPServer:
     ) -> AnswerOut:
         if not question.strip():
             raise ToolError("question is blank: ask in Indonesian, e.g. 'Siapa Thalut?'")
-        options = search_options(edition=edition, language=language)
+        options = SearchOptions(filter=point_filter(edition=edition, language=language))
         try:
             result = await in_thread(answerer.answer, question, (), options)
         except AnswerFailed as failed:

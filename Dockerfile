@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     TOKENIZERS_PARALLELISM=false \
     # torch and BLAS thread pools fight over few cores: one thread each keeps query latency low
-    # (DESIGN.md, "Facts measured": ~108 ms -> ~12 ms per query embedding on 2 cores).
+    # (measured on 2 cores: ~108 ms -> ~12 ms per query embedding).
     OMP_NUM_THREADS=1 \
     OPENBLAS_NUM_THREADS=1
 

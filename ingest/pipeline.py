@@ -1,4 +1,4 @@
-"""The ingest worker's data flow (DESIGN.md, "Re-ingestion"):
+"""The ingest worker's data flow:
 
     source ayat → chunks → diff against stored hashes → embed new/changed → upsert → delete stale
     → (new collection only) verify → move the alias → drop the old collection
@@ -356,7 +356,7 @@ class IngestPipeline:
             for batch in _batches(job.resparse, self.settings.upsert_batch_size):
                 updates = [SparseUpdate(c.id, job.sparse_vectors(c), self._payload(c, job, spec)) for c in batch]
                 self.store.update_sparse(target.name, updates)
-            # Stale points go only after the new ones are in (STYLE.md, "Bookkeeping after success").
+            # Stale points go only after the new ones are in: a run that fails before this point loses nothing.
             if job.stale:
                 self.store.delete(target.name, sorted(job.stale))
         # The embedded store indexes only when asked (a server does it in the background): before readers see it.

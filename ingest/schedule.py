@@ -1,7 +1,7 @@
 """Scheduled re-ingestion: the cron schedule, one run under the lock (``ingest.lock``), the worker loop and the
 ingest metrics.
 
-Where it runs (DESIGN.md, "Storage"): with the embedded store the API process hosts the scheduler in a
+Where it runs: with the embedded store the API process hosts the scheduler in a
 background thread, sharing its one store object, because the embedded store admits one process; with
 a Qdrant server ``tafsir ingest --schedule CRON`` runs the same loop as a worker process.
 

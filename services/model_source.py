@@ -22,7 +22,7 @@ from services.settings import DEFAULT_MODEL, Settings
 
 log = logging.getLogger(__name__)
 
-# sha256 of the upstream all-MiniLM-L6-v2 model.safetensors (DESIGN.md, "The model").
+# sha256 of the upstream all-MiniLM-L6-v2 model.safetensors (the file on the model hub, byte for byte).
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
 

@@ -60,7 +60,7 @@ def test_chunks_of_each_builtin_ayah_cover_all_of_its_text(builtin_chunks):
 def test_long_ayat_are_split_and_short_ones_are_whole(builtin_chunks):
     ayat, chunks = builtin_chunks
     multi = {(c.surah, c.ayah) for c in chunks if c.chunks > 1}
-    assert 15 < len(multi) < 40  # DESIGN.md: 24 ayat exceed 512 tokens of multilingual-e5-small
+    assert 15 < len(multi) < 40  # 24 ayat exceed 512 tokens of multilingual-e5-small
     singles = [c for c in chunks if c.chunks == 1]
     texts = {(a.surah, a.ayah): a.text for a in ayat}
     assert all(c.text == texts[c.surah, c.ayah] for c in singles)

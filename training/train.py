@@ -1,4 +1,4 @@
-"""Fine-tune the embedding model with the seed model's recipe (DESIGN.md, "The model").
+"""Fine-tune the embedding model with the seed model's recipe (README.md, "Training").
 
     pairs → sentence-transformers' trainer (MultipleNegativesRankingLoss, no-duplicates batches)
     → the model folder (+ model card) → training_args.json → evaluation.json (dense and hybrid

@@ -1,4 +1,4 @@
-"""The one narrow interface both Qdrant backends implement (DESIGN.md, "Storage").
+"""The one narrow interface both Qdrant backends implement (docs/ARCHITECTURE.md).
 
 Readers address a collection through an *alias*; writers build *physical* collections and move
 the alias in one atomic step once a collection is complete. Everything in here is plain data,

@@ -174,7 +174,11 @@ def test_mcp_over_http_needs_the_api_key(server):
 
 
 def test_mcp_requests_are_counted_in_the_metrics(server):
-    """(After the tests above, whose tool calls are the 200s.)"""
+    async def scenario() -> None:
+        async with http_client(server) as client:
+            await client.list_tools()  # with the key: 200s
+
+    run(scenario)
     httpx.post(server.url + "/mcp", json={}, timeout=30)  # no key: 401
     text = httpx.get(server.url + "/metrics", timeout=30).text
     assert 'tafsir_http_requests_total{method="POST",route="/mcp",status="200"}' in text

@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 TORCH ?= torch==2.13.0
 QUESTION ?= Siapa Thalut dan bagaimana pasukannya mengalahkan Jalut?
 
-.PHONY: setup torch demo test lint format bench clean
+.PHONY: setup torch system-deps demo test test-fast lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -41,8 +41,34 @@ demo: setup
 	$(BIN)/tafsir status
 	$(BIN)/tafsir search "$(QUESTION)" -k 5
 
-test: setup lint
+# What the whole suite needs beyond Python: Debian's chromium (tests/test_playground.py drives the page in it;
+# Playwright cannot download its own browsers here) and docker-compose (tests/test_compose.py validates
+# docker-compose.yml with `docker-compose config`; no Docker engine runs). Installed with apt where this is root;
+# otherwise make stops here, before pytest, with the command to run.
+SYSTEM_PACKAGES := chromium docker-compose
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing the system packages the tests need:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "error: the tests need these system packages:$$missing. Install them, then run make test again:" >&2; \
+			echo "  sudo apt-get update && sudo apt-get install -y$$missing" >&2; \
+			echo "(or run the tests that need none of them: make test-fast)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+test: setup lint system-deps
 	$(BIN)/pytest -q
+
+# The tests that need no browser, no docker-compose, no language model, no server in a subprocess and not the
+# real default model: a few minutes (markers declared in pyproject.toml, set in tests/conftest.py).
+test-fast: setup lint
+	$(BIN)/pytest -q -m "not browser and not compose and not llm and not server and not slow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -17,6 +17,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TAFSIR_MODEL_CACHE", tempfile.mkdtemp(prefix="tafsir-model-cache-"))
 
 
+# Fixtures that stand for a server in a subprocess or a language model: a test using one (directly or through
+# another fixture) carries the marker, so `make test-fast` (-m "not server and not llm ...") leaves it out.
+FIXTURE_MARKERS = {"llm": "llm", "server": "server", "live_server": "server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & FIXTURE_MARKERS.keys():
+            item.add_marker(FIXTURE_MARKERS[fixture])
+
+
 def clean_env(**settings: str) -> dict[str, str]:
     """This process's environment for a subprocess under test: no TAFSIR_* setting of the developer's shell
     leaks in (the session's model cache excepted), and the project is importable; ``settings`` on top."""

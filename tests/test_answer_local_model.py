@@ -20,6 +20,8 @@ from tests.llm_server import LlmServer, smollm2_gguf
 from tests.test_answer_api import server_sent_events
 from tests.test_api import API_KEY, LiveServer, serving_short_surahs
 
+pytestmark = [pytest.mark.llm, pytest.mark.server, pytest.mark.slow]
+
 QUESTION = "Apa arti surah Al-Ikhlas tentang Allah Yang Maha Esa?"
 
 

@@ -22,6 +22,8 @@ from schemathesis import GenerationMode
 from ingest.builtin import read_builtin
 from tests.conftest import ROOT, clean_env, tafsir_cmd
 
+pytestmark = [pytest.mark.server]
+
 API_KEY = "kunci-rahasia-uji-123"
 JSON = {"content-type": "application/json"}
 ORIGIN = "https://chat.example"

@@ -23,10 +23,12 @@ from services.store.base import CollectionSpec
 from tests.conftest import ROOT
 
 COMPOSE = shutil.which("docker-compose")
-needs_compose = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (.ci/run installs it)")
+needs_compose = pytest.mark.compose
 
 
 def compose(*args: str) -> subprocess.CompletedProcess:
+    if COMPOSE is None:
+        pytest.fail("no docker-compose: install Debian's (`apt-get install docker-compose`, as `make test` does)")
     return subprocess.run(
         [COMPOSE, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"), *args],
         capture_output=True,

@@ -24,6 +24,8 @@ from services.settings import Settings
 from services.store import open_store
 from tests.conftest import clean_env, tafsir_cmd
 
+pytestmark = [pytest.mark.slow]
+
 TEXTS = [
     "Siapa Thalut dan bagaimana pasukannya mengalahkan Jalut?",
     "Allah, tidak ada tuhan selain Dia. Yang Mahahidup, yang terus menerus mengurus (makhluk-Nya).",

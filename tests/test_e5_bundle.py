@@ -30,6 +30,8 @@ from services.e5_bundle import (
 )
 from tests.conftest import ROOT
 
+pytestmark = [pytest.mark.slow]
+
 # Tafsir-like sentences, questions, single words, Arabic script (with and without harakat), transliteration
 # diacritics precomposed and combining, digits, punctuation, odd spacing and characters the normaliser rewrites.
 TEXTS = [

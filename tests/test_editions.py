@@ -389,6 +389,7 @@ def test_cli_search_filters_by_language(three_editions):
     assert found and {p["edition"] for p in found} | {e for p in found for e in p["also_in"]} == {"en.three"}
 
 
+@pytest.mark.server
 def test_http_retrieve_filters_by_edition_and_by_language_and_lists_the_editions(three_editions, tmp_path):
     env, _ = three_editions
     listed = run(env, "editions", "--json")  # before the server holds the embedded store

@@ -24,6 +24,8 @@ from tests.test_api import (
     write_jsonl,
 )
 
+pytestmark = [pytest.mark.server]
+
 TOOLS = {"search_tafsir", "get_ayah", "answer"}
 
 

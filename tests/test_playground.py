@@ -15,6 +15,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.test_api import API_KEY, LiveServer, serving_short_surahs
 
+pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.llm]
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 QUESTION = "Katakanlah Dialah Allah Yang Maha Esa"
 

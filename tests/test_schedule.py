@@ -204,6 +204,7 @@ def test_the_check_at_start_says_what_the_next_run_will_do_and_writes_nothing(tm
 # --- hosted by the API (embedded store) and by the worker ----------------------------------------------------
 
 
+@pytest.mark.server
 def test_a_server_with_a_schedule_reports_a_bad_source_at_start_and_keeps_serving(tmp_path, tiny_model):
     env = store_env(tiny_model, tmp_path / "qdrant")
     before = ingest(env, write_jsonl(tmp_path / "s.jsonl", "t.bad", [113, 114]))
@@ -233,6 +234,7 @@ def test_a_server_with_a_schedule_reports_a_bad_source_at_start_and_keeps_servin
     assert b"PYTHONMALLOC=malloc" in environ
 
 
+@pytest.mark.server
 def test_a_scheduled_rebuild_during_queries_answers_every_query_and_shows_in_metrics(tmp_path, tiny_model):
     source = write_jsonl(tmp_path / "short.jsonl", "id.test", SURAHS)
     before = ingest(store_env(tiny_model, tmp_path / "qdrant"), source)
@@ -283,6 +285,7 @@ def test_a_scheduled_rebuild_during_queries_answers_every_query_and_shows_in_met
     assert f'tafsir_ingest_points{{edition="id.test"}} {rebuilt[0]["chunks"]}.0' in metrics
 
 
+@pytest.mark.server
 def test_the_worker_ingests_at_start_then_on_schedule_and_stops_on_sigterm(tmp_path, tiny_model):
     env = store_env(tiny_model, tmp_path / "qdrant")
     source = write_jsonl(tmp_path / "s.jsonl", "t.worker", [113, 114])

@@ -25,6 +25,8 @@ from training.evaluation import EvalSet
 from training.pairs import PairsFileError, TrainingPair, corpus_pairs, held_out_ayat, read_pairs
 from training.train import Recipe, TrainingError, train
 
+pytestmark = [pytest.mark.slow]
+
 # The seed recipe with a higher learning rate: a random 1-layer model must learn visibly in 8 steps.
 FAST = Recipe(learning_rate=1e-3, epochs=2, logging_steps=1, save_steps=4)
 

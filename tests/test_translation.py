@@ -17,6 +17,8 @@ from services.settings import Settings
 from tests.conftest import tafsir_cmd
 from tests.test_api import LiveServer, store_env
 
+pytestmark = [pytest.mark.slow]
+
 QUESTION = "Kitab ini tidak ada keraguan padanya"
 CITATION = "QS Al-Baqarah [2]: 2"
 WORDINGS = {
@@ -67,6 +69,7 @@ def test_an_unknown_wording_is_refused_naming_the_setting_and_the_choices(builti
     assert "TAFSIR_TRANSLATION" in result.stderr and "'2019' or 'legacy'" in result.stderr
 
 
+@pytest.mark.server
 def test_the_http_api_shows_the_wording_the_setting_chooses(builtin_store, tmp_path: Path):
     for wording, expected in WORDINGS.items():
         server = LiveServer({**builtin_store, "TAFSIR_TRANSLATION": wording}, tmp_path / f"{wording}.log")

@@ -105,22 +105,37 @@ def test_a_venv_with_only_the_client_and_langchain_tests_passes_the_standard_tes
     torch, no store and no model runtime, and LangChain's standard retriever tests pass against the service."""
     started = time.monotonic()
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # No pip of its own (ensurepip costs seconds): this venv's pip installs into it. The versions are the
+    # project's pins, so that CI tests what it tested the day before.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    alone = clean_env(PYTHONPATH="")  # nothing of this project's folders on the venv's path
+    # From a copy: building in place would leave build/ in the repository.
+    source = tmp_path / "langchain-tafsir-rag"
+    shutil.copytree(CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", str(CLIENT), "langchain-tests"],
+        [*pip, "install", "-q", "-c", str(ROOT / "constraints.txt"), str(source), "langchain-tests"],
+        env=alone,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert install.returncode == 0, install.stderr
-    listed = subprocess.run(
-        [str(python), "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True
-    )
+    listed = subprocess.run([*pip, "list", "--format", "json"], env=alone, capture_output=True, text=True, check=True)
     installed = {p["name"].lower().replace("_", "-") for p in json.loads(listed.stdout)}
     assert {"langchain-tafsir-rag", "langchain-core", "httpx", "langchain-tests"} <= installed
     assert not installed & SERVICE_ONLY, f"the client's venv holds {sorted(installed & SERVICE_ONLY)}"
     # The installed package, not the source: the tests run from a copy of them, away from the package's folder.
+    where = subprocess.run(
+        [str(python), "-c", "import langchain_tafsir_rag; print(langchain_tafsir_rag.__file__)"],
+        cwd=tmp_path,
+        env=alone,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(where.stdout.strip()).is_relative_to(venv)
     copy = tmp_path / "client-tests"
     shutil.copytree(CLIENT / "tests", copy / "tests")
     shutil.copy(CLIENT / "pyproject.toml", copy / "pyproject.toml")  # pytest's settings (asyncio_mode)

@@ -216,13 +216,13 @@ class TafsirRAGRetriever(BaseRetriever):
 
     def _client_for_sync(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout, headers=self._headers())
+            self._client = httpx.Client()
         return self._client
 
     def _client_for_async(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._async_client is None or self._async_client[0] is not loop:
-            self._async_client = (loop, httpx.AsyncClient(timeout=self.timeout, headers=self._headers()))
+            self._async_client = (loop, httpx.AsyncClient())
         return self._async_client[1]
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
@@ -230,7 +230,9 @@ class TafsirRAGRetriever(BaseRetriever):
         attempt = 0
         while True:
             try:
-                response = self._client_for_sync().request(method, url, json=body)
+                response = self._client_for_sync().request(
+                    method, url, json=body, headers=self._headers(), timeout=self.timeout
+                )
                 error = self._status_error(url, response)
             except httpx.TransportError as exc:
                 error = self._transport_error(url, exc)
@@ -247,7 +249,9 @@ class TafsirRAGRetriever(BaseRetriever):
         attempt = 0
         while True:
             try:
-                response = await self._client_for_async().request(method, url, json=body)
+                response = await self._client_for_async().request(
+                    method, url, json=body, headers=self._headers(), timeout=self.timeout
+                )
                 error = self._status_error(url, response)
             except httpx.TransportError as exc:
                 error = self._transport_error(url, exc)

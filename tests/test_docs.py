@@ -19,8 +19,9 @@ from tests.conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SETTINGS = {f"TAFSIR_{name.upper()}" for name in Settings.model_fields}
-# A name, or a pattern such as TAFSIR_WEIGHT_* standing for several; "TAFSIR_" alone is the prefix itself.
-SETTING_NAME = re.compile(r"TAFSIR_[A-Z0-9_*]*")
+# A name, or a pattern such as TAFSIR_WEIGHT_* standing for several; "TAFSIR_" alone is the prefix itself. Not
+# the tail of another name (LANGCHAIN_TAFSIR_RAG_URL, the client's tests' variable, is none of the settings).
+SETTING_NAME = re.compile(r"(?<![A-Za-z0-9_])TAFSIR_[A-Z0-9_*]*")
 
 
 def lines_of(path: Path) -> list[tuple[int, str]]:
@@ -49,7 +50,10 @@ def test_every_tafsir_name_in_the_docs_is_a_real_setting():
 
 def test_a_misspelled_setting_name_is_caught_with_its_file_and_line(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("Set `TAFSIR_QDRANT_PATH`.\nThen `TAFSIR_EMBEDING_MODEL=...` and `TAFSIR_HYBRID_*_WEIGHT`.\n")
+    readme.write_text(
+        "Set `TAFSIR_QDRANT_PATH`.\nThen `TAFSIR_EMBEDING_MODEL=...` and `TAFSIR_HYBRID_*_WEIGHT`.\n"
+        "LANGCHAIN_TAFSIR_RAG_URL is the client's own.\n"
+    )
     assert unknown_setting_names([readme], root=tmp_path) == [
         "README.md:2: TAFSIR_EMBEDING_MODEL is not a setting of services/settings.py "
         "(did you mean TAFSIR_EMBEDDING_MODEL?)",

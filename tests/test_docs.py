@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from services.settings import Settings
@@ -15,8 +19,9 @@ from tests.conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SETTINGS = {f"TAFSIR_{name.upper()}" for name in Settings.model_fields}
-# A name, or a pattern such as TAFSIR_WEIGHT_* standing for several; "TAFSIR_" alone is the prefix itself.
-SETTING_NAME = re.compile(r"TAFSIR_[A-Z0-9_*]*")
+# A name, or a pattern such as TAFSIR_WEIGHT_* standing for several; "TAFSIR_" alone is the prefix itself. Not
+# the tail of another name (LANGCHAIN_TAFSIR_RAG_URL, the client's tests' variable, is none of the settings).
+SETTING_NAME = re.compile(r"(?<![A-Za-z0-9_])TAFSIR_[A-Z0-9_*]*")
 
 
 def lines_of(path: Path) -> list[tuple[int, str]]:
@@ -45,7 +50,10 @@ def test_every_tafsir_name_in_the_docs_is_a_real_setting():
 
 def test_a_misspelled_setting_name_is_caught_with_its_file_and_line(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("Set `TAFSIR_QDRANT_PATH`.\nThen `TAFSIR_EMBEDING_MODEL=...` and `TAFSIR_HYBRID_*_WEIGHT`.\n")
+    readme.write_text(
+        "Set `TAFSIR_QDRANT_PATH`.\nThen `TAFSIR_EMBEDING_MODEL=...` and `TAFSIR_HYBRID_*_WEIGHT`.\n"
+        "LANGCHAIN_TAFSIR_RAG_URL is the client's own.\n"
+    )
     assert unknown_setting_names([readme], root=tmp_path) == [
         "README.md:2: TAFSIR_EMBEDING_MODEL is not a setting of services/settings.py "
         "(did you mean TAFSIR_EMBEDDING_MODEL?)",
@@ -115,3 +123,51 @@ def test_the_readmes_commands_read_no_file_outside_the_repository():
     """A clone has no sibling folders: no command may point at ../shared/data or the like."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "../shared/data" not in readme
+
+
+def code_blocks(markdown: str, heading: str, language: str) -> list[str]:
+    """The ``language`` code blocks of the section under ``heading`` (up to the next heading of any level)."""
+    start = markdown.index(f"\n{heading}\n")
+    end = markdown.find("\n#", start + len(heading) + 2)
+    section = markdown[start : end if end != -1 else None]
+    return re.findall(rf"^```{language}\n(.*?)^```$", section, flags=re.DOTALL | re.MULTILINE)
+
+
+def test_code_blocks_are_found_under_their_heading_only():
+    markdown = (
+        "# A\n```python\nx = 1\n```\n### B\ntext\n```python\ny = 2\n```\n```bash\nls\n```\n### C\n```python\nz\n```\n"
+    )
+    assert code_blocks(markdown, "### B", "python") == ["y = 2\n"]
+
+
+# The README's addresses and key, as this test's servers have them; nothing else of a snippet changes.
+README_SERVICE, README_KEY, README_LLM = "http://127.0.0.1:8000", "change-me", "http://localhost:11434/v1"
+
+
+def test_the_langchain_sections_snippets_run_as_written(tmp_path, tiny_model, llm):
+    """Each Python block of "### LangChain", in its own process as a user would run it: the client's and the chat
+    client's against a real `tafsir serve`, the in-process one on the same store (a copy: one process a store)
+    with the scripted endpoint as its language model."""
+    from tests.test_api import SURAHS, LiveServer, ingest, store_env, write_jsonl
+
+    blocks = code_blocks((ROOT / "README.md").read_text(encoding="utf-8"), "### LangChain", "python")
+    assert len(blocks) == 3
+    assert all(README_SERVICE in b for b in blocks[:2]) and README_LLM in blocks[2]
+    served = store_env(tiny_model, tmp_path / "qdrant", TAFSIR_API_KEY="kunci-readme-7")
+    ingest(served, write_jsonl(tmp_path / "short.jsonl", "id.test", SURAHS))
+    shutil.copytree(tmp_path / "qdrant", tmp_path / "copy")
+    client = ROOT / "clients" / "langchain-tafsir-rag"
+    env = {**store_env(tiny_model, tmp_path / "copy"), "PYTHONPATH": f"{ROOT}{os.pathsep}{client}"}
+    server = LiveServer(served, tmp_path / "server.log")
+    try:
+        server.wait("/readyz")
+        for number, block in enumerate(blocks, start=1):
+            code = block.replace(README_SERVICE, server.url).replace(README_KEY, "kunci-readme-7")
+            code = code.replace(README_LLM, llm.url)
+            result = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+            )
+            assert result.returncode == 0, f"README.md, ### LangChain, Python block {number}:\n{result.stderr}"
+            assert result.stdout.strip(), f"block {number} printed nothing"
+    finally:
+        assert server.stop() == 0, server.log()

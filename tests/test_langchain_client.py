@@ -19,6 +19,8 @@ from services.settings import Settings
 from tests.conftest import ROOT, clean_env
 from tests.test_api import SURAHS, LiveServer, ingest, store_env, write_jsonl
 
+pytestmark = [pytest.mark.server]
+
 CLIENT = ROOT / "clients" / "langchain-tafsir-rag"
 API_KEY = "kunci-klien-langchain-42"
 # What a chatbot process must not need: the model runtimes and the store (they are the service's).
@@ -100,6 +102,7 @@ def test_the_services_documents_equal_the_in_process_retrievers(served, question
     ]
 
 
+@pytest.mark.slow
 def test_a_venv_with_only_the_client_and_langchain_tests_passes_the_standard_tests(served, tmp_path):
     """The acceptance check: `pip install ./clients/langchain-tafsir-rag langchain-tests` in a new venv brings no
     torch, no store and no model runtime, and LangChain's standard retriever tests pass against the service."""

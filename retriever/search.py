@@ -303,6 +303,24 @@ class Passage:
         )
 
 
+# How many passages nearest the query by the dense vector a probe returns (one store query whatever the number).
+NEAREST = 10
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A search's passages, and the passages nearest the query by the dense vector alone."""
+
+    passages: list[Passage]
+    cosines: tuple[float, ...]  # of the nearest passages, nearest first; empty when nothing matches the filter
+    nearest_ids: tuple[str, ...]
+
+    @property
+    def similarity(self) -> float:
+        """The nearest passage's cosine (-1 when nothing matches the filter)."""
+        return self.cosines[0] if self.cosines else -1.0
+
+
 class SearchEngine:
     """Holds the store, the model and the BM25 encoder; everything heavy is created on first use."""
 
@@ -408,20 +426,30 @@ class SearchEngine:
 
     def search_with_similarity(self, query: str, options: SearchOptions | None = None) -> tuple[list[Passage], float]:
         """``search``, and the cosine between the query and the passage closest to it by the dense vector alone
-        (within the filter; -1 when nothing matches the filter), whatever the mode.
+        (within the filter; -1 when nothing matches the filter), whatever the mode."""
+        probe = self.search_probed(query, options)
+        return probe.passages, probe.similarity
+
+    def search_probed(self, query: str, options: SearchOptions | None = None) -> Probe:
+        """``search``, and the passages nearest the query by the dense vector alone (within the filter), whatever
+        the mode.
 
         A hybrid score is an RRF score: it says how a passage ranks, not how near it is, so whether the tafsir
-        answers a question at all is judged on the cosine (retriever/answer.py). The query is embedded once."""
+        answers a question at all is judged on the cosines (retriever/not_found.py). The query is embedded once;
+        the nearest ``NEAREST`` come back from one store query."""
         options = options or SearchOptions()
         if not query.strip():
             raise ValueError("the query is empty")
         options = self._by_edition(options)
         self.check_model()
         dense = self.embedder.encode_query(query)
-        nearest = SearchRequest(mode=Mode.DENSE, limit=1, dense=dense, filter=options.filter)
+        nearest = SearchRequest(mode=Mode.DENSE, limit=NEAREST, dense=dense, filter=options.filter)
         hits = self.store.search(self.settings.collection, nearest)
-        similarity = hits[0].score if hits else -1.0
-        return self._search(self.request(query, options, dense=dense), options), similarity
+        return Probe(
+            passages=self._search(self.request(query, options, dense=dense), options),
+            cosines=tuple(h.score for h in hits),
+            nearest_ids=tuple(h.id for h in hits),
+        )
 
     def editions(self) -> dict[str, int]:
         """The editions behind the alias and their numbers of chunks (a facet over the payload index)."""

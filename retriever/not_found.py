@@ -209,4 +209,3 @@ def by_cosine(similarity: float, threshold: float | None) -> Verdict:
     """The single cosine (TAFSIR_ANSWER_MIN_SIMILARITY, or the model's measured one): what a model without a
     fitted decision gets."""
     return Verdict(answers=threshold is None or similarity >= threshold, confidence=None)
-

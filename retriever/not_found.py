@@ -4,11 +4,14 @@ One cosine cannot tell a recipe from a question about the Quran with E5 (its cos
 off-topic and answerable overlapping), so the decision weighs several signals, all read from what the search
 already returned (``retriever.search.Probe``: no second embedding, no further store query):
 
-- the dense cosines of the nearest passages (the nearest, and how far the tenth lies below it);
-- whether the hybrid ranking's first passages are also the nearest by the dense vector;
-- the overlap of content words: the share of the question's BM25 terms (stemmed, stopwords out) that the first
-  passages contain (their tafsir and translation; for an Arabic question, the Arabic words of their ayat);
-- the question's language (``services.language``), so that each language gets its own scale.
+- ``cosine``: the dense cosine of the passage nearest the question;
+- ``topic``: where the question's embedding lies along a direction fitted on labelled questions (a ridge
+  logistic regression over the embedding: questions about the Quran and its tafsir one way; recipes, sport,
+  devices, politics and other religions' scriptures the other);
+- ``overlap_first``: the share of the question's BM25 terms (stemmed, stopwords out) found in the first passage
+  (its tafsir and translation; for an Arabic question, the Arabic words of its ayah): an off-topic question
+  brings words the tafsir has not;
+- the question's language (``services.language``), so that each gets its own intercept.
 
 A logistic regression over them, fitted with numpy by ``training/not_found.py`` on a labelled set shipped in the
 repository (``training/not_found_questions.jsonl``), gives the probability that the tafsir answers (the
@@ -24,10 +27,12 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from services.language import QueryLanguage, detect_language
 
@@ -36,41 +41,36 @@ if TYPE_CHECKING:  # pragma: no cover
     from services.sparse import SparseEncoder
 
 COEFFICIENTS = Path(__file__).with_name("not_found.json")
-EVIDENCE_PASSAGES = 3  # the first passages whose words are compared with the question's
-GAP_RANK = 10  # the cosine gap runs from the nearest passage to this one (retriever.search.NEAREST)
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the decision looks at, for one question; every field a number (see ``FEATURES``)."""
+    """What the decision looks at, for one question."""
 
     language: QueryLanguage
     cosine: float  # the nearest passage's, by the dense vector alone
-    cosine_gap: float  # nearest minus the GAP_RANK-th nearest
-    agreement: float  # share of the first passages (hybrid ranking) among the dense nearest
     overlap_first: float  # share of the question's terms found in the first passage
-    overlap_any: float  # share found in any of the first EVIDENCE_PASSAGES passages
     terms: int  # the question's distinct terms
+    vector: tuple[float, ...] = ()  # the question's embedding
 
 
-# The base features a fitted model may use, by name; "a*b" in a model's feature list is a product of two.
+# The features a fitted model may weigh, by name; "a*b" is the product of two. ``topic`` is the fitted model's
+# own projection of the embedding (``NotFoundModel.topic``).
 FEATURES: dict[str, Callable[[Evidence], float]] = {
     "cosine": lambda e: e.cosine,
-    "cosine_gap": lambda e: e.cosine_gap,
-    "agreement": lambda e: e.agreement,
     "overlap_first": lambda e: e.overlap_first,
-    "overlap_any": lambda e: e.overlap_any,
     "log_terms": lambda e: math.log1p(e.terms),
     "english": lambda e: float(e.language == "en"),
     "arabic": lambda e: float(e.language == "ar"),
     "indonesian": lambda e: float(e.language == "id"),
 }
+TOPIC = "topic"
 
 
-def feature_value(name: str, evidence: Evidence) -> float:
+def feature_value(name: str, evidence: Evidence, topic: float = 0.0) -> float:
     value = 1.0
     for part in name.split("*"):
-        value *= FEATURES[part](evidence)
+        value *= topic if part == TOPIC else FEATURES[part](evidence)
     return value
 
 
@@ -91,35 +91,20 @@ def arabic_words(text: str) -> set[str]:
 def gather(query: str, probe: Probe, sparse: SparseEncoder, language: QueryLanguage | None = None) -> Evidence:
     """The evidence for ``query`` in what its search returned."""
     language = language or detect_language(query)
-    cosines = probe.cosines
-    cosine = cosines[0] if cosines else -1.0
-    tail = cosines[min(GAP_RANK, len(cosines)) - 1] if cosines else -1.0
-    first = [p for p in probe.passages if not p.is_context][:EVIDENCE_PASSAGES]
-    nearest = set(probe.nearest_ids)
-    agreement = sum(p.id in nearest for p in first) / len(first) if first else 0.0
-
-    terms_of: Callable[[str], set]
+    first = next((p for p in probe.passages if not p.is_context), None)
     if language == "ar":
         query_terms: set = arabic_words(query)
-        texts = [p.arabic or "" for p in first]
-        terms_of = arabic_words
+        found = query_terms & arabic_words(first.arabic or "") if first is not None else set()
     else:
         query_terms = set(sparse.query(query).indices)
-        texts = [f"{p.translation or ''} {p.text}" for p in first]
-
-        def terms_of(text: str) -> set:
-            return set(sparse.query(text).indices)
-
-    found = [query_terms & terms_of(text) for text in texts] if query_terms else []
-    share = len(query_terms) or 1
+        text = f"{first.translation or ''} {first.text}" if first is not None else ""
+        found = query_terms & set(sparse.query(text).indices) if query_terms and text.strip() else set()
     return Evidence(
         language=language,
-        cosine=cosine,
-        cosine_gap=cosine - tail,
-        agreement=agreement,
-        overlap_first=len(found[0]) / share if found else 0.0,
-        overlap_any=len(set().union(*found)) / share if found else 0.0,
+        cosine=probe.similarity,
+        overlap_first=len(found) / (len(query_terms) or 1),
         terms=len(query_terms),
+        vector=tuple(probe.vector),
     )
 
 
@@ -134,7 +119,9 @@ class Verdict:
 
 @dataclass(frozen=True)
 class NotFoundModel:
-    """A logistic regression over standardised features, and the probability below which it says not found."""
+    """A logistic regression over standardised features, and the probability below which it says not found.
+
+    ``topic_weights``/``topic_intercept``: the embedding's projection that the feature ``topic`` reads."""
 
     model: str  # the embedding model's identity
     data: str  # sha256 of the labelled set it was fitted on
@@ -144,12 +131,33 @@ class NotFoundModel:
     weights: tuple[float, ...]
     intercept: float
     threshold: float
+    topic_weights: tuple[float, ...] = ()
+    topic_intercept: float = 0.0
+
+    def topic(self, vector: Sequence[float]) -> float:
+        if not self.topic_weights:
+            return 0.0
+        if len(vector) != len(self.topic_weights):
+            raise ValueError(
+                f"the not-found decision of {self.model} reads {len(self.topic_weights)}-d embeddings, "
+                f"this query has {len(vector)}"
+            )
+        return float(self._topic_array @ np.asarray(vector, dtype=float)) + self.topic_intercept
+
+    @functools.cached_property
+    def _topic_array(self) -> np.ndarray:
+        return np.asarray(self.topic_weights, dtype=float)
 
     def confidence(self, evidence: Evidence) -> float:
+        topic = self.topic(evidence.vector) if TOPIC in self._parts else 0.0
         z = self.intercept
         for name, mean, scale, weight in zip(self.features, self.mean, self.scale, self.weights, strict=True):
-            z += weight * (feature_value(name, evidence) - mean) / scale
+            z += weight * (feature_value(name, evidence, topic) - mean) / scale
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    @functools.cached_property
+    def _parts(self) -> frozenset[str]:
+        return frozenset(part for name in self.features for part in name.split("*"))
 
     def judge(self, evidence: Evidence) -> Verdict:
         confidence = self.confidence(evidence)
@@ -164,12 +172,14 @@ class NotFoundModel:
             "weights": list(self.weights),
             "intercept": self.intercept,
             "threshold": self.threshold,
+            "topic_intercept": self.topic_intercept,
+            "topic_weights": list(self.topic_weights),
         }
 
     @classmethod
     def from_json(cls, model: str, entry: dict) -> NotFoundModel:
         features = tuple(entry["features"])
-        unknown = [f for name in features for f in name.split("*") if f not in FEATURES]
+        unknown = [f for name in features for f in name.split("*") if f not in FEATURES and f != TOPIC]
         if unknown:
             raise ValueError(f"{COEFFICIENTS.name}: model {model} uses unknown features {unknown}")
         sizes = {len(entry[key]) for key in ("mean", "scale", "weights")}
@@ -184,6 +194,8 @@ class NotFoundModel:
             weights=tuple(entry["weights"]),
             intercept=float(entry["intercept"]),
             threshold=float(entry["threshold"]),
+            topic_weights=tuple(entry.get("topic_weights", ())),
+            topic_intercept=float(entry.get("topic_intercept", 0.0)),
         )
 
 

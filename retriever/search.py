@@ -303,22 +303,14 @@ class Passage:
         )
 
 
-# How many passages nearest the query by the dense vector a probe returns (one store query whatever the number).
-NEAREST = 10
-
-
 @dataclass(frozen=True)
 class Probe:
-    """A search's passages, and the passages nearest the query by the dense vector alone."""
+    """A search's passages, how near the passage nearest the query by the dense vector alone lies, and the query's
+    embedding: what the answering core decides "not found" on (retriever/not_found.py)."""
 
     passages: list[Passage]
-    cosines: tuple[float, ...]  # of the nearest passages, nearest first; empty when nothing matches the filter
-    nearest_ids: tuple[str, ...]
-
-    @property
-    def similarity(self) -> float:
-        """The nearest passage's cosine (-1 when nothing matches the filter)."""
-        return self.cosines[0] if self.cosines else -1.0
+    similarity: float  # cosine of the nearest passage by the dense vector (-1 when nothing matches the filter)
+    vector: list[float]  # the query's embedding
 
 
 class SearchEngine:
@@ -431,24 +423,25 @@ class SearchEngine:
         return probe.passages, probe.similarity
 
     def search_probed(self, query: str, options: SearchOptions | None = None) -> Probe:
-        """``search``, and the passages nearest the query by the dense vector alone (within the filter), whatever
-        the mode.
+        """``search``, and the cosine between the query and the passage closest to it by the dense vector alone
+        (within the filter), whatever the mode.
 
         A hybrid score is an RRF score: it says how a passage ranks, not how near it is, so whether the tafsir
-        answers a question at all is judged on the cosines (retriever/not_found.py). The query is embedded once;
-        the nearest ``NEAREST`` come back from one store query."""
+        answers a question at all is judged on the cosine and the query's embedding (retriever/not_found.py). The
+        query is embedded once."""
         options = options or SearchOptions()
         if not query.strip():
             raise ValueError("the query is empty")
         options = self._by_edition(options)
         self.check_model()
         dense = self.embedder.encode_query(query)
-        nearest = SearchRequest(mode=Mode.DENSE, limit=NEAREST, dense=dense, filter=options.filter)
+        # One nearest passage: each hit's payload is read back, so more would cost a millisecond or more.
+        nearest = SearchRequest(mode=Mode.DENSE, limit=1, dense=dense, filter=options.filter)
         hits = self.store.search(self.settings.collection, nearest)
         return Probe(
             passages=self._search(self.request(query, options, dense=dense), options),
-            cosines=tuple(h.score for h in hits),
-            nearest_ids=tuple(h.id for h in hits),
+            similarity=hits[0].score if hits else -1.0,
+            vector=dense,
         )
 
     def editions(self) -> dict[str, int]:

@@ -13,9 +13,8 @@ import pytest
 from ingest.builtin import read_builtin
 from ingest.pipeline import IngestPipeline
 from ingest.sources import Source
-from retriever import not_found
 from retriever.answer import NOT_FOUND_TEXT, Answerer, AnswerMode
-from retriever.not_found import Evidence, NotFoundModel, arabic_words, gather, load_models
+from retriever.not_found import NotFoundModel, arabic_words, gather, load_models
 from retriever.search import SearchEngine, SearchOptions
 from services.embedding import Embedder
 from services.model_source import BUNDLED_IDENTITIES
@@ -36,7 +35,7 @@ ANSWERABLE = [
     "makanan yang diharamkan: bangkai, darah, daging babi",
 ]
 OFF_TOPIC = [
-    "resep rendang sapi yang empuk",
+    "resep kue brownies cokelat yang lumer",
     "cara memasang Python di Windows 11",
     "jadwal pertandingan timnas sepak bola",
     "berapa kurs dolar terhadap rupiah hari ini",
@@ -69,7 +68,7 @@ def decision(engine) -> NotFoundModel:
     questions = ANSWERABLE + OFF_TOPIC
     evidence = [gather(q, engine.search_probed(q, SearchOptions(k=5)), engine.sparse) for q in questions]
     labels = ["answerable"] * len(ANSWERABLE) + ["off_topic"] * len(OFF_TOPIC)
-    return fit(evidence, labels, model=engine.embedder.identity, data="test", features=("cosine", "overlap_any"))
+    return fit(evidence, labels, model=engine.embedder.identity, data="test", features=("cosine", "overlap_first"))
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +143,21 @@ def test_the_labelled_set_holds_back_a_third_and_has_both_labels_in_each_languag
     assert sum(q.label == "off_topic" and q.language in ("id", "en") for q in questions) >= 150
 
 
-def test_the_shipped_default_decision_refuses_no_evidence_and_answers_strong_evidence():
-    default = next(identity for identity, name in BUNDLED_IDENTITIES.items() if name == "multilingual-e5-small")
-    model = load_models()[default]
-    weak = Evidence("id", cosine=0.80, cosine_gap=0.01, agreement=0.0, overlap_first=0.0, overlap_any=0.0, terms=4)
-    strong = dataclasses.replace(weak, cosine=0.90, cosine_gap=0.06, agreement=1.0, overlap_first=1.0, overlap_any=1.0)
-    assert not model.judge(weak).answers and model.judge(strong).answers
+def test_the_topic_is_read_from_the_query_embedding_of_the_models_size(engine, decision):
+    question = OFF_TOPIC[0]
+    evidence = gather(question, engine.search_probed(question), engine.sparse)
+    assert evidence.vector == tuple(engine.embedder.encode_query(question))
+    size = len(evidence.vector)
+    length = sum(v * v for v in evidence.vector)
+    toward = dataclasses.replace(decision, features=("topic",), mean=(0,), scale=(1,), weights=(1,), threshold=0.5)
+    assert toward.topic(evidence.vector) == 0.0  # no projection fitted: the feature is 0
+    # The projection of the query on itself is its squared length: half of it is above the intercept, twice not.
+    leaning = dataclasses.replace(toward, topic_weights=evidence.vector, topic_intercept=-0.5 * length)
+    assert leaning.judge(evidence).answers
+    away = dataclasses.replace(leaning, topic_intercept=-2 * length)
+    assert not away.judge(evidence).answers
+    with pytest.raises(ValueError, match=f"reads {size + 1}-d embeddings, this query has {size}"):
+        dataclasses.replace(leaning, topic_weights=(0.0,) * (size + 1)).judge(evidence)
 
 
 def test_a_coefficient_file_with_an_unknown_feature_is_refused_naming_it(tmp_path):
@@ -179,6 +187,7 @@ def test_arabic_words_are_compared_without_marks_and_alef_forms():
 def test_evidence_reads_what_the_search_returned(engine):
     probe = engine.search_probed("hukum potong tangan bagi pencuri", SearchOptions(k=5))
     evidence = gather("hukum potong tangan bagi pencuri", probe, engine.sparse)
-    assert evidence.language == "id" and evidence.cosine == probe.cosines[0]
-    assert evidence.cosine_gap == probe.cosines[0] - probe.cosines[not_found.GAP_RANK - 1]
-    assert 0 < evidence.overlap_first <= evidence.overlap_any <= 1
+    assert evidence.language == "id" and evidence.cosine == probe.similarity and evidence.terms == 4
+    assert 0 < evidence.overlap_first <= 1
+    off = gather(OFF_TOPIC[1], engine.search_probed(OFF_TOPIC[1], SearchOptions(k=5)), engine.sparse)
+    assert off.overlap_first < evidence.overlap_first  # Python and Windows are nowhere in the tafsir

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from retriever.not_found import COEFFICIENTS, Evidence, NotFoundModel, feature_value, gather
+from retriever.not_found import COEFFICIENTS, TOPIC, Evidence, NotFoundModel, feature_value, gather
 from retriever.search import SearchEngine, SearchOptions
 
 QUESTIONS = Path(__file__).with_name("not_found_questions.jsonl")
@@ -34,25 +34,16 @@ LABELS = ("answerable", "off_topic")
 LANGUAGES = ("id", "en", "ar")
 HELD_BACK = 3  # one question in HELD_BACK is held back (by the hash of its qid)
 K = 5  # passages searched, as the answering core's default
-# The features the fitted model weighs: each signal, and each again for English questions, whose cosines and
-# word overlap with an Indonesian tafsir sit on another scale; Arabic spans get their own intercept.
-FEATURES = (
-    "cosine",
-    "cosine_gap",
-    "agreement",
-    "overlap_first",
-    "overlap_any",
-    "log_terms",
-    "english",
-    "arabic",
-    "english*cosine",
-    "english*cosine_gap",
-    "english*overlap_any",
-)
+# The features the fitted model weighs (retriever/not_found.py says what each is).
+FEATURES = ("topic", "cosine", "overlap_first", "english", "arabic")
+# Ridge penalty on the embedding's weights (``topic``), chosen on the fitted part's folds: the set is small and
+# the embedding has 384 dimensions.
+TOPIC_L2 = 0.01
 L2 = 1.0  # ridge penalty on the standardised weights: the set is small
-# The threshold is the lowest probability at which at most this share of the fitted answerable questions would
-# be refused (judged on out-of-fold probabilities, so that it is not chosen on the fit's own optimism).
-ANSWERABLE_REFUSED = 0.01
+# The threshold: the highest probability that refuses at most this share of the fitted answerable questions (the
+# issue's bound for questions the tafsir answers), judged on out-of-fold probabilities, so that it is not chosen on
+# the fit's own optimism.
+ANSWERABLE_REFUSED = 0.02
 FOLDS = 5
 
 
@@ -102,8 +93,8 @@ def collect(engine: SearchEngine, questions: Sequence[LabelledQuestion]) -> list
     return [gather(q.query, engine.search_probed(q.query, SearchOptions(k=K)), engine.sparse) for q in questions]
 
 
-def matrix(evidence: Sequence[Evidence], features: Sequence[str]) -> np.ndarray:
-    return np.array([[feature_value(name, e) for name in features] for e in evidence], dtype=float)
+def matrix(evidence: Sequence[Evidence], features: Sequence[str], topic: np.ndarray) -> np.ndarray:
+    return np.array([[feature_value(name, e, t) for name in features] for e, t in zip(evidence, topic, strict=True)])
 
 
 def logistic_fit(x: np.ndarray, y: np.ndarray, l2: float = L2, iterations: int = 50) -> tuple[np.ndarray, float]:
@@ -128,17 +119,6 @@ def probabilities(x: np.ndarray, weights: np.ndarray, intercept: float) -> np.nd
     return 1 / (1 + np.exp(-(x @ weights + intercept)))
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, folds: int = FOLDS) -> np.ndarray:
-    """Each row's probability from a model fitted without its fold."""
-    result = np.zeros(len(y))
-    fold = np.arange(len(y)) % folds
-    for f in range(folds):
-        train = fold != f
-        weights, intercept = logistic_fit(x[train], y[train])
-        result[~train] = probabilities(x[~train], weights, intercept)
-    return result
-
-
 def threshold_for(p: np.ndarray, y: np.ndarray, refused: float = ANSWERABLE_REFUSED) -> float:
     """The highest probability threshold that refuses at most ``refused`` of the answerable questions."""
     answerable = np.sort(p[y == 1])
@@ -147,16 +127,39 @@ def threshold_for(p: np.ndarray, y: np.ndarray, refused: float = ANSWERABLE_REFU
 
 
 def fit(
-    evidence: Sequence[Evidence], labels: Sequence[str], model: str, data: str, features: Sequence[str] = FEATURES
+    evidence: Sequence[Evidence],
+    labels: Sequence[str],
+    model: str,
+    data: str,
+    features: Sequence[str] = FEATURES,
+    topic_l2: float = TOPIC_L2,
+    refused: float = ANSWERABLE_REFUSED,
 ) -> NotFoundModel:
-    """The decision fitted on ``evidence`` (answerable: 1) with its threshold."""
-    raw = matrix(evidence, features)
+    """The decision fitted on ``evidence`` (answerable: 1) with its threshold.
+
+    Stacked: the embedding's projection (``topic``) is fitted first, and the outer regression learns how far to
+    trust it from out-of-fold projections (a projection of the questions it was fitted on would look better than
+    it is); the threshold is chosen on out-of-fold probabilities likewise."""
+    y = np.array([label == "answerable" for label in labels], dtype=float)
+    order = np.random.default_rng(0).permutation(len(y))  # folds that mix the sources
+    fold = np.empty(len(y), dtype=int)
+    fold[order] = np.arange(len(y)) % FOLDS
+    topic_weights, topic_intercept = np.zeros(0), 0.0
+    topic = np.zeros(len(y))
+    if TOPIC in {part for name in features for part in name.split("*")}:
+        vectors = np.array([e.vector for e in evidence], dtype=float)
+        for f in range(FOLDS):
+            w, b = logistic_fit(vectors[fold != f], y[fold != f], topic_l2)
+            topic[fold == f] = vectors[fold == f] @ w + b
+        topic_weights, topic_intercept = logistic_fit(vectors, y, topic_l2)
+    raw = matrix(evidence, features, topic)
     mean, scale = raw.mean(axis=0), raw.std(axis=0)
     scale[scale < 1e-12] = 1.0
     x = (raw - mean) / scale
-    y = np.array([label == "answerable" for label in labels], dtype=float)
-    order = np.random.default_rng(0).permutation(len(y))  # folds that mix the sources
-    threshold = threshold_for(out_of_fold(x[order], y[order]), y[order])
+    held_out = np.zeros(len(y))
+    for f in range(FOLDS):
+        w, b = logistic_fit(x[fold != f], y[fold != f])
+        held_out[fold == f] = probabilities(x[fold == f], w, b)
     weights, intercept = logistic_fit(x, y)
     return NotFoundModel(
         model=model,
@@ -166,7 +169,9 @@ def fit(
         scale=tuple(round(float(v), 8) for v in scale),
         weights=tuple(round(float(v), 8) for v in weights),
         intercept=round(intercept, 8),
-        threshold=round(threshold, 6),
+        threshold=round(threshold_for(held_out, y, refused), 6),
+        topic_weights=tuple(round(float(v), 8) for v in topic_weights),
+        topic_intercept=round(topic_intercept, 8),
     )
 
 

@@ -5,7 +5,9 @@ answered; and what the decision costs a query.
 Latency, in one run on the same questions (extractive answers: no language model): the answering core's
 ``answer`` with the fitted decision, and with the single cosine it replaces (``TAFSIR_ANSWER_MIN_SIMILARITY``
 at the model's measured threshold: no language detection, no evidence); alternated per question, so that both
-see the same load. Also timed alone: the new steps (language detection, the evidence and the decision).
+see the same load, in alternating order. The added latency is read three ways: the difference of the two p50s;
+the p50 of the per-question differences where both answer (the same work but for the decision); and the new
+steps timed alone (language detection, the evidence and the decision).
 
 Uses the store at TAFSIR_QDRANT_PATH and the model it records; the decision shipped for that model (refit with
 ``python -m training.not_found``). Prints one JSON object.
@@ -34,7 +36,7 @@ def _p50(values: list[float]) -> float:
 def measure(settings: Any = None, rounds: int = 3, questions: Path | None = None) -> dict[str, Any]:
     """Held-back confusion per language, and answer latency p50 with and without the decision (ms)."""
     from retriever import not_found
-    from retriever.answer import Answerer
+    from retriever.answer import Answerer, AnswerMode
     from retriever.search import SearchEngine
     from services.language import detect_language
     from services.settings import Settings
@@ -64,13 +66,22 @@ def measure(settings: Any = None, rounds: int = 3, questions: Path | None = None
     for q in held[:5]:  # warm both paths (language model of py3langid, caches)
         calibrated.answer(q.query), single.answer(q.query)
 
-    with_decision, without, steps = [], [], []
-    for _ in range(rounds):
-        for q in held:
-            for answerer, into in ((calibrated, with_decision), (single, without)):
+    with_decision, without, steps, added_when_both_answer = [], [], [], []
+    for round_number in range(rounds):
+        for number, q in enumerate(held):
+            pair = [(calibrated, with_decision), (single, without)]
+            if (number + round_number) % 2:  # alternate which goes first: neither gets the warmer caches
+                pair.reverse()
+            took, modes = {}, {}
+            for answerer, into in pair:
                 started = time.perf_counter()
-                answerer.answer(q.query)
-                into.append((time.perf_counter() - started) * 1000)
+                answer = answerer.answer(q.query)
+                took[id(into)] = (time.perf_counter() - started) * 1000
+                modes[id(into)] = answer.mode
+                into.append(took[id(into)])
+            # Where both answer, both did the same work but for the decision's own steps.
+            if AnswerMode.NOT_FOUND not in modes.values():
+                added_when_both_answer.append(took[id(with_decision)] - took[id(without)])
             probe = engine.search_probed(q.query)
             started = time.perf_counter()
             decision.judge(not_found.gather(q.query, probe, engine.sparse, detect_language(q.query)))
@@ -86,6 +97,8 @@ def measure(settings: Any = None, rounds: int = 3, questions: Path | None = None
             "answer_p50_with_decision": _p50(with_decision),
             "answer_p50_single_cosine": _p50(without),
             "added_p50": round(_p50(with_decision) - _p50(without), 3),
+            "added_p50_paired_both_answer": _p50(added_when_both_answer),
+            "pairs_both_answer": len(added_when_both_answer),
             "decision_steps_p50": _p50(steps),
             "decision_steps_p95": round(sorted(steps)[int(0.95 * (len(steps) - 1))], 3),
         },

@@ -5,9 +5,11 @@ playground page) calls ``Answerer``; none builds an answer itself.
 
 1. **Follow-ups** become standalone questions before retrieval: with the language model when one is set,
    otherwise by a rule (``standalone_by_rule``). The query searched is part of every answer.
-2. **Not found**: when no passage is close to the question (the cosine of the closest passage by the dense
-   vector below ``TAFSIR_ANSWER_MIN_SIMILARITY``, or the model's measured threshold), the answer says so in
-   Indonesian and no language model is asked.
+2. **Not found**: when the tafsir does not answer the question, the answer says so in Indonesian and no
+   language model is asked. A model with a fitted decision (``retriever.not_found``: the cosines of the nearest
+   passages, the overlap of the question's words with the first passages, its language, in a calibrated
+   logistic regression) judges by the probability that the tafsir answers (the answer's ``confidence``); others,
+   or ``TAFSIR_ANSWER_MIN_SIMILARITY`` when set, by the cosine of the closest passage alone.
 3. **Generated** (``TAFSIR_LLM_BASE_URL`` and ``TAFSIR_LLM_MODEL``: any OpenAI-compatible chat endpoint through
    langchain-openai; or any LangChain chat model given to ``Answerer``): the model sees the numbered passages
    and the conversation; its citations are checked as it writes (``retriever.citations``): one that refers
@@ -25,13 +27,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from retriever import not_found
 from retriever.citations import CitationChecker, CitedPassage, InvalidCitation
 from retriever.search import (
     MAX_K,
@@ -39,6 +42,7 @@ from retriever.search import (
     MAX_TURN_CHARS,
     MAX_TURNS,
     Passage,
+    Probe,
     RetrieveFilter,
     SearchEngine,
     SearchOptions,
@@ -142,7 +146,7 @@ class AnswerRequest(BaseModel):
 class AnswerMode(StrEnum):
     GENERATED = "generated"  # written by the language model from the passages
     EXTRACTIVE = "extractive"  # sentences of the passages, no language model
-    NOT_FOUND = "not_found"  # no passage close enough to the question: no language model asked
+    NOT_FOUND = "not_found"  # the tafsir does not answer the question: no language model asked
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ class Answer:
     passages: tuple[Passage, ...]  # numbered from 1, as the model saw them
     searched_query: str
     similarity: float | None  # cosine of the passage closest to the searched query
+    confidence: float | None = None  # probability that the tafsir answers (None: judged by the cosine alone)
     cited: tuple[int, ...] = ()  # numbers of the passages the text cites, in the order first cited
     invalid_citations: tuple[InvalidCitation, ...] = ()
     usage: Usage | None = None  # None: no language model ran
@@ -367,6 +372,7 @@ class _Run:
     searched_query: str = ""
     passages: tuple[Passage, ...] = ()
     similarity: float | None = None
+    confidence: float | None = None
     usage: Usage = field(default_factory=Usage)
     llm_ran: bool = False
 
@@ -377,6 +383,7 @@ class _Run:
             passages=self.passages,
             searched_query=self.searched_query,
             similarity=self.similarity,
+            confidence=self.confidence,
             usage=self.usage if self.llm_ran else None,
             llm=llm,
             took_ms=round((time.perf_counter() - self.started) * 1000, 3),
@@ -388,11 +395,18 @@ class Answerer:
     """Answers questions from the tafsir; one per process, shared by every face (thread-safe).
 
     ``llm``: any LangChain chat model; by default the OpenAI-compatible endpoint the settings name
-    (``chat_model``), or none: extractive answers.
+    (``chat_model``), or none: extractive answers. ``decisions``: the fitted not-found decisions by model identity;
+    by default the shipped ones (``retriever/not_found.json``).
     """
 
-    def __init__(self, engine: SearchEngine, llm: BaseChatModel | None = None) -> None:
+    def __init__(
+        self,
+        engine: SearchEngine,
+        llm: BaseChatModel | None = None,
+        decisions: Mapping[str, not_found.NotFoundModel] | None = None,
+    ) -> None:
         self.engine = engine
+        self.decisions = decisions
         self.settings = engine.settings
         self.configured = llm is None and self.settings.llm_base_url is not None
         self.llm = llm if llm is not None else chat_model(self.settings)
@@ -404,6 +418,21 @@ class Answerer:
         if self.settings.answer_min_similarity is not None:
             return self.settings.answer_min_similarity
         return self.engine.embedder.profile.min_similarity
+
+    @property
+    def decision(self) -> not_found.NotFoundModel | None:
+        """The model's fitted not-found decision; None when it has none, or TAFSIR_ANSWER_MIN_SIMILARITY is set."""
+        if self.settings.answer_min_similarity is not None:
+            return None
+        identity = self.engine.embedder.identity
+        return not_found.model_for(identity) if self.decisions is None else self.decisions.get(identity)
+
+    def judge(self, query: str, probe: Probe) -> not_found.Verdict:
+        """Whether the passages ``probe`` found answer ``query``."""
+        decision = self.decision
+        if decision is None or not probe.passages:
+            return not_found.by_cosine(probe.similarity, self.min_similarity)
+        return decision.judge(not_found.gather(query, probe, self.engine.sparse))
 
     def answer(self, question: str, history: Sequence[Turn] = (), options: SearchOptions | None = None) -> Answer:
         """The whole answer; ``AnswerFailed`` (with the passages found) when the language model fails."""
@@ -453,11 +482,12 @@ class Answerer:
                 except LlmError as exc:
                     failure = exc
                     run.searched_query = standalone_by_rule(run.question, run.history)
-        passages, similarity = self.engine.search_with_similarity(run.searched_query, run.options)
-        run.similarity = round(similarity, 6)
-        threshold = self.min_similarity
-        if threshold is None or similarity >= threshold:
-            run.passages = tuple(passages)
+        probe = self.engine.search_probed(run.searched_query, run.options)
+        run.similarity = round(probe.similarity, 6)
+        verdict = self.judge(run.searched_query, probe)
+        run.confidence = verdict.confidence
+        if verdict.answers:
+            run.passages = tuple(probe.passages)
         return failure
 
     def _rewrite(self, run: _Run) -> str:

@@ -303,6 +303,16 @@ class Passage:
         )
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A search's passages, how near the passage nearest the query by the dense vector alone lies, and the query's
+    embedding: what the answering core decides "not found" on (retriever/not_found.py)."""
+
+    passages: list[Passage]
+    similarity: float  # cosine of the nearest passage by the dense vector (-1 when nothing matches the filter)
+    vector: list[float]  # the query's embedding
+
+
 class SearchEngine:
     """Holds the store, the model and the BM25 encoder; everything heavy is created on first use."""
 
@@ -408,20 +418,31 @@ class SearchEngine:
 
     def search_with_similarity(self, query: str, options: SearchOptions | None = None) -> tuple[list[Passage], float]:
         """``search``, and the cosine between the query and the passage closest to it by the dense vector alone
-        (within the filter; -1 when nothing matches the filter), whatever the mode.
+        (within the filter; -1 when nothing matches the filter), whatever the mode."""
+        probe = self.search_probed(query, options)
+        return probe.passages, probe.similarity
+
+    def search_probed(self, query: str, options: SearchOptions | None = None) -> Probe:
+        """``search``, and the cosine between the query and the passage closest to it by the dense vector alone
+        (within the filter), whatever the mode.
 
         A hybrid score is an RRF score: it says how a passage ranks, not how near it is, so whether the tafsir
-        answers a question at all is judged on the cosine (retriever/answer.py). The query is embedded once."""
+        answers a question at all is judged on the cosine and the query's embedding (retriever/not_found.py). The
+        query is embedded once."""
         options = options or SearchOptions()
         if not query.strip():
             raise ValueError("the query is empty")
         options = self._by_edition(options)
         self.check_model()
         dense = self.embedder.encode_query(query)
+        # One nearest passage: each hit's payload is read back, so more would cost a millisecond or more.
         nearest = SearchRequest(mode=Mode.DENSE, limit=1, dense=dense, filter=options.filter)
         hits = self.store.search(self.settings.collection, nearest)
-        similarity = hits[0].score if hits else -1.0
-        return self._search(self.request(query, options, dense=dense), options), similarity
+        return Probe(
+            passages=self._search(self.request(query, options, dense=dense), options),
+            similarity=hits[0].score if hits else -1.0,
+            vector=dense,
+        )
 
     def editions(self) -> dict[str, int]:
         """The editions behind the alias and their numbers of chunks (a facet over the payload index)."""

@@ -52,7 +52,9 @@ class ModelProfile:
     )
     # The cosine between a question and its closest passage below which the tafsir is taken not to answer it
     # (retriever/answer.py says so and asks no language model). Cosines sit on each model's own scale, so this
-    # is measured per model (bench/not_found.py); None: not measured, every question gets an answer.
+    # is measured per model (bench/not_found.py); None: not measured, every question gets an answer. A model with
+    # a fitted not-found decision (retriever/not_found.json) is judged by that instead, unless
+    # TAFSIR_ANSWER_MIN_SIMILARITY is set.
     min_similarity: float | None = None
 
 

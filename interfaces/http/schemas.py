@@ -171,7 +171,7 @@ class AnswerResponse(BaseModel):
     answer: str = Field(description="The answer, in Indonesian, citing its passages as [n] or QS Name [s]: a.")
     mode: str = Field(
         description="generated (by the language model), extractive (sentences of the passages: no language model "
-        "is set) or not_found (no passage is close to the question; no language model was asked)."
+        "is set) or not_found (the tafsir does not answer the question; no language model was asked)."
     )
     sources: list[Source] = Field(description="The passages the answer was made from, numbered as it cites them.")
     cited: list[int] = Field(description="Numbers of the passages the answer cites, in the order first cited.")
@@ -180,6 +180,10 @@ class AnswerResponse(BaseModel):
     )
     searched_query: str = Field(description="What was searched: the question, or a follow-up made standalone.")
     similarity: float | None = Field(description="Cosine between the searched query and its closest passage.")
+    confidence: float | None = Field(
+        description="Probability that the tafsir answers the question, from the model's fitted not-found decision "
+        "(below its threshold: not_found); null when the model has none and the cosine alone decides."
+    )
     llm: str | None = Field(description="The language model that wrote the answer, if one did.")
     usage: UsageOut | None = Field(description="The language model's tokens (rewriting and answer), if one ran.")
     took_ms: float
@@ -224,6 +228,7 @@ def answer_response(answer) -> AnswerResponse:
         invalid_citations=[InvalidCitationOut(text=c.text, reason=c.reason) for c in answer.invalid_citations],
         searched_query=answer.searched_query,
         similarity=answer.similarity,
+        confidence=answer.confidence,
         llm=answer.llm,
         usage=UsageOut(**vars(answer.usage)) if answer.usage is not None else None,
         took_ms=answer.took_ms,

@@ -75,6 +75,9 @@ class AnswerOut(BaseModel):
     sources: list[SourceOut]
     searched_query: str = Field(description="What was searched (a follow-up made standalone).")
     invalid_citations: list[str] = Field(description="Citations of passages not given to the model: cut out.")
+    confidence: float | None = Field(
+        None, description="Probability that the tafsir answers the question (below the model's threshold: not_found)."
+    )
 
 
 def passage_out(passage: Passage) -> PassageOut:
@@ -219,6 +222,7 @@ def build_server(answerer: Answerer) -> MCPServer:
             ],
             searched_query=result.searched_query,
             invalid_citations=[c.text for c in result.invalid_citations],
+            confidence=result.confidence,
         )
 
     return server

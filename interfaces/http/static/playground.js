@@ -52,6 +52,8 @@ function showDone(body) {
   $("answer").textContent = body.answer;
   const parts = [(MODES[body.mode] || (() => ""))(body)];
   if (body.searched_query) parts.push(`Dicari: “${body.searched_query}”.`);
+  // Why the tafsir was judged to answer (or not): the fitted decision's probability, when the model has one.
+  if (typeof body.confidence === "number") parts.push(`Keyakinan tafsir menjawab: ${Math.round(body.confidence * 100)} %.`);
   if (body.invalid_citations && body.invalid_citations.length) {
     parts.push(`Rujukan yang dihapus karena tidak ada di kutipan: ${body.invalid_citations.map((c) => c.text).join(", ")}.`);
   }

@@ -46,6 +46,7 @@ class Ayah:
     arabic: str | None = None
     translation_2019: str | None = None  # the Ministry's 2019 wording (built-in: apiquran)
     transliteration: str | None = None  # the Arabic in Latin letters (built-in: apiquran)
+    translation_en: str | None = None  # an English translation (built-in: Pickthall's, 1930)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,11 @@ def decode(data: bytes, shown: str) -> str:
 # --- format parsers: text -> rows, syntax problems, the edition the file names -----------------
 
 
+# Tanzil's own downloads open with a comment ruled by lines of dashes ("# ----"), which XML forbids inside a
+# comment ("--"); read as a rule of "=" instead (same length, same lines), so such a file parses as it comes.
+_TANZIL_HEADER_RULE = re.compile(r"^#[ \t]*-{2,}[ \t]*$", re.MULTILINE)
+
+
 def parse_xml(text: str) -> _Parsed:
     """Tanzil XML: ``<quran><sura index=".."><aya index=".." text=".."/></sura></quran>``."""
     rows: list[_Row] = []
@@ -245,7 +251,7 @@ def parse_xml(text: str) -> _Parsed:
     parser.EndElementHandler = end
     parser.CommentHandler = comment
     try:
-        parser.Parse(text, True)
+        parser.Parse(_TANZIL_HEADER_RULE.sub(lambda m: m[0].replace("-", "="), text), True)
     except expat.ExpatError as e:
         problem = f"malformed XML: {expat.ErrorString(e.code)} (column {e.offset + 1})"
         problems.append(SourceProblem(e.lineno, None, problem))

@@ -370,6 +370,20 @@ def test_apiquran_is_found_without_running_its_code() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_english_translation_must_number_the_ayat_of_the_tafsir(tmp_path: Path) -> None:
+    from ingest.builtin import read_pickthall
+
+    path = write(tmp_path, "en.short.xml", TANZIL_XML)
+    with pytest.raises(SourceError, match=r"en\.short\.xml.*expected the 6236 ayat of the built-in tafsir"):
+        read_pickthall([(a.surah, a.ayah) for a in read_builtin().ayat], path)
+
+
+def test_the_builtin_corpus_carries_pickthalls_english_translation() -> None:
+    ayat = {(a.surah, a.ayah): a for a in read_builtin().ayat}
+    assert ayat[112, 1].translation_en == "Say: He is Allah, the One!"
+    assert all(a.translation_en for a in ayat.values())
+
+
 def test_the_builtin_texts_name_their_pinned_package_versions_and_licences() -> None:
     pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
     pyproject = (ROOT / "pyproject.toml").read_text()

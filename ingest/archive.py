@@ -60,6 +60,7 @@ class SourceArchive:
                 "arabic": a.arabic,
                 "translation_2019": a.translation_2019,
                 "transliteration": a.transliteration,
+                "translation_en": a.translation_en,
             }
             for a in source.ayat
         )

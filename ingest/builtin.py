@@ -12,7 +12,7 @@ import importlib.util
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -78,7 +78,17 @@ BUILTIN_TEXTS = (
         "MIT",
     ),
     CorpusText("transliteration (Latin letters)", "apiquran", "alquran/{1..114}.json, field teksLatin", "MIT"),
+    CorpusText(
+        "English translation: Marmaduke Pickthall, The Meaning of the Glorious Koran, 1930 (Tanzil en.pickthall)",
+        "purequransearch",
+        "purequransearch/corpora/en.pickthall.xml",
+        "the text is in the public domain (Pickthall died in 1936; published 1930: public domain in the United "
+        "States since 2026 and where copyright lasts 70 years after the author's death); the package is GPL-3.0 "
+        "and is read as data, its code never imported",
+    ),
 )
+PICKTHALL_PACKAGE = "purequransearch"
+PICKTHALL_FILE = "corpora/en.pickthall.xml"
 
 
 def read_builtin(apiquran_folder: Path | None = None) -> Source:
@@ -112,12 +122,49 @@ def read_builtin(apiquran_folder: Path | None = None) -> Source:
     if missing:
         raise SourceError(BUILTIN_ORIGIN, missing)
     apiquran = read_apiquran(apiquran_folder or apiquran_package_folder(), Counter(s for s, _ in tafsir))
+    english = read_pickthall(tafsir.keys())
     # validate_rows returns records sorted by (surah, ayah), and dicts keep that order.
     ayat = tuple(
-        Ayah(BUILTIN_EDITION, s, a, text, translation[s, a], arabic[s, a], *apiquran[s, a])
+        Ayah(BUILTIN_EDITION, s, a, text, translation[s, a], arabic[s, a], *apiquran[s, a], english[s, a])
         for (s, a), text in tafsir.items()
     )
     return Source(BUILTIN_EDITION, BUILTIN_ORIGIN, ayat)
+
+
+# --- the English translation: Pickthall's, from purequransearch ------------------------------------
+
+
+def package_folder(package: str) -> Path:
+    """An installed package's folder, found without importing its code; SourceError names the install command."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        problem = f"the package {package} is not installed: pip install -c constraints.txt {package}"
+        raise SourceError(f"{package} (built-in)", [SourceProblem(None, None, problem)])
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def read_pickthall(ayat: Iterable[tuple[int, int]], path: Path | None = None) -> dict[tuple[int, int], str]:
+    """Pickthall's English translation of each of ``ayat`` (Tanzil XML; default: the file purequransearch ships).
+
+    English questions find their ayat through it (it feeds ``bm25_tr``: services/sparse.py). The file must hold
+    exactly ``ayat``: SourceError names the file and what is missing or extra.
+    """
+    path = path or package_folder(PICKTHALL_PACKAGE) / PICKTHALL_FILE
+    shown = str(path)
+    try:
+        parsed = parse_xml(decode(path.read_bytes(), shown))
+    except OSError as e:
+        raise SourceError(shown, [SourceProblem(None, None, f"cannot be read: {e.strerror}")]) from None
+    records, problems = validate_rows(parsed.rows)
+    if parsed.problems or problems:
+        raise SourceError(shown, parsed.problems + problems)
+    texts = {(r.surah, r.ayah): r.text for r in records}
+    wanted = set(ayat)
+    if texts.keys() != wanted:
+        missing, extra = len(wanted - texts.keys()), len(texts.keys() - wanted)
+        problem = f"expected the {len(wanted)} ayat of the built-in tafsir: {missing} missing, {extra} extra"
+        raise SourceError(shown, [SourceProblem(None, "ayah", problem)])
+    return texts
 
 
 # --- apiquran: the 2019 translation and the transliteration ---------------------------------------

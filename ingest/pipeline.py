@@ -35,6 +35,7 @@ from services.sparse import (
     SURAH_NAME,
     TAFSIR,
     TRANSLATION_2019,
+    TRANSLATION_EN,
     TRANSLATION_LEGACY,
     TRANSLITERATION,
     AyahTexts,
@@ -156,6 +157,7 @@ def stored_ayat(store: VectorStore, collection: str, edition: str) -> list[Ayah]
                 first.get("arabic"),
                 first.get(TRANSLATION_2019),
                 first.get(TRANSLITERATION),
+                first.get(TRANSLATION_EN),
             )
         )
     return ayat
@@ -170,6 +172,7 @@ def ayah_texts(ayah: Ayah, tafsir: str | None = None) -> AyahTexts:
         TRANSLATION_2019: ayah.translation_2019,
         TRANSLITERATION: ayah.transliteration,
         SURAH_NAME: surah_info(ayah.surah).name,
+        TRANSLATION_EN: ayah.translation_en,
     }
 
 
@@ -432,6 +435,8 @@ class IngestPipeline:
             ayah.translation_2019 or "",
             ayah.transliteration or "",
             self.settings.translation,  # which wording `translation` holds
+            # only where there is one: a source without an English translation keeps its hashes
+            *([ayah.translation_en] if ayah.translation_en else []),
         )
 
     def _dense_is_current(self, held: StoredHash, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> bool:
@@ -459,6 +464,7 @@ class IngestPipeline:
             "translation": shown_translation(wordings, self.settings.translation),
             **wordings,
             "transliteration": ayah.transliteration,
+            TRANSLATION_EN: ayah.translation_en,
             "arabic": ayah.arabic,
             "char_start": chunk.char_start,
             "char_end": chunk.char_end,

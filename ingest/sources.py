@@ -28,7 +28,7 @@ _TANZIL_ID_RE = re.compile(r"^[ \t]*#[ \t]*ID:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _BOM = b"\xef\xbb\xbf"
 _MAX_SHOWN = 20
-_OPTIONAL_FIELDS = ("translation", "translation_2019", "transliteration", "arabic", "edition")
+_OPTIONAL_FIELDS = ("translation", "translation_2019", "transliteration", "translation_en", "arabic", "edition")
 _FORMATS = {
     ".xml": 'expected Tanzil XML: <quran><sura index="1"><aya index="1" text="..."/>',
     ".jsonl": 'expected one JSON object a line: {"surah": 1, "ayah": 1, "text": "..."}',
@@ -46,6 +46,7 @@ class Ayah:
     arabic: str | None = None
     translation_2019: str | None = None  # the Ministry's 2019 wording (built-in: apiquran)
     transliteration: str | None = None  # the Arabic in Latin letters (built-in: apiquran)
+    translation_en: str | None = None  # an English translation (built-in: Pickthall's, 1930)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class _Record:
     arabic: str | None
     translation_2019: str | None
     transliteration: str | None
+    translation_en: str | None
 
 
 # --- the public entry point ----------------------------------------------------------------------
@@ -201,6 +203,11 @@ def decode(data: bytes, shown: str) -> str:
 # --- format parsers: text -> rows, syntax problems, the edition the file names -----------------
 
 
+# Tanzil's own downloads open with a comment ruled by lines of dashes ("# ----"), which XML forbids inside a
+# comment ("--"); read as a rule of "=" instead (same length, same lines), so such a file parses as it comes.
+_TANZIL_HEADER_RULE = re.compile(r"^#[ \t]*-{2,}[ \t]*$", re.MULTILINE)
+
+
 def parse_xml(text: str) -> _Parsed:
     """Tanzil XML: ``<quran><sura index=".."><aya index=".." text=".."/></sura></quran>``."""
     rows: list[_Row] = []
@@ -245,7 +252,7 @@ def parse_xml(text: str) -> _Parsed:
     parser.EndElementHandler = end
     parser.CommentHandler = comment
     try:
-        parser.Parse(text, True)
+        parser.Parse(_TANZIL_HEADER_RULE.sub(lambda m: m[0].replace("-", "="), text), True)
     except expat.ExpatError as e:
         problem = f"malformed XML: {expat.ErrorString(e.code)} (column {e.offset + 1})"
         problems.append(SourceProblem(e.lineno, None, problem))
@@ -386,6 +393,7 @@ def validate_rows(rows: Iterable[_Row]) -> tuple[list[_Record], list[SourceProbl
         arabic = _text(values, "arabic", report)
         translation_2019 = _text(values, "translation_2019", report)
         transliteration = _text(values, "transliteration", report)
+        translation_en = _text(values, "translation_en", report)
         if surah_number is not None and ayah is not None:
             first = records.get((surah_number, ayah))
             if first is not None:
@@ -395,7 +403,15 @@ def validate_rows(rows: Iterable[_Row]) -> tuple[list[_Record], list[SourceProbl
         if len(problems) == found:
             assert surah_number is not None and ayah is not None and text is not None
             records[surah_number, ayah] = _Record(
-                row.line, surah_number, ayah, text, translation, arabic, translation_2019, transliteration
+                row.line,
+                surah_number,
+                ayah,
+                text,
+                translation,
+                arabic,
+                translation_2019,
+                transliteration,
+                translation_en,
             )
     return [records[key] for key in sorted(records)], problems
 
@@ -486,7 +502,17 @@ def _resolve_edition(flag: str | None, parsed: _Parsed) -> tuple[str | None, lis
 
 
 def _ayah(edition: str, r: _Record) -> Ayah:
-    return Ayah(edition, r.surah, r.ayah, r.text, r.translation, r.arabic, r.translation_2019, r.transliteration)
+    return Ayah(
+        edition,
+        r.surah,
+        r.ayah,
+        r.text,
+        r.translation,
+        r.arabic,
+        r.translation_2019,
+        r.transliteration,
+        r.translation_en,
+    )
 
 
 def kind(value: object) -> str:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.embedding import Embedder, ModelMismatchError
+from services.language import detect_language
 from services.model_source import settings_for_collection
 from services.models import Fusion
 from services.quran import SURAH_COUNT, SURAHS, citation, shown_translation
@@ -383,10 +384,16 @@ class SearchEngine:
         """The model's measured fusion (services/models.py) with the settings that override it."""
         return self.embedder.profile.fusion.overridden(self.settings.fusion_overrides())
 
+    def fusion_for(self, query: str) -> Fusion:
+        """The fusion measured for the query's language (services/models.py, ``language_fusions``: English
+        questions lean on the lists that read English) with the settings that override it."""
+        language = detect_language(query)
+        return self.embedder.profile.fusion_for(language).overridden(self.settings.fusion_overrides())
+
     def request(self, query: str, options: SearchOptions, dense: list[float] | None = None) -> SearchRequest:
         """The store query for ``query``; ``dense`` is its embedding when the caller has it already."""
         mode = Mode(options.mode)
-        fusion = self.fusion
+        fusion = self.fusion_for(query)
         if dense is None and mode in (Mode.DENSE, Mode.HYBRID):
             dense = self.embedder.encode_query(query)
         return SearchRequest(

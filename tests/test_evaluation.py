@@ -204,3 +204,14 @@ def test_the_question_file_is_installed_with_the_package(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         shipped = archive.read("services/evaluation_questions.jsonl")
     assert shipped == BUILTIN_QUERIES.read_bytes()
+
+
+def test_the_english_questions_load_each_with_an_answering_ayah_and_read_as_english():
+    from services.evaluation import ENGLISH_QUERIES
+    from services.language import detect_language
+
+    queries = load_queries(ENGLISH_QUERIES)  # the ayat exist: load_queries checks every label
+    assert len(queries) >= 40
+    assert all(2 in q.relevant.values() for q in queries), "every question needs an ayah that answers it (grade 2)"
+    assert [q.qid for q in queries if detect_language(q.query) != "en"] == []
+    assert ENGLISH_QUERIES.resolve().is_relative_to(ROOT), "the shipped file lives in the repository"

@@ -1,3 +1,5 @@
+import pytest
+
 from services.language import arabic_share, detect_language
 
 
@@ -18,3 +20,24 @@ def test_malay_is_folded_into_indonesian():
 def test_arabic_share_counts_letters_only():
     assert arabic_share("123 !?") == 0.0
     assert arabic_share("الله abc") == 4 / 7
+
+
+# Short queries, as people type them into a search box (bench/query_languages.jsonl has more, measured in
+# docs/BENCHMARKS.md, "English questions").
+@pytest.mark.parametrize(
+    ("query", "language"),
+    [
+        ("night journey", "en"),
+        ("wine and gambling", "en"),
+        ("Pharaoh drowned", "en"),
+        ("There is no compulsion in religion", "en"),
+        ("is riba forbidden for Muslims?", "en"),
+        ("hukum riba", "id"),
+        ("kisah Nabi Yusuf", "id"),
+        ("sabar", "id"),
+        ("Ashâbul Ukhdûd", "id"),
+        ("apa hukum riba menurut Quran, is it haram?", "id"),
+    ],
+)
+def test_short_keyword_and_mixed_queries_get_the_language_a_person_would_name(query, language):
+    assert detect_language(query) == language

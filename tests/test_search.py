@@ -147,3 +147,57 @@ def test_a_path_or_query_parameter_takes_one_value_and_its_message_says_no_more(
         "surah must be between 1 and 114",
         "edition must be an edition id of 1 to 100 characters",
     ]
+
+
+# --- the query's language chooses the fusion (services/models.py, language_fusions) ------------------------
+
+
+@pytest.fixture(scope="module")
+def e5_profiled_engine(tmp_path_factory, tiny_model):
+    """Surahs 108-114 of the built-in corpus, searched with a model that inherits multilingual-e5-small's facts
+    (a `tafsir train` folder names its base), so the fusions are e5's."""
+    import json
+    import shutil
+
+    from services.models import LINEAGE_FILE, MULTILINGUAL_E5_SMALL
+
+    folder = tmp_path_factory.mktemp("e5-like") / "model"
+    shutil.copytree(tiny_model, folder)
+    (folder / LINEAGE_FILE).write_text(json.dumps({"base": MULTILINGUAL_E5_SMALL}))
+    settings = Settings(
+        _env_file=None, qdrant_path=tmp_path_factory.mktemp("routing") / "qdrant", embedding_model=str(folder)
+    )
+    store = open_store(settings)
+    embedder = Embedder(settings)
+    try:
+        IngestPipeline(settings, store, embedder).run(edition("id.test", range(108, 115)))
+        yield SearchEngine(settings, store=store, embedder=embedder)
+    finally:
+        store.close()
+
+
+def test_an_english_question_is_searched_with_the_lists_that_read_english(e5_profiled_engine):
+    from services.models import MULTILINGUAL_E5_SMALL, PROFILES
+    from services.store.base import SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION
+
+    english = e5_profiled_engine.request("What is the punishment for a thief?", SearchOptions(), dense=[0.0])
+    assert english.dense_weight == 1.0
+    assert english.sparse_weights == {SPARSE: 0.0, SPARSE_CONTEXT: 0.0, SPARSE_TRANSLATION: 1.0}
+    indonesian = e5_profiled_engine.request("Apa hukuman bagi pencuri?", SearchOptions(), dense=[0.0])
+    default = PROFILES[MULTILINGUAL_E5_SMALL].fusion
+    assert (indonesian.dense_weight, indonesian.sparse_weights[SPARSE_CONTEXT]) == (default.dense, default.bm25_ctx)
+
+
+def test_a_setting_overrides_the_english_fusion_too(e5_profiled_engine):
+    settings = e5_profiled_engine.settings.model_copy(update={"weight_bm25_ctx": 2.0})
+    engine = SearchEngine(settings, store=e5_profiled_engine.store, embedder=e5_profiled_engine.embedder)
+    english = engine.request("What is the punishment for a thief?", SearchOptions(), dense=[0.0])
+    assert (english.sparse_weights["bm25_ctx"], english.sparse_weights["bm25_tr"]) == (2.0, 1.0)
+
+
+def test_an_english_question_finds_its_ayah_through_the_english_translation(e5_profiled_engine):
+    """The built-in corpus carries Pickthall's English translation in bm25_tr, and an English question is searched
+    there alone: English words over the Indonesian tafsir lists would rank Al-Lahab first here."""
+    question = "seek refuge in the Lord of the Daybreak"
+    passages = e5_profiled_engine.search(question, SearchOptions(k=3, mode=Mode.SPARSE))
+    assert (passages[0].surah, passages[0].ayah) == (113, 1)

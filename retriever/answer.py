@@ -12,8 +12,9 @@ playground page) calls ``Answerer``; none builds an answer itself.
    langchain-openai; or any LangChain chat model given to ``Answerer``): the model sees the numbered passages
    and the conversation; its citations are checked as it writes (``retriever.citations``): one that refers
    to no passage it was given is cut out and reported.
-4. **Extractive** (no language model): the best passages, each cut to the sentences that share words with
-   the question, each with its citation, and labelled as extractive.
+4. **Extractive** (no language model): one entry for each of the best ayat, each quoting whole sentences of
+   its passage verbatim (``retriever.sentences``), or of the ayah's translation when those hold more of the
+   question's words, with its citation; labelled as extractive.
 
 A failing language model (unreachable, an error status, a timeout, a reply that is not a chat completion)
 ends the answer with ``LlmError``, which names the endpoint and the setting to check; the passages found
@@ -64,8 +65,8 @@ NOT_FOUND_TEXT = (
 )
 TRANSLATION_LABEL = "terjemahan"  # an extractive entry that quotes the ayah's translation says so after its citation
 EXTRACTIVE_HEADING = (
-    "Jawaban ekstraktif (tanpa model bahasa): kalimat dari kutipan tafsir yang paling sesuai dengan pertanyaan, "
-    "masing-masing dengan sumbernya."
+    "Jawaban ekstraktif (tanpa model bahasa): kalimat utuh dari kutipan tafsir, atau dari terjemahan ayatnya, yang "
+    "paling sesuai dengan pertanyaan, masing-masing dengan sumbernya."
 )
 SYSTEM_PROMPT = (
     "Anda adalah asisten yang menjawab pertanyaan tentang Al-Qur'an hanya berdasarkan kutipan tafsir yang "
@@ -331,12 +332,12 @@ class Quote:
 def excerpt(
     text: str, question_terms: set[int], terms_of, *, starts_whole: bool = True, ends_whole: bool = True
 ) -> Quote:
-    """The (at most two) whole sentences of ``text`` holding most of the question's terms, within
-    ``EXCERPT_CHARS`` (the first one chosen at most that long); the first whole sentence when none holds any.
-    Terms are the BM25 analysis's (normalised, stemmed, stopwords out), so that "hukuman" meets "hukum".
-    A sentence is never cut: one too long to quote is passed over. ``starts_whole``/``ends_whole``: whether
-    ``text`` begins and ends at a sentence's edge (a window of a long ayah may not); an edge sentence that may
-    be a piece is never quoted."""
+    """The (at most two) whole sentences of ``text`` holding most of the question's terms, together at most
+    ``EXCERPT_CHARS`` long, in the text's order (a second one only if it adds a term); the first whole sentence
+    when none holds any. Terms are the BM25 analysis's (normalised, stemmed, stopwords out), so that "hukuman"
+    meets "hukum". A sentence is never cut: one too long to quote is passed over. ``starts_whole`` /
+    ``ends_whole``: whether ``text`` begins and ends at a sentence's edge (a window of a long ayah may not); an
+    edge sentence that may be a piece is never quoted. An empty quote: no whole sentence short enough."""
     spans = [s for s in whole_sentences(text, starts_whole, ends_whole) if s[1] - s[0] <= EXCERPT_CHARS]
     if not spans:
         return Quote("", 0)

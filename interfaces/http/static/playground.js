@@ -44,7 +44,7 @@ function showSources(sources) {
 
 const MODES = {
   generated: (body) => `Dijawab oleh ${body.llm || "model bahasa"} dari kutipan di bawah.`,
-  extractive: () => "Jawaban ekstraktif: server tidak memakai model bahasa; kalimat dikutip dari tafsir.",
+  extractive: () => "Jawaban ekstraktif: server tidak memakai model bahasa; kalimat utuh dikutip dari tafsir atau terjemahan ayat.",
   not_found: () => "Tafsir yang tersedia tidak memuat jawabannya.",
 };
 

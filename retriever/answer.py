@@ -335,10 +335,14 @@ def excerpt(
     """The (at most two) whole sentences of ``text`` holding most of the question's terms, together at most
     ``EXCERPT_CHARS`` long, in the text's order (a second one only if it adds a term); the first whole sentence
     when none holds any. Terms are the BM25 analysis's (normalised, stemmed, stopwords out), so that "hukuman"
-    meets "hukum". A sentence is never cut: one too long to quote is passed over. ``starts_whole`` /
-    ``ends_whole``: whether ``text`` begins and ends at a sentence's edge (a window of a long ayah may not); an
-    edge sentence that may be a piece is never quoted. An empty quote: no whole sentence short enough."""
-    spans = [s for s in whole_sentences(text, starts_whole, ends_whole) if s[1] - s[0] <= EXCERPT_CHARS]
+    meets "hukum". A sentence is never cut: one too long is passed over (all too long: the best one alone).
+    ``starts_whole``/``ends_whole``: whether ``text`` begins and ends at a sentence's edge (a window of a long
+    ayah may not); an edge sentence that may be a piece is never quoted. Empty: no whole sentence at all."""
+    whole = whole_sentences(text, starts_whole, ends_whole)
+    spans = [s for s in whole if s[1] - s[0] <= EXCERPT_CHARS]
+    limit, budget = EXTRACTIVE_SENTENCES, EXCERPT_CHARS
+    if not spans:  # every sentence is long: one of them, whole, rather than none
+        spans, limit, budget = whole, 1, max((end - start for start, end in whole), default=0)
     if not spans:
         return Quote("", 0)
     held = [question_terms & terms_of(text[start:end]) for start, end in spans]
@@ -349,7 +353,7 @@ def excerpt(
     chosen: list[int] = []
     for index in ranked:
         length = sum(spans[i][1] - spans[i][0] for i in chosen) + spans[index][1] - spans[index][0]
-        if len(chosen) < EXTRACTIVE_SENTENCES and length <= EXCERPT_CHARS and held[index] - _union(held, chosen):
+        if len(chosen) < limit and length <= budget and held[index] - _union(held, chosen):
             chosen.append(index)
     chosen = sorted(chosen) or [0]
     pieces: list[tuple[int, int]] = []  # sentences next to each other are quoted as one slice, spacing kept
@@ -368,7 +372,8 @@ def _union(held: list[set[int]], chosen: list[int]) -> set[int]:
 
 def quote_passage(passage: Passage, question_terms: set[int], terms_of) -> tuple[Quote, bool]:
     """What an extractive answer quotes of a passage: whole sentences of its tafsir, or of the ayah's own
-    translation when those hold more of the question's terms (or the tafsir has no whole sentence short enough).
+    translation when those hold more of the question's terms (or the tafsir has no whole sentence, or only
+    sentences longer than ``EXCERPT_CHARS`` where the translation's fit).
     Returns the quote and whether it is the translation's."""
     tafsir = excerpt(
         passage.text,
@@ -379,7 +384,11 @@ def quote_passage(passage: Passage, question_terms: set[int], terms_of) -> tuple
     )
     if passage.translation:
         translation = excerpt(passage.translation, question_terms, terms_of)
-        if translation.text and (translation.shared > tafsir.shared or not tafsir.text):
+        if translation.text and (
+            translation.shared > tafsir.shared
+            or not tafsir.text
+            or len(tafsir.text) > EXCERPT_CHARS >= len(translation.text)
+        ):
             return translation, True
     return tafsir, False
 

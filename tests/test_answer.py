@@ -128,6 +128,9 @@ def test_an_excerpt_quotes_a_long_sentence_whole_and_passes_over_one_too_long_to
     assert len(too_long) > EXCERPT_CHARS
     text = f"Thalut berangkat. {too_long} Pasukan itu sedikit."
     assert excerpt(text, terms("berapa orang pasukan yang meneguk air"), terms).text == "Pasukan itu sedikit."
+    other = too_long.replace("Pasukan mereka", "Tentara Thalut")
+    only_long = f"{too_long} {other}"  # every sentence too long: the best one, whole, alone
+    assert excerpt(only_long, terms("tentara Thalut"), terms).text == other
 
 
 def test_sentences_apart_are_joined_by_an_ellipsis_and_neighbours_as_the_text_spaces_them(engine):

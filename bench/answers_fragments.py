@@ -12,11 +12,12 @@ edges of that text:
 - it ends at the text's end (when the passage is its ayah's last window, or the translation), or at the end of a
   sentence;
 
-where a sentence ends with ``.``, ``!``, ``?`` or ``…`` and any closing quotes or brackets, followed by
-whitespace and then a capital letter (after any opening quotes or brackets), and never with the period of an
-abbreviation that a name follows (``Q.S.``, ``H.R.``) nor of a one-letter initial. This is written here on its
-own, not imported from the answering core's splitter (retriever/sentences.py), so that it checks the splitter
-instead of repeating it. Anything else is **cut**: not verbatim, or an edge inside a sentence.
+where a sentence ends with ``.``, ``!``, ``?`` (or Arabic ``؟``) or ``…`` and any closing quotes or brackets,
+followed by whitespace and then a capital letter or a letter of a script without case (Arabic), after any
+opening quotes or brackets, and never with the period of an abbreviation that a name follows (``Q.S.``,
+``H.R.``) nor of a one-letter initial. This is written here on its own, not imported from the answering core's
+splitter (retriever/sentences.py), so that it checks the splitter instead of repeating it. Anything else is
+**cut**: not verbatim, or an edge inside a sentence.
 
 ``measure(answerer, questions)`` answers each question with ``answerer`` and counts. Run as a script, it builds
 an answerer without a language model over the store the settings name (TAFSIR_QDRANT_PATH: a copy of a complete
@@ -40,10 +41,10 @@ DEV_QUESTIONS = ROOT.parent / "shared" / "data" / "dev_questions.jsonl"
 
 SEPARATOR = " … "
 TRANSLATION_MARK = " (terjemahan)"
-_MARKS = ".!?…"
+_MARKS = ".!?؟…"
 _CLOSERS = "\"'”’)]"
 _OPENERS = "(\"'“‘["
-_NAME_ABBREVIATIONS = {"q.s", "qs", "h.r", "hr", "dr", "prof", "k.h", "no", "hlm"}
+_NAME_ABBREVIATIONS = {"q.s", "qs", "h.r", "hr", "dr", "prof", "k.h", "no", "hlm", "mr", "mrs"}
 
 
 def ends_sentence(text: str, end: int) -> bool:
@@ -52,7 +53,8 @@ def ends_sentence(text: str, end: int) -> bool:
     if not body or body[-1] not in _MARKS or not text[end : end + 1].isspace():
         return False
     following = text[end:].lstrip().lstrip(_OPENERS)
-    if not following[:1].isupper():
+    first = following[:1]
+    if not (first.isupper() or (first.isalpha() and not first.islower())):  # Arabic letters have no case
         return False
     if body.endswith(".") and not body.endswith(".."):
         words = body[:-1].split()

@@ -9,7 +9,8 @@ whitespace follows and the next sentence opens (after any opening quotes and bra
 - ``durhaka. "Maka barang siapa``: an end before the quote, so the next sentence keeps its opening ``"``;
 - ``(Q.S. Al-Mukmin 16)``, ``(H.R. Baihaqi)``, ``Dr. Quraish``: no end after an abbreviation that a name
   follows, nor after an initial; ``Allah swt. Kalimat ...`` is an end (an honorific that closes a sentence);
-- ``2:255``, ``a.s.``: no whitespace after the inner marks, so no end there.
+- ``2:255``, ``a.s.``: no whitespace after the inner marks, so no end there;
+- Arabic has no capitals: after ``.``, ``!``, ``?`` or ``؟`` any Arabic letter opens a sentence.
 
 Why not a library: on this text sentencex (Wikimedia, rules for Indonesian) splits ``saw. | beserta`` and
 ``QS. | Al-Baqarah``, ends a sentence with the next one's opening quote, and never ends one before a closing
@@ -22,12 +23,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-# The end of a sentence: its marks, then closing quotes and brackets, then whitespace, then the next one's opening
-# quotes and brackets and a capital letter (checked in code: `str.isupper` knows every script's capitals).
-_END = re.compile(r"""(?:[.!?]+|…)["'”’)\]]*(?=\s+[("'“‘\[]*(\w))""")
+# The end of a sentence: its marks (the Arabic question mark too), then closing quotes and brackets, then
+# whitespace, then the next one's opening quotes and brackets and a capital letter, checked in code
+# (`opens_sentence`): a letter of a script without case (Arabic) counts as one.
+_END = re.compile(r"""(?:[.!?؟]+|…)["'”’)\]]*(?=\s+[("'“‘\[]*(\w))""")
 # Abbreviations that a name or a number follows (casefolded, inner dots kept): never a sentence's end.
 NAME_ABBREVIATIONS = frozenset(
     {"q.s", "qs", "h.r", "hr", "dr", "drs", "prof", "ir", "k.h", "kh", "no", "nomor", "hlm", "jl", "st", "sdr"}
+    | {"mr", "mrs", "ms", "vs", "cf", "vol", "pp", "ch"}  # and in English editions
 )
 _OPENERS = "(\"'“‘["
 _WORD_BEFORE = re.compile(r"\S*\Z")
@@ -58,8 +61,13 @@ def whole_sentences(text: str, starts_whole: bool = True, ends_whole: bool = Tru
 
 def _ends(text: str) -> Iterator[int]:
     for match in _END.finditer(text):
-        if match.group(1).isupper() and not _after_abbreviation(text, match.start(), match.group()):
+        if opens_sentence(match.group(1)) and not _after_abbreviation(text, match.start(), match.group()):
             yield match.end()
+
+
+def opens_sentence(letter: str) -> bool:
+    """A capital, or a letter of a script that has no capitals (Arabic): a lowercase letter goes on a sentence."""
+    return letter.isupper() or (letter.isalpha() and not letter.islower())
 
 
 def _after_abbreviation(text: str, mark: int, marks: str) -> bool:

@@ -62,6 +62,9 @@ def sentences(text: str) -> list[str]:
             'Engkau jadikan... dan seterusnya" (dan apa). Lalu.',
             ['Engkau jadikan... dan seterusnya" (dan apa).', "Lalu."],
         ),
+        # Arabic has no capitals: any letter after an end opens the next sentence; English abbreviations.
+        ("قال الله تعالى. وهو الحق؟ نعم", ["قال الله تعالى.", "وهو الحق؟", "نعم"]),
+        ("As Mr. Smith said. It is so.", ["As Mr. Smith said.", "It is so."]),
         # A text without an end mark is one sentence; blank text none.
         (
             "(Dengan nama Allah Yang Maha Pemurah lagi Maha Penyayang)",

@@ -14,8 +14,9 @@ playground page) calls ``Answerer``; none builds an answer itself.
    langchain-openai; or any LangChain chat model given to ``Answerer``): the model sees the numbered passages
    and the conversation; its citations are checked as it writes (``retriever.citations``): one that refers
    to no passage it was given is cut out and reported.
-4. **Extractive** (no language model): the best passages, each cut to the sentences that share words with
-   the question, each with its citation, and labelled as extractive.
+4. **Extractive** (no language model): one entry for each of the best ayat, each quoting whole sentences of
+   its passage verbatim (``retriever.sentences``), or of the ayah's translation when those hold more of the
+   question's words, with its citation; labelled as extractive.
 
 A failing language model (unreachable, an error status, a timeout, a reply that is not a chat completion)
 ends the answer with ``LlmError``, which names the endpoint and the setting to check; the passages found
@@ -47,6 +48,7 @@ from retriever.search import (
     SearchEngine,
     SearchOptions,
 )
+from retriever.sentences import whole_sentences
 from services.settings import Settings
 from services.store.base import Mode
 
@@ -57,17 +59,18 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("retriever.answer")
 
 HISTORY_TURNS = 6  # earlier turns the model sees (the rewriting and the answer)
-EXTRACTIVE_PASSAGES = 3
-EXTRACTIVE_SENTENCES = 2
-EXCERPT_CHARS = 400
+EXTRACTIVE_PASSAGES = 3  # ayat quoted, one entry each
+EXTRACTIVE_SENTENCES = 2  # whole sentences quoted of each
+EXCERPT_CHARS = 500  # at most this much quoted of each: a longer sentence is passed over, never cut
 
 NOT_FOUND_TEXT = (
     "Maaf, jawaban atas pertanyaan ini tidak ditemukan dalam tafsir yang tersedia. "
     "Coba ajukan pertanyaan dengan kata lain atau lebih spesifik."
 )
+TRANSLATION_LABEL = "terjemahan"  # an extractive entry that quotes the ayah's translation says so after its citation
 EXTRACTIVE_HEADING = (
-    "Jawaban ekstraktif (tanpa model bahasa): kalimat dari kutipan tafsir yang paling sesuai dengan pertanyaan, "
-    "masing-masing dengan sumbernya."
+    "Jawaban ekstraktif (tanpa model bahasa): kalimat utuh dari kutipan tafsir, atau dari terjemahan ayatnya, yang "
+    "paling sesuai dengan pertanyaan, masing-masing dengan sumbernya."
 )
 SYSTEM_PROMPT = (
     "Anda adalah asisten yang menjawab pertanyaan tentang Al-Qur'an hanya berdasarkan kutipan tafsir yang "
@@ -321,28 +324,78 @@ def standalone_by_rule(question: str, history: Sequence[Turn]) -> str:
 
 # --- extractive answers -------------------------------------------------------------------------------------
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+@dataclass(frozen=True)
+class Quote:
+    """Whole sentences of one text, verbatim, in the text's order; ``…`` stands between two that are not
+    adjacent. ``shared``: how many of the question's terms they hold together."""
+
+    text: str
+    shared: int
 
 
-def excerpt(text: str, question_terms: set[int], terms_of) -> str:
-    """The (at most two) sentences of ``text`` sharing most terms with the question, in their order; the first
-    sentence when none shares any. Terms are the BM25 analysis's (stemmed, stopwords out), so that "hukuman"
-    meets "hukum"."""
-    sentences = [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
-    if not sentences:
-        return ""
-    overlap = [len(question_terms & terms_of(s)) for s in sentences]
-    ranked = sorted((i for i in range(len(sentences)) if overlap[i] > 0), key=lambda i: (-overlap[i], i))
-    chosen = sorted(ranked[:EXTRACTIVE_SENTENCES]) or [0]
-    pieces = []
-    for previous, index in zip([None, *chosen], chosen, strict=False):
-        if previous is not None and index != previous + 1:
-            pieces.append("…")
-        pieces.append(sentences[index])
-    result = " ".join(pieces)
-    if len(result) > EXCERPT_CHARS:
-        result = result[:EXCERPT_CHARS].rsplit(" ", 1)[0] + " …"
-    return result
+def excerpt(
+    text: str, question_terms: set[int], terms_of, *, starts_whole: bool = True, ends_whole: bool = True
+) -> Quote:
+    """The (at most two) whole sentences of ``text`` holding most of the question's terms, together at most
+    ``EXCERPT_CHARS`` long, in the text's order (a second one only if it adds a term); the first whole sentence
+    when none holds any. Terms are the BM25 analysis's (normalised, stemmed, stopwords out), so that "hukuman"
+    meets "hukum". A sentence is never cut: one too long is passed over (all too long: the best one alone).
+    ``starts_whole``/``ends_whole``: whether ``text`` begins and ends at a sentence's edge (a window of a long
+    ayah may not); an edge sentence that may be a piece is never quoted. Empty: no whole sentence at all."""
+    whole = whole_sentences(text, starts_whole, ends_whole)
+    spans = [s for s in whole if s[1] - s[0] <= EXCERPT_CHARS]
+    limit, budget = EXTRACTIVE_SENTENCES, EXCERPT_CHARS
+    if not spans:  # every sentence is long: one of them, whole, rather than none
+        spans, limit, budget = whole, 1, max((end - start for start, end in whole), default=0)
+    if not spans:
+        return Quote("", 0)
+    held = [question_terms & terms_of(text[start:end]) for start, end in spans]
+    # Most terms first, then the shorter sentence (the same terms, less else), then the earlier one.
+    ranked = sorted(
+        (i for i in range(len(spans)) if held[i]), key=lambda i: (-len(held[i]), spans[i][1] - spans[i][0], i)
+    )
+    chosen: list[int] = []
+    for index in ranked:
+        length = sum(spans[i][1] - spans[i][0] for i in chosen) + spans[index][1] - spans[index][0]
+        if len(chosen) < limit and length <= budget and held[index] - _union(held, chosen):
+            chosen.append(index)
+    chosen = sorted(chosen) or [0]
+    pieces: list[tuple[int, int]] = []  # sentences next to each other are quoted as one slice, spacing kept
+    for index in chosen:
+        start, end = spans[index]
+        if pieces and not text[pieces[-1][1] : start].strip():
+            pieces[-1] = (pieces[-1][0], end)
+        else:
+            pieces.append((start, end))
+    return Quote(" … ".join(text[start:end] for start, end in pieces), len(_union(held, chosen)))
+
+
+def _union(held: list[set[int]], chosen: list[int]) -> set[int]:
+    return set().union(*(held[i] for i in chosen))
+
+
+def quote_passage(passage: Passage, question_terms: set[int], terms_of) -> tuple[Quote, bool]:
+    """What an extractive answer quotes of a passage: whole sentences of its tafsir, or of the ayah's own
+    translation when those hold more of the question's terms (or the tafsir has no whole sentence, or only
+    sentences longer than ``EXCERPT_CHARS`` where the translation's fit).
+    Returns the quote and whether it is the translation's."""
+    tafsir = excerpt(
+        passage.text,
+        question_terms,
+        terms_of,
+        starts_whole=passage.chunk == 0,
+        ends_whole=passage.chunk >= passage.chunks - 1,
+    )
+    if passage.translation:
+        translation = excerpt(passage.translation, question_terms, terms_of)
+        if translation.text and (
+            translation.shared > tafsir.shared
+            or not tafsir.text
+            or len(tafsir.text) > EXCERPT_CHARS >= len(translation.text)
+        ):
+            return translation, True
+    return tafsir, False
 
 
 # --- the core -----------------------------------------------------------------------------------------------
@@ -577,12 +630,17 @@ class Answerer:
             return set(sparse.query(text).indices)
 
         question_terms = terms_of(run.searched_query)
-        lines, cited = [EXTRACTIVE_HEADING], []
+        lines, cited, quoted = [EXTRACTIVE_HEADING], [], set()
         for number, passage in enumerate(run.passages, start=1):
-            if passage.is_context:
+            if passage.is_context or (passage.surah, passage.ayah) in quoted:
+                continue  # one entry per ayah: a second window of it, or another edition, says it again
+            quote, of_translation = quote_passage(passage, question_terms, terms_of)
+            if not quote.text:
                 continue
-            lines.append(f"[{number}] {passage.citation} — {excerpt(passage.text, question_terms, terms_of)}")
+            label = f"{passage.citation} ({TRANSLATION_LABEL})" if of_translation else passage.citation
+            lines.append(f"[{number}] {label} — {quote.text}")
             cited.append(number)
+            quoted.add((passage.surah, passage.ayah))
             if len(cited) == EXTRACTIVE_PASSAGES:
                 break
         return "\n\n".join(lines), tuple(cited)

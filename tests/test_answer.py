@@ -11,10 +11,12 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
+from bench.answers_fragments import check_answer, measure
 from ingest.builtin import read_builtin
 from ingest.pipeline import IngestPipeline
 from ingest.sources import Source
 from retriever.answer import (
+    EXCERPT_CHARS,
     EXTRACTIVE_HEADING,
     NOT_FOUND_TEXT,
     Answerer,
@@ -23,13 +25,15 @@ from retriever.answer import (
     Delta,
     Done,
     Failed,
+    Quote,
     Turn,
     excerpt,
     is_follow_up,
+    quote_passage,
     sources_footer,
     standalone_by_rule,
 )
-from retriever.search import SearchEngine, SearchOptions
+from retriever.search import RetrieveFilter, SearchEngine, SearchOptions
 from services.embedding import Embedder
 from services.models import MULTILINGUAL_E5_SMALL, profile_for
 from services.settings import Settings
@@ -96,16 +100,106 @@ def test_without_a_language_model_the_answer_is_extractive_and_says_so(engine):
     assert len(blocks) == 3 and answer.cited == (1, 2, 3)
     for number, block in zip(answer.cited, blocks, strict=True):
         passage = answer.passages[number - 1]
-        prefix = f"[{number}] {passage.citation} — "
-        assert block.startswith(prefix)
-        assert block.removeprefix(prefix)[:40] in passage.text  # the passage's own words, no one else's
+        assert block.startswith(f"[{number}] {passage.citation}")
+    checked = check_answer(answer)  # bench/answers_fragments.py: each fragment verbatim, whole sentences
+    assert checked["checked"] >= 3 and checked["cut"] == [] and checked["duplicated"] == []
+
+
+def terms_of(engine: SearchEngine):
+    return lambda text: set(engine.sparse.query(text).indices)
 
 
 def test_an_excerpt_keeps_the_sentences_that_share_words_with_the_question(engine):
-    terms = lambda text: set(engine.sparse.query(text).indices)  # noqa: E731
+    terms = terms_of(engine)
     text = "Orang beriman berpuasa pada bulan Ramadan. Langit dan bumi milik Allah. Pencuri dipotong tangannya."
-    assert excerpt(text, terms("hukuman bagi pencuri"), terms) == "Pencuri dipotong tangannya."
-    assert excerpt(text, terms("zzz qqq"), terms) == "Orang beriman berpuasa pada bulan Ramadan."
+    assert excerpt(text, terms("hukuman bagi pencuri"), terms).text == "Pencuri dipotong tangannya."
+    assert excerpt(text, terms("zzz qqq"), terms).text == "Orang beriman berpuasa pada bulan Ramadan."
+
+
+def test_an_excerpt_quotes_a_long_sentence_whole_and_passes_over_one_too_long_to_quote(engine):
+    terms = terms_of(engine)
+    long = (
+        "Jumlah mereka tiga ratus dan beberapa belas orang, " + "yakni yang hanya meneguk seteguk air, " * 10 + "lalu."
+    )
+    assert 400 < len(long) <= EXCERPT_CHARS
+    text = f"Thalut berangkat. {long} Sisanya minum banyak."
+    assert excerpt(text, terms("jumlah pasukan yang meneguk air"), terms).text == long  # never "… tiga …"
+    too_long = "Pasukan mereka tiga ratus orang, " + "yakni yang meneguk seteguk air, " * 20 + "lalu."
+    assert len(too_long) > EXCERPT_CHARS
+    text = f"Thalut berangkat. {too_long} Pasukan itu sedikit."
+    assert excerpt(text, terms("berapa orang pasukan yang meneguk air"), terms).text == "Pasukan itu sedikit."
+    other = too_long.replace("Pasukan mereka", "Tentara Thalut")
+    only_long = f"{too_long} {other}"  # every sentence too long: the best one, whole, alone
+    assert excerpt(only_long, terms("tentara Thalut"), terms).text == other
+
+
+def test_sentences_apart_are_joined_by_an_ellipsis_and_neighbours_as_the_text_spaces_them(engine):
+    terms = terms_of(engine)
+    between = "Kalimat yang amat panjang tanpa kata yang dicari, " * 12 + "selesai."
+    text = f"Pencuri dipotong tangannya. {between} Ramadan bulan puasa.  Puasa itu wajib."
+    apart = excerpt(text, terms("pencuri ramadan"), terms).text
+    assert apart == "Pencuri dipotong tangannya. … Ramadan bulan puasa."
+    together = excerpt(text, terms("ramadan wajib"), terms).text
+    assert together == "Ramadan bulan puasa.  Puasa itu wajib."  # verbatim: the text's two spaces kept
+
+
+def test_a_window_of_a_long_ayah_quotes_none_of_its_edge_sentences(engine):
+    terms = terms_of(engine)
+    text = "dan hukuman pencuri di tengah kalimat. Pencuri dipotong tangannya. Hukuman pencuri lain yang terpo"
+    question = terms("hukuman pencuri")
+    assert excerpt(text, question, terms, starts_whole=False, ends_whole=False).text == "Pencuri dipotong tangannya."
+
+
+def test_the_ayah_s_translation_is_quoted_when_it_holds_more_of_the_question(engine):
+    terms = terms_of(engine)
+    ayah = next(a for a in read_builtin().ayat if (a.surah, a.ayah) == (5, 38))
+    passage = dataclasses.replace(
+        given_passages(engine, "pencuri", k=1)[0], text=ayah.text, translation=ayah.translation
+    )
+    # The translation says "perempuan", Jalalayn's tafsir "wanita".
+    quote, of_translation = quote_passage(passage, terms("hukuman perempuan yang mencuri"), terms)
+    assert of_translation and quote.text in ayah.translation and "perempuan" in quote.text
+    quote, of_translation = quote_passage(passage, terms("dipotong tangan kanan dari pergelangan"), terms)
+    assert not of_translation and "pergelangan" in quote.text and quote.text in ayah.text
+
+
+def test_the_count_of_thalut_s_army_is_quoted_up_to_its_full_stop(engine):
+    """Issue 23: '… Jumlah mereka tiga …' under QS Al-Baqarah [2]: 249, where the tafsir says three hundred and
+    some: that sentence (401 characters) is quoted whole."""
+    terms = terms_of(engine)
+    ayah = next(a for a in read_builtin().ayat if (a.surah, a.ayah) == (2, 249))
+    start = ayah.text.index("Jumlah mereka tiga ratus")
+    sentence = ayah.text[start : ayah.text.index(".", start) + 1]
+    passage = dataclasses.replace(
+        given_passages(engine, "Thalut", k=1)[0], text=ayah.text, translation=ayah.translation
+    )
+    question = terms("berapa orang beriman yang melewati anak sungai bersama Thalut?")
+    assert quote_passage(passage, question, terms) == (Quote(sentence, 6), False)
+
+
+def test_an_ayah_is_quoted_once_however_many_of_its_windows_are_found(engine):
+    surah, ayah = 2, 102  # long: several windows
+    options = SearchOptions(k=5, filter=RetrieveFilter(surah=surah, ayah_from=ayah, ayah_to=ayah).to_point_filter())
+    answer = answerer(engine).answer("sihir Harut dan Marut di Babil", options=options)
+    assert sum(not p.is_context for p in answer.passages) >= 2  # the windows of one ayah were found
+    assert len(answer.text.split("\n\n")[1:]) == 1 and len(answer.cited) == 1
+    assert check_answer(answer)["cut"] == []
+
+
+def test_extractive_answers_quote_only_whole_sentences(engine):
+    """Over questions that reach long passages (every translation of al-Baqarah's first 60 ayat, and some asked
+    as people ask): each quoted fragment is a run of whole sentences of its passage, and no ayah comes twice."""
+    ayat = [a for a in read_builtin().ayat if a.surah == 2 and a.ayah <= 60]
+    questions = [a.translation for a in ayat] + [
+        "Siapa Thalut dan bagaimana pasukannya menang melawan Jalut?",
+        "apa hukuman bagi pencuri?",
+        "bagaimana hukum khamar dan judi?",
+        "siapa yang pertama kali membunuh saudaranya?",
+    ]
+    report = measure(answerer(engine), questions)
+    assert report["fragments checked"] >= len(questions)
+    assert report["fragments cut"] == 0, report["cut examples"]
+    assert report["answers with a duplicated ayah"] == 0
 
 
 # --- generated, citations checked ---------------------------------------------------------------------------

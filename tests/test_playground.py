@@ -98,10 +98,54 @@ def test_a_question_streams_its_answer_then_shows_the_cited_passages(page, llm):
     expect(page.locator("#meta")).to_contain_text("QS Al-Baqarah [2]: 255")  # the cut citation is named
 
 
-def test_a_wrong_key_is_shown_as_an_error(page):
+def test_a_wrong_key_is_shown_as_an_error_in_indonesian(page):
     ask(page, key="salah")
-    expect(page.locator("#status")).to_have_text("Galat: The API key is not valid.")
+    expect(page.locator("#status")).to_have_text("Galat: Kunci API tidak valid: periksa kolom Kunci API.")
     assert page.locator("#sources li").count() == 0
+
+
+def test_a_missing_key_is_shown_as_an_error_in_indonesian(page):
+    ask(page, key="")
+    expect(page.locator("#status")).to_have_text(
+        "Galat: Server ini memerlukan kunci API: isi kolom Kunci API dengan nilai TAFSIR_API_KEY server."
+    )
+    assert page.locator("#sources li").count() == 0
+
+
+def test_each_passage_is_numbered_once_by_its_citation_number(page, llm):
+    llm.script({"content": "Dialah Allah Yang Maha Esa [1]."})
+    ask(page, k=2)
+    expect(page.locator("#sources li")).to_have_count(2, timeout=30_000)
+    for index, item in enumerate(page.locator("#sources li").all(), start=1):
+        assert item.evaluate("li => getComputedStyle(li).listStyleType") == "none"  # no "1." before "[1]"
+        assert item.locator(".citation").inner_text().startswith(f"[{index}] QS ")
+
+
+def test_arabic_is_set_in_the_webfont_the_server_serves(page, llm, server):
+    """Amiri from the server itself (fontpkg-amiri), under a family name of its own: an Arabic font installed on
+    the machine cannot stand in for it, so the page renders the ayat where none is installed."""
+    font = httpx.get(server.url + "/playground-fonts/Amiri-Regular.ttf", timeout=30)
+    assert font.status_code == 200 and font.headers["content-type"] == "font/ttf"
+    assert font.content[:4] == b"\x00\x01\x00\x00" and len(font.content) > 100_000  # a TrueType font
+    licence = httpx.get(server.url + "/playground-fonts/LICENSE.txt", timeout=30)
+    assert licence.status_code == 200 and "SIL OPEN FONT LICENSE Version 1.1" in licence.text
+    assert httpx.get(server.url + "/playground-fonts/other.ttf", timeout=30).status_code == 404
+
+    fonts_loaded: list[int] = []
+    page.on("response", lambda r: fonts_loaded.append(r.status) if r.url.endswith("/Amiri-Regular.ttf") else None)
+    llm.script({"content": "Dialah Allah Yang Maha Esa [1]."})
+    ask(page, k=1)
+    arabic = page.locator("#sources li .arabic").first
+    expect(arabic).to_have_text(re.compile("[\u0600-\u06ff]"), timeout=30_000)
+    faces = page.evaluate(
+        """async () => {
+            await document.fonts.ready;
+            return [...document.fonts].map((face) => [face.family.replaceAll('"', ""), face.status]);
+        }"""
+    )
+    assert ["Amiri tafsir-rag", "loaded"] in faces, faces
+    assert arabic.evaluate("p => getComputedStyle(p).fontFamily").startswith('"Amiri tafsir-rag"')
+    assert fonts_loaded == [200]
 
 
 def test_a_failing_model_shows_the_error_and_the_passages_found(page, llm):

@@ -21,7 +21,7 @@ from importlib import resources
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +31,7 @@ from starlette.types import Scope
 import ingest.schedule  # noqa: F401  (registers the ingest metrics, so /metrics always lists them)
 from interfaces.http.answers import answering
 from interfaces.http.chat_completions import openai_compatible
-from interfaces.http.errors import install_error_handlers
+from interfaces.http.errors import ApiError, install_error_handlers
 from interfaces.http.middleware import (
     MAX_BODY_BYTES,
     BodyLimitMiddleware,
@@ -53,9 +53,17 @@ DOCS_ASSETS = resources.files("fastapi_offline") / "static"
 # The playground page (plain HTML, CSS and a little JS, no build step), served at / with its assets.
 PLAYGROUND = resources.files("interfaces.http") / "static"
 PLAYGROUND_ASSETS_URL = "/playground-assets"
+# The page's Arabic font, Amiri (SIL Open Font License 1.1, its text served beside it), from the PyPI package
+# fontpkg-amiri: the ayat must render on a machine that has no Arabic font installed.
+PLAYGROUND_FONTS_URL = "/playground-fonts"
+AMIRI = resources.files("fontpkg_amiri")
+PLAYGROUND_FONTS = {
+    "Amiri-Regular.ttf": (AMIRI / "files" / "Amiri-Regular.ttf", "font/ttf"),
+    "LICENSE.txt": (AMIRI / "LICENSE", "text/plain; charset=utf-8"),
+}
 # The page runs only its own script and talks only to this server.
 PLAYGROUND_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; font-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
@@ -144,6 +152,13 @@ def install_playground(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def playground() -> HTMLResponse:
         return HTMLResponse(page, headers={"Content-Security-Policy": PLAYGROUND_CSP})
+
+    @app.get(PLAYGROUND_FONTS_URL + "/{name}", include_in_schema=False)
+    async def playground_font(name: str) -> FileResponse:
+        if name not in PLAYGROUND_FONTS:
+            raise ApiError(404, "not_found", f"No such file: {PLAYGROUND_FONTS_URL}/{name}.")
+        path, media_type = PLAYGROUND_FONTS[name]
+        return FileResponse(str(path), media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
 
 
 def install_docs(app: FastAPI) -> None:

@@ -44,7 +44,7 @@ function showSources(sources) {
 
 const MODES = {
   generated: (body) => `Dijawab oleh ${body.llm || "model bahasa"} dari kutipan di bawah.`,
-  extractive: () => "Jawaban ekstraktif: server tidak memakai model bahasa; kalimat dikutip dari tafsir.",
+  extractive: () => "Jawaban ekstraktif: server tidak memakai model bahasa; kalimat utuh dikutip dari tafsir atau terjemahan ayat.",
   not_found: () => "Tafsir yang tersedia tidak memuat jawabannya.",
 };
 
@@ -63,8 +63,30 @@ function showDone(body) {
   setStatus("Selesai.");
 }
 
+// The server's errors are in English, for developers; the page says them in Indonesian, as the rest of it. An
+// error of the language model keeps the server's words (they name the endpoint and the setting to check).
+const ERRORS = {
+  unauthorized: () => "Server ini memerlukan kunci API: isi kolom Kunci API dengan nilai TAFSIR_API_KEY server.",
+  forbidden: () => "Kunci API tidak valid: periksa kolom Kunci API.",
+  invalid_request: () => "Permintaan tidak valid: periksa pertanyaan dan jumlah kutipan (k).",
+  body_too_large: () => "Pertanyaan terlalu panjang.",
+  not_ready: () => "Server belum siap (model masih dimuat): coba lagi sebentar lagi.",
+  store_unavailable: () => "Penyimpanan tafsir tidak dapat dijangkau: coba lagi nanti.",
+  model_unavailable: () => "Model embedding tidak tersedia di server: coba lagi nanti.",
+  internal_error: () => "Terjadi kesalahan di server: lihat log server.",
+  llm_timeout: (body) => `Model bahasa tidak menjawab tepat waktu (${body.message}).`,
+  llm_unreachable: (body) => `Model bahasa tidak dapat dijangkau (${body.message}).`,
+  llm_failed: (body) => `Model bahasa gagal menjawab (${body.message}).`,
+  llm_malformed_reply: (body) => `Balasan model bahasa tidak dapat dibaca (${body.message}).`,
+};
+
+function errorText(body) {
+  const known = ERRORS[body.error];
+  return known ? known(body) : body.message || body.error || "permintaan gagal";
+}
+
 function showError(body) {
-  setStatus(`Galat: ${body.message || body.error || "permintaan gagal"}`, true);
+  setStatus(`Galat: ${errorText(body)}`, true);
   if (body.partial_answer) $("answer").textContent = body.partial_answer;
   if (body.sources) showSources(body.sources);
 }
@@ -127,7 +149,7 @@ async function ask(submitEvent) {
       }
     }
   } catch (error) {
-    setStatus(`Galat: ${error.message}`, true);
+    setStatus(`Galat: server tidak dapat dihubungi (${error.message}).`, true);
   } finally {
     $("submit").disabled = false;
   }

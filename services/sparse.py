@@ -170,20 +170,48 @@ class Bm25Settings:
     language: str = "indonesian"
     layout: SparseLayout = SPARSE_LAYOUTS[DEFAULT_SPARSE_LAYOUT]
     neighbour_weight: float = 0.4
+    stemmer: str = "none"  # one of STEMMERS (TAFSIR_SPARSE_STEMMER)
 
     @classmethod
-    def named(cls, layout: str) -> Bm25Settings:
+    def named(cls, layout: str, stemmer: str = "none") -> Bm25Settings:
         """The settings with the layout ``TAFSIR_SPARSE_LAYOUT`` names; ValueError lists the names."""
         if layout not in SPARSE_LAYOUTS:
             raise ValueError(f"unknown sparse layout {layout!r}: expected one of {', '.join(SPARSE_LAYOUTS)}")
-        return cls(layout=SPARSE_LAYOUTS[layout])
+        if stemmer not in STEMMERS:
+            raise ValueError(f"unknown sparse stemmer {stemmer!r}: expected one of {', '.join(STEMMERS)}")
+        return cls(layout=SPARSE_LAYOUTS[layout], stemmer=stemmer)
 
     @property
     def version(self) -> str:
         """Part of each point's sparse hash: a change here rewrites the sparse vectors, not the dense."""
         lists = {name: {**asdict(lst), "avg_len": lst.avg_len} for name, lst in self.layout.lists().items()}
         settings = {"language": self.language, "neighbour_weight": self.neighbour_weight, "lists": lists}
+        if self.stemmer != "none":  # absent when off: the vectors stored before stemming keep their hash
+            settings["stemmer"] = self.stemmer
         return "bm25-v3:" + json.dumps(settings, sort_keys=True)
+
+
+# Qdrant's Bm25 has no Indonesian stemmer (its Snowball languages lack one): without one, "membunuh",
+# "dibunuh" and "bunuh" are three terms. "sastrawi" reduces each normalised word to its root first
+# (PySastrawi: Nazief-Adriani with the KBBI root list), measured in docs/BENCHMARKS.md ("Question set").
+STEMMERS = ("none", "sastrawi")
+
+
+@functools.cache
+def _sastrawi():
+    from Sastrawi.Stemmer.StemmerFactory import StemmerFactory  # lazy: only when TAFSIR_SPARSE_STEMMER asks
+
+    return StemmerFactory().create_stemmer()
+
+
+@functools.lru_cache(maxsize=200_000)
+def _sastrawi_word(word: str) -> str:
+    return _sastrawi().stem(word) or word
+
+
+def stem(text: str, stemmer: str) -> str:
+    """``text`` (normalised) with each word reduced to its root by ``stemmer``."""
+    return text if stemmer == "none" else _WORD.sub(lambda m: _sastrawi_word(m.group(0)), text)
 
 
 def _bm25(language: str, k: float = 1.2, b: float = 0.75, avg_len: float = 256.0):
@@ -218,7 +246,7 @@ class SparseEncoder:
         return _bm25(self.settings.language)
 
     def _weights(self, lst: SparseList, texts: AyahTexts) -> dict[int, float]:
-        text = document_text(texts, lst.fields)
+        text = stem(document_text(texts, lst.fields), self.settings.stemmer)
         if not text.strip():
             return {}
         vector = self._encoder(lst).embed_document(text)
@@ -251,7 +279,7 @@ class SparseEncoder:
 
     def query(self, text: str) -> SparseVector:
         """The query's terms (weight 1 each), searched in every sparse vector: they share one tokenizer."""
-        vector = self._query.embed_query(normalise(text))
+        vector = self._query.embed_query(stem(normalise(text), self.settings.stemmer))
         return SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 

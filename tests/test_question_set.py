@@ -69,3 +69,23 @@ def test_a_passage_around_a_shared_word_passes_and_a_question_in_the_wrong_part_
     assert checker.check([write_part(tmp_path, "held", [row])])["problems"] == []
     problems = checker.check([write_part(tmp_path, "dev", [row])])["problems"]
     assert problems == [f"{tmp_path / 'dev.jsonl'}:1: {qid}: its qid's hash puts it in held.jsonl, not dev.jsonl"]
+
+
+def test_the_paired_bootstrap_calls_a_difference_only_when_its_interval_excludes_zero():
+    spec = importlib.util.spec_from_file_location("compare", ROOT / "bench" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+
+    def report(ranks):
+        rows = [{"qid": f"q{i}", "ndcg@10": 1 / r if r else 0.0, "first_relevant_rank": r} for i, r in enumerate(ranks)]
+        return compare.per_query_metrics({"k": 10, "per_query": rows})
+
+    base = report([1, 2, None, 4, 1, 3, None, 2] * 5)
+    same = compare.compare(base, base, rounds=500, seed=1)["metrics"]["mrr@10"]
+    assert (same["b-a"], same["ci95"], same["significant"]) == (0.0, [0.0, 0.0], False)
+    better = compare.compare(base, report([1] * 40), rounds=500, seed=1)["metrics"]
+    assert better["hit@1"]["significant"] and better["hit@1"]["ci95"][0] > 0
+    assert better["hit@10"]["a"] == 0.75 and better["hit@10"]["b"] == 1.0
+    # one question of forty changes: too little to tell from noise
+    nearly = compare.compare(base, report([1, 2, None, 4, 1, 3, 1, 2] + [1, 2, None, 4, 1, 3, None, 2] * 4), 500, 1)
+    assert not nearly["metrics"]["mrr@10"]["significant"]

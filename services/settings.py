@@ -138,9 +138,10 @@ class Settings(BaseSettings):
         None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
     )
     sparse_stemmer: Literal["none", "sastrawi"] = Field(
-        "none",
-        description="Indonesian stemming before BM25 (services/sparse.py, STEMMERS): none, or sastrawi (each word "
-        "to its root); a change rewrites the sparse vectors at the next ingest, embedding nothing.",
+        "sastrawi",
+        description="Indonesian stemming before BM25 (services/sparse.py, STEMMERS): sastrawi (each word to its "
+        "root, in the tafsir lists; the translation list keeps the words as written), or none; a change rewrites "
+        "the sparse vectors at the next ingest, embedding nothing.",
     )
     sparse_layout: SparseLayoutName = Field(
         "both-wordings+transliteration",

@@ -155,5 +155,15 @@ def test_the_stemmer_is_part_of_the_sparse_hash_and_off_keeps_the_stored_hashes(
     assert "stemmer" not in Bm25Settings().version  # vectors stored before the setting existed stay current
     assert Bm25Settings.named(DEFAULT_SPARSE_LAYOUT, "sastrawi").version != Bm25Settings().version
     assert get_args(Settings.model_fields["sparse_stemmer"].annotation) == STEMMERS
+    assert Settings(_env_file=None).sparse_stemmer == "sastrawi"  # chosen on the question set: docs/BENCHMARKS.md
     with pytest.raises(ValueError, match="unknown sparse stemmer 'porter': expected one of none, sastrawi"):
         Bm25Settings.named(DEFAULT_SPARSE_LAYOUT, "porter")
+
+
+def test_with_a_stemmer_the_translation_list_keeps_the_words_as_written_and_a_query_meets_both():
+    encoder = SparseEncoder(Bm25Settings.named(DEFAULT_SPARSE_LAYOUT, "sastrawi"))
+    vectors = encoder.vectors(texts("mereka membunuh", translation="mereka membunuh"))
+    written, root = (set(encoder._query.embed_query(word).indices) for word in ("membunuh", "bunuh"))
+    assert root <= set(vectors[SPARSE].indices) and not written & set(vectors[SPARSE].indices)
+    assert written <= set(vectors[SPARSE_TRANSLATION].indices) and not root & set(vectors[SPARSE_TRANSLATION].indices)
+    assert written | root == set(encoder.query("membunuh").indices)

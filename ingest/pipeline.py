@@ -242,7 +242,7 @@ class IngestPipeline:
         self.settings = settings
         self.store = store
         self.embedder = embedder
-        self.sparse = sparse or SparseEncoder(Bm25Settings.named(settings.sparse_layout))
+        self.sparse = sparse or SparseEncoder(Bm25Settings.named(settings.sparse_layout, settings.sparse_stemmer))
         self.archive = archive or SourceArchive.for_store(store, settings.collection)
         self._unindexed = 0
 

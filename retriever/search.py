@@ -327,7 +327,7 @@ class SearchEngine:
         self.settings = settings
         self._store = store
         self._embedder = embedder
-        self.sparse = sparse or SparseEncoder(Bm25Settings.named(settings.sparse_layout))
+        self.sparse = sparse or SparseEncoder(Bm25Settings.named(settings.sparse_layout, settings.sparse_stemmer))
         # Re-entrant: the first use of the embedder reads the store (which model the collection records).
         self._lock = threading.RLock()
         self._verified: set[str] = set()  # collections whose recorded model is this engine's

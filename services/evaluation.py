@@ -5,11 +5,14 @@ A query file has one JSON object a line: ``{"qid", "query", "relevant": [[surah,
 once, at its best rank. Gains are graded: ``2**grade - 1``.
 
 The project ships one such file, :data:`BUILTIN_QUERIES` (40 Indonesian questions labelled against the
-built-in corpus; ``tests/test_evaluation.py`` checks every label), used when no file is given.
+built-in corpus; ``tests/test_evaluation.py`` checks every label), used when no file is given, and a larger
+question set in two fixed parts, :data:`QUESTION_SET` (``dev``: tuning may read it; ``held``: no tuning reads
+it, only the final figures; services/question_set/README.md says how it was built and checked).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -22,6 +25,15 @@ from services.quran import check_ayah
 BUILTIN_QUERIES = Path(__file__).with_name("evaluation_questions.jsonl")
 # 48 English questions labelled the same way (`tafsir eval --queries` this file; docs/BENCHMARKS.md, "English").
 ENGLISH_QUERIES = Path(__file__).with_name("evaluation_questions_en.jsonl")
+QUESTION_SET = {part: Path(__file__).with_name("question_set") / f"{part}.jsonl" for part in ("dev", "held")}
+# What `tafsir eval --queries` takes by name instead of a path.
+NAMED_QUERIES = {"builtin": BUILTIN_QUERIES, "english": ENGLISH_QUERIES, **QUESTION_SET}
+
+
+def part_of(qid: str) -> str:
+    """The part of the question set a question belongs to, fixed by its qid alone (SHA-256, first byte's parity)."""
+    return "dev" if hashlib.sha256(qid.encode("utf-8")).digest()[0] % 2 == 0 else "held"
+
 
 AyahKey = tuple[int, int]
 

@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     weight_bm25_tr: float | None = Field(
         None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
     )
+    sparse_stemmer: Literal["none", "sastrawi"] = Field(
+        "sastrawi",
+        description="Indonesian stemming before BM25 (services/sparse.py, STEMMERS): sastrawi (each word to its "
+        "root, in the tafsir lists; the translation list keeps the words as written), or none; a change rewrites "
+        "the sparse vectors at the next ingest, embedding nothing.",
+    )
     sparse_layout: SparseLayoutName = Field(
         "both-wordings+transliteration+english",
         description="Which texts feed the three BM25 vectors: a layout named in services/sparse.py "

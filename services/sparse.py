@@ -177,20 +177,48 @@ class Bm25Settings:
     language: str = "indonesian"
     layout: SparseLayout = SPARSE_LAYOUTS[DEFAULT_SPARSE_LAYOUT]
     neighbour_weight: float = 0.4
+    stemmer: str = "none"  # one of STEMMERS; the system's default is TAFSIR_SPARSE_STEMMER's (sastrawi)
 
     @classmethod
-    def named(cls, layout: str) -> Bm25Settings:
+    def named(cls, layout: str, stemmer: str = "none") -> Bm25Settings:
         """The settings with the layout ``TAFSIR_SPARSE_LAYOUT`` names; ValueError lists the names."""
         if layout not in SPARSE_LAYOUTS:
             raise ValueError(f"unknown sparse layout {layout!r}: expected one of {', '.join(SPARSE_LAYOUTS)}")
-        return cls(layout=SPARSE_LAYOUTS[layout])
+        if stemmer not in STEMMERS:
+            raise ValueError(f"unknown sparse stemmer {stemmer!r}: expected one of {', '.join(STEMMERS)}")
+        return cls(layout=SPARSE_LAYOUTS[layout], stemmer=stemmer)
 
     @property
     def version(self) -> str:
         """Part of each point's sparse hash: a change here rewrites the sparse vectors, not the dense."""
         lists = {name: {**asdict(lst), "avg_len": lst.avg_len} for name, lst in self.layout.lists().items()}
         settings = {"language": self.language, "neighbour_weight": self.neighbour_weight, "lists": lists}
+        if self.stemmer != "none":  # absent when off: the vectors stored before stemming keep their hash
+            settings["stemmer"] = {"name": self.stemmer, "lists": [SPARSE, SPARSE_CONTEXT]}
         return "bm25-v3:" + json.dumps(settings, sort_keys=True)
+
+
+# Qdrant's Bm25 has no Indonesian stemmer (its Snowball languages lack one): without one, "membunuh",
+# "dibunuh" and "bunuh" are three terms. "sastrawi" reduces each normalised word to its root first
+# (PySastrawi: Nazief-Adriani with the KBBI root list), measured in docs/BENCHMARKS.md ("Question set").
+STEMMERS = ("none", "sastrawi")
+
+
+@functools.cache
+def _sastrawi():
+    from Sastrawi.Stemmer.StemmerFactory import StemmerFactory  # lazy: only when TAFSIR_SPARSE_STEMMER asks
+
+    return StemmerFactory().create_stemmer()
+
+
+@functools.lru_cache(maxsize=200_000)
+def _sastrawi_word(word: str) -> str:
+    return _sastrawi().stem(word) or word
+
+
+def stem(text: str, stemmer: str) -> str:
+    """``text`` (normalised) with each word reduced to its root by ``stemmer``."""
+    return text if stemmer == "none" else _WORD.sub(lambda m: _sastrawi_word(m.group(0)), text)
 
 
 def _bm25(language: str, k: float = 1.2, b: float = 0.75, avg_len: float = 256.0):
@@ -224,8 +252,8 @@ class SparseEncoder:
     def _query(self):
         return _bm25(self.settings.language)
 
-    def _weights(self, lst: SparseList, texts: AyahTexts) -> dict[int, float]:
-        text = document_text(texts, lst.fields)
+    def _weights(self, lst: SparseList, texts: AyahTexts, stemmer: str = "none") -> dict[int, float]:
+        text = stem(document_text(texts, lst.fields), stemmer)
         if not text.strip():
             return {}
         vector = self._encoder(lst).embed_document(text)
@@ -233,19 +261,22 @@ class SparseEncoder:
 
     def neighbour_weights(self, texts: AyahTexts) -> dict[int, float]:
         """An ayah's own ``bm25_ctx`` weights, which its neighbours add a share of."""
-        return self._weights(self.settings.layout.bm25_ctx, texts)
+        return self._weights(self.settings.layout.bm25_ctx, texts, self.settings.stemmer)
 
     def vectors(self, texts: AyahTexts, neighbours: Iterable[Mapping[int, float]] = ()) -> dict[str, SparseVector]:
         """The sparse vectors of one chunk; ``neighbours`` are the adjacent ayat's ``neighbour_weights``.
 
         A list whose texts the ayah lacks (a source without a translation) gets no vector.
         """
-        own: dict[SparseList, dict[int, float]] = {}  # lists with the same texts and parameters share one
+        own: dict[tuple[SparseList, str], dict[int, float]] = {}  # the same texts, parameters, stemmer: one
         vectors = {}
         for name, lst in self.settings.layout.lists().items():
-            if lst not in own:
-                own[lst] = self._weights(lst, texts)
-            weights = own[lst]
+            # The translation list keeps the words as written, so that a quoted translation finds its own
+            # ayah first; the others are stemmed (when a stemmer is set) to meet a question's other forms.
+            stemmer = "none" if name == SPARSE_TRANSLATION else self.settings.stemmer
+            if (lst, stemmer) not in own:
+                own[lst, stemmer] = self._weights(lst, texts, stemmer)
+            weights = own[lst, stemmer]
             if name == SPARSE_CONTEXT:
                 context = Counter(weights)
                 for neighbour in neighbours:
@@ -257,8 +288,14 @@ class SparseEncoder:
         return vectors
 
     def query(self, text: str) -> SparseVector:
-        """The query's terms (weight 1 each), searched in every sparse vector: they share one tokenizer."""
-        vector = self._query.embed_query(normalise(text))
+        """The query's terms (weight 1 each), searched in every sparse vector: they share one tokenizer.
+
+        With a stemmer, the terms as written and their roots: the roots meet the stemmed lists, the words
+        as written the translation list (which is not stemmed)."""
+        text = normalise(text)
+        if self.settings.stemmer != "none":
+            text = f"{text} {stem(text, self.settings.stemmer)}"
+        vector = self._query.embed_query(text)
         return SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 

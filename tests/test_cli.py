@@ -247,6 +247,21 @@ def test_eval_without_a_file_uses_the_questions_shipped_with_the_project(cli_env
     assert found == {row["qid"] for row in per_query} - {m["qid"] for m in report["missed"]}
 
 
+def test_eval_runs_a_part_of_the_question_set_by_its_name(cli_env, tmp_path):
+    from services.evaluation import QUESTION_SET, load_queries
+
+    assert run(cli_env, "ingest", "--source", str(write_jsonl(tmp_path / "s.jsonl", "t.s", [105, 112]))).returncode == 0
+    result = run(cli_env, "eval", "--queries", "held", "--mode", "sparse", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    held = load_queries(QUESTION_SET["held"])
+    assert report["queries_file"] == str(QUESTION_SET["held"]) and report["queries"] == len(held) > 150
+    # the store holds Al-Fil and Al-Ikhlas only: the held questions answered there alone are among the found
+    found = {q.qid for q in held} - {m["qid"] for m in report["missed"]}
+    assert {"n103", "n246"} <= found
+    assert all({s for s, _ in q.relevant} & {105, 112} for q in held if q.qid in found)
+
+
 # --- editions as a user manages them ---------------------------------------------------------------------------
 
 

@@ -8,7 +8,15 @@ from collections import Counter
 
 import pytest
 
-from services.evaluation import BUILTIN_QUERIES, LabelledQuery, QueryFileError, evaluate, load_queries, score_query
+from services.evaluation import (
+    BUILTIN_QUERIES,
+    QUESTION_SET,
+    LabelledQuery,
+    QueryFileError,
+    evaluate,
+    load_queries,
+    score_query,
+)
 from tests.conftest import ROOT
 
 RELEVANT = {(2, 255): 2, (2, 256): 1, (3, 1): 1}
@@ -203,7 +211,9 @@ def test_the_question_file_is_installed_with_the_package(tmp_path):
     wheel = tmp_path / "dist" / result.stdout.split()[-1]
     with zipfile.ZipFile(wheel) as archive:
         shipped = archive.read("services/evaluation_questions.jsonl")
+        parts = {part: archive.read(f"services/question_set/{part}.jsonl") for part in QUESTION_SET}
     assert shipped == BUILTIN_QUERIES.read_bytes()
+    assert parts == {part: path.read_bytes() for part, path in QUESTION_SET.items()}
 
 
 def test_the_english_questions_load_each_with_an_answering_ayah_and_read_as_english():

@@ -14,6 +14,7 @@ from services.sparse import (
     DEFAULT_SPARSE_LAYOUT,
     FIELD_AVG_LEN,
     SPARSE_LAYOUTS,
+    STEMMERS,
     SURAH_NAME,
     TAFSIR,
     TEXT_FIELDS,
@@ -135,3 +136,34 @@ def test_field_avg_len_is_the_built_in_corpus_mean_of_each_text():
     for lst in (default.bm25, default.bm25_tr):
         documents = [document_text(ayah_texts(a), lst.fields) for a in ayat]
         assert measure_avg_len(documents) == pytest.approx(lst.avg_len, rel=0.01)
+
+
+def test_the_sastrawi_stemmer_lets_an_affixed_word_meet_its_root():
+    document = texts("Dan janganlah kamu membunuh dirimu; mereka bergunjing.")
+    query = "larangan bunuh diri dan menggunjing"
+    plain, stemmed = SparseEncoder(), SparseEncoder(Bm25Settings.named(DEFAULT_SPARSE_LAYOUT, "sastrawi"))
+    shared = {
+        name: set(encoder.query(query).indices) & set(encoder.vectors(document)[SPARSE].indices)
+        for name, encoder in (("plain", plain), ("stemmed", stemmed))
+    }
+    assert shared["plain"] == set()  # Qdrant's Bm25 has no Indonesian stemmer
+    assert shared["stemmed"] == set(stemmed.query("bunuh gunjing").indices)
+
+
+def test_the_stemmer_is_part_of_the_sparse_hash_and_off_keeps_the_stored_hashes():
+    assert Bm25Settings.named(DEFAULT_SPARSE_LAYOUT, "none").version == Bm25Settings().version
+    assert "stemmer" not in Bm25Settings().version  # vectors stored before the setting existed stay current
+    assert Bm25Settings.named(DEFAULT_SPARSE_LAYOUT, "sastrawi").version != Bm25Settings().version
+    assert get_args(Settings.model_fields["sparse_stemmer"].annotation) == STEMMERS
+    assert Settings(_env_file=None).sparse_stemmer == "sastrawi"  # chosen on the question set: docs/BENCHMARKS.md
+    with pytest.raises(ValueError, match="unknown sparse stemmer 'porter': expected one of none, sastrawi"):
+        Bm25Settings.named(DEFAULT_SPARSE_LAYOUT, "porter")
+
+
+def test_with_a_stemmer_the_translation_list_keeps_the_words_as_written_and_a_query_meets_both():
+    encoder = SparseEncoder(Bm25Settings.named(DEFAULT_SPARSE_LAYOUT, "sastrawi"))
+    vectors = encoder.vectors(texts("mereka membunuh", translation="mereka membunuh"))
+    written, root = (set(encoder._query.embed_query(word).indices) for word in ("membunuh", "bunuh"))
+    assert root <= set(vectors[SPARSE].indices) and not written & set(vectors[SPARSE].indices)
+    assert written <= set(vectors[SPARSE_TRANSLATION].indices) and not root & set(vectors[SPARSE_TRANSLATION].indices)
+    assert written | root == set(encoder.query("membunuh").indices)

@@ -227,11 +227,12 @@ def _newest_point(store, collection: str, edition: str) -> str | None:
 
 def evaluate(
     queries: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--queries",
-            help="JSONL: {qid, query, relevant: [[surah, ayah, grade]]} (default: the 40 questions shipped with "
-            "tafsir-rag, labelled against the built-in corpus).",
+            help="JSONL: {qid, query, relevant: [[surah, ayah, grade]]}, or a shipped set by name: builtin (the 40 "
+            "questions, the default), dev or held (the two parts of the question set; all are labelled against "
+            "the built-in corpus).",
         ),
     ] = None,
     mode: ModeOption = "hybrid",
@@ -244,12 +245,14 @@ def evaluate(
 ) -> None:
     """Retrieval quality on labelled queries: hit@k, Recall@k, MRR@k, nDCG@k (ayah level) and the misses."""
     from retriever.search import SearchOptions
-    from services.evaluation import BUILTIN_QUERIES, QueryFileError, evaluate, load_queries
+    from services.evaluation import NAMED_QUERIES, QueryFileError, evaluate, load_queries
 
     in_range("k", k, 1, 100)
     in_range("neighbors", neighbors, 0, 10)
     settings = load_settings()
-    queries = queries or BUILTIN_QUERIES
+    queries = queries or "builtin"
+    # A name is a shipped set unless a file of that name exists here.
+    queries = NAMED_QUERIES[queries] if queries in NAMED_QUERIES and not Path(queries).exists() else Path(queries)
     try:
         labelled = load_queries(queries)
     except QueryFileError as exc:

@@ -188,6 +188,11 @@ class Settings(BaseSettings):
     )
     ingest_source: Path | None = Field(None, description="Source a scheduled run ingests (default: built-in).")
     ingest_edition: str | None = Field(None, description="Edition id of TAFSIR_INGEST_SOURCE, if the file lacks one.")
+    ingest_replace: bool = Field(
+        False,
+        description="Let scheduled runs replace or delete points of the built-in edition from a user file, or delete "
+        "more than half of an edition (as `tafsir ingest --replace` does); refused, logged and counted otherwise.",
+    )
     ingest_lock_dir: Path | None = Field(
         None,
         description="Folder of the ingest run lock files (default: the embedded store's folder; for a server, "

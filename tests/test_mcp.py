@@ -259,8 +259,10 @@ def test_tafsir_mcp_started_from_an_empty_folder_answers_at_once_and_uses_the_pe
 
     run(scenario)
     assert seen["tools"] == TOOLS
-    # CPU time, not wall time: the shared test machine may be busy; wall time is recorded in docs/BENCHMARKS.md.
-    assert seen["cpu"] < 3, seen
+    # CPU time, not wall time: the shared test machine may be busy (docs/BENCHMARKS.md records wall times). Python
+    # importing the MCP SDK and the project takes ~2 s of it, more on a contended CPU; loading the model before
+    # answering took 12 s here.
+    assert seen["cpu"] < 4, seen
     store = user_data / "tafsir-rag" / "qdrant"
     assert seen["search"].is_error and str(store) in text_of(seen["search"])  # nothing ingested there yet
     assert "Run `tafsir ingest`" in text_of(seen["search"])

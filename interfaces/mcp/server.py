@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
@@ -262,10 +263,17 @@ def build_server(answerer: Answerer, warm_up: Callable[[], None] | None = None) 
     return server
 
 
+# Seconds the background load waits: a client sends initialize and tools/list as soon as the server is up, and on
+# a busy CPU (two cores, the GIL) a load started at once (imports, an export) delays those answers by seconds.
+WARM_UP_DELAY = 1.0
+
+
 def _logged(warm_up: Callable[[], None]) -> Callable[[], None]:
-    """``warm_up``, its failure logged rather than raised: a tool called later reports it to the client."""
+    """``warm_up`` after :data:`WARM_UP_DELAY`, its failure logged rather than raised: a tool called later
+    reports it to the client (and a tool called sooner loads what it needs itself)."""
 
     def run() -> None:
+        time.sleep(WARM_UP_DELAY)
         try:
             warm_up()
         except Exception as exc:

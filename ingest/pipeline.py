@@ -109,9 +109,9 @@ class EditionLoss:
         return self.edition == BUILTIN_EDITION
 
     def needs_replace(self) -> bool:
-        """Whether the run may go on only when explicitly allowed (``--replace``; DESIGN.md, "Trust": nothing
-        stored is deleted because of a user's input without an explicit flag): a user file that would replace or
-        delete points of the built-in edition, or any source that would delete more than half of an edition."""
+        """Whether the run may go on only when explicitly allowed (``--replace``; issue 23: nothing stored is
+        deleted because of a user's input without an explicit flag): a user file that would replace or delete
+        points of the built-in edition, or any source that would delete more than half of an edition."""
         if self.builtin and self.origin != BUILTIN_ORIGIN and (self.replaced or self.deleted):
             return True
         return self.deleted * 2 > self.stored

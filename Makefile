@@ -12,6 +12,12 @@ QUESTION ?= Siapa Thalut dan bagaimana pasukannya mengalahkan Jalut?
 
 .PHONY: setup torch system-deps demo test test-fast lint format bench clean
 
+# Inside the checkout, `make` keeps the store and the model cache in ./data (absolute paths, whatever folder a
+# command runs from); elsewhere they default to the per-user data folder (services/settings.py). Tests make
+# their own temporary stores, so `make test` sets neither.
+demo bench: export TAFSIR_QDRANT_PATH ?= $(CURDIR)/data/qdrant
+demo bench: export TAFSIR_MODEL_CACHE ?= $(CURDIR)/data/model-cache
+
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt clients/langchain-tafsir-rag/pyproject.toml

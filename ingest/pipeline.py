@@ -14,6 +14,7 @@ is complete and verified, and a run killed half-way is resumed by the next run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ingest.archive import SourceArchive
+from ingest.builtin import BUILTIN_EDITION, BUILTIN_ORIGIN
 from ingest.chunking import Chunk, ChunkingParams, chunk_ayat, content_hash, join_chunks
 from ingest.sources import Ayah, Source
 from services.embedding import Embedder, ModelMismatchError
@@ -45,6 +47,7 @@ from services.sparse import (
 from services.store.base import (
     SPARSE_VECTORS,
     CollectionSpec,
+    Hit,
     PointFilter,
     PointToStore,
     SparseUpdate,
@@ -82,9 +85,65 @@ class IngestSummary:
     dropped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     dry_run: bool = False  # a plan: the counts say what a run would do; nothing was written
+    # the edition's points readers see before the run, and how many of them it rewrites with other content
+    stored: int = 0
+    replaced: int = 0
+    refused: str | None = None  # a dry run's plan that a run without --replace would refuse: why
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class EditionLoss:
+    """What a run takes from one edition as readers see it now: of its ``stored`` points, those it rewrites with
+    other content (``replaced``) and those it deletes."""
+
+    edition: str
+    stored: int
+    replaced: int
+    deleted: int
+    origin: str  # where the run reads the edition from (a file, or the built-in source)
+
+    @property
+    def builtin(self) -> bool:
+        return self.edition == BUILTIN_EDITION
+
+    def needs_replace(self) -> bool:
+        """Whether the run may go on only when explicitly allowed (``--replace``; issue 23: nothing stored is
+        deleted because of a user's input without an explicit flag): a user file that would replace or delete
+        points of the built-in edition, or any source that would delete more than half of an edition."""
+        if self.builtin and self.origin != BUILTIN_ORIGIN and (self.replaced or self.deleted):
+            return True
+        return self.deleted * 2 > self.stored
+
+
+class ReplaceRefused(ValueError):
+    """A run refused before its first write (:meth:`EditionLoss.needs_replace`); nothing stored has changed."""
+
+    def __init__(self, loss: EditionLoss, alias: str, location: str) -> None:
+        self.loss, self.alias, self.location = loss, alias, location
+        super().__init__(self.message())
+
+    def message(self, allow: str = "--replace") -> str:
+        """What would be lost and how to go on; ``allow`` is how the face lets a run replace (a flag, a setting)."""
+        loss = self.loss
+        changes = [f"replace {loss.replaced:,}"] if loss.replaced and loss.builtin else []
+        changes += [f"delete {loss.deleted:,}"] if loss.deleted else []
+        what = f"the built-in edition {loss.edition!r}" if loss.builtin else f"edition {loss.edition!r}"
+        text = (
+            f"refused: ingesting {loss.origin} would {' and '.join(changes)} of the {loss.stored:,} points of "
+            f"{what} behind alias {self.alias!r} in {self.location}; nothing was written. "
+        )
+        if loss.builtin and loss.origin != BUILTIN_ORIGIN:
+            return text + (
+                "To keep the built-in edition, give your file an edition id of its own (--edition my.tafsir, or "
+                f"an 'edition' field on each row); to replace the built-in edition with it, run again with {allow}."
+            )
+        return text + (
+            f"That is more than half of the edition: if the source is meant to be smaller, run again with {allow} "
+            f"(`tafsir ingest --dry-run` lists what a run deletes)."
+        )
 
 
 @dataclass(frozen=True)
@@ -137,30 +196,37 @@ def plan_target(store: VectorStore, alias: str, spec: CollectionSpec, full: bool
 
 def stored_ayat(store: VectorStore, collection: str, edition: str) -> list[Ayah]:
     """An edition's ayat rebuilt from its stored chunks (their character spans), to carry it over."""
-    by_ayah: dict[tuple[int, int], list[dict]] = defaultdict(list)
+    return [
+        _stored_ayah(edition, surah, ayah, [hit.payload for hit in hits])
+        for (surah, ayah), hits in sorted(_stored_points(store, collection, edition).items())
+    ]
+
+
+def _stored_points(store: VectorStore, collection: str, edition: str) -> dict[tuple[int, int], list[Hit]]:
+    """An edition's stored points by (surah, ayah)."""
+    by_ayah: dict[tuple[int, int], list[Hit]] = defaultdict(list)
     only_edition = PointFilter(editions=[edition])
     for hit in store.retrieve(collection, only_edition, limit=store.count(collection, only_edition)):
-        by_ayah[(hit.payload["surah"], hit.payload["ayah"])].append(hit.payload)
-    ayat = []
-    for (surah, ayah), payloads in sorted(by_ayah.items()):
-        text = join_chunks([(p["char_start"], p["char_end"], p["text"]) for p in payloads])
-        first = payloads[0]
-        # Points stored before both wordings were kept hold the source's translation in `translation`.
-        legacy = first.get(TRANSLATION_LEGACY) if TRANSLATION_LEGACY in first else first.get("translation")
-        ayat.append(
-            Ayah(
-                edition,
-                surah,
-                ayah,
-                text,
-                legacy,
-                first.get("arabic"),
-                first.get(TRANSLATION_2019),
-                first.get(TRANSLITERATION),
-                first.get(TRANSLATION_EN),
-            )
-        )
-    return ayat
+        by_ayah[(hit.payload["surah"], hit.payload["ayah"])].append(hit)
+    return by_ayah
+
+
+def _stored_ayah(edition: str, surah: int, ayah: int, payloads: list[dict]) -> Ayah:
+    text = join_chunks([(p["char_start"], p["char_end"], p["text"]) for p in payloads])
+    first = payloads[0]
+    # Points stored before both wordings were kept hold the source's translation in `translation`.
+    legacy = first.get(TRANSLATION_LEGACY) if TRANSLATION_LEGACY in first else first.get("translation")
+    return Ayah(
+        edition,
+        surah,
+        ayah,
+        text,
+        legacy,
+        first.get("arabic"),
+        first.get(TRANSLATION_2019),
+        first.get(TRANSLITERATION),
+        first.get(TRANSLATION_EN),
+    )
 
 
 def ayah_texts(ayah: Ayah, tafsir: str | None = None) -> AyahTexts:
@@ -228,6 +294,7 @@ class IngestPlan:
     spec: CollectionSpec
     work: list[EditionWork]
     summary: IngestSummary
+    refusal: ReplaceRefused | None = None  # a dry run's plan that a run without ``replace`` would refuse
 
 
 class IngestPipeline:
@@ -264,18 +331,20 @@ class IngestPipeline:
         spec = collection_spec(self.embedder, self.params)
         return plan_target(self.store, self.settings.collection, spec, full, create=False).new
 
-    def plan(self, source: Source, full: bool = False, *, dry_run: bool = False) -> IngestPlan:
+    def plan(self, source: Source, full: bool = False, *, dry_run: bool = False, replace: bool = False) -> IngestPlan:
         """Chunk the source and diff it against the store: what a run embeds, re-weights and deletes.
 
         With ``dry_run`` nothing is written (a new build is named, not created); :meth:`run` executes a
-        plan made without it.
+        plan made without it. A run that would take what :meth:`EditionLoss.needs_replace` protects raises
+        :class:`ReplaceRefused` before its first write unless ``replace``; a dry run notes it in ``refused``.
         """
         started = time.perf_counter()
         alias = self.settings.collection
         spec = collection_spec(self.embedder, self.params)
         if not full:
             self._refuse_another_model(alias, spec)
-        target = plan_target(self.store, alias, spec, full, create=not dry_run)
+        # Created only once the run is known not to be refused: a refused run writes nothing at all.
+        target = plan_target(self.store, alias, spec, full, create=False)
         summary = IngestSummary(
             source.edition,
             alias,
@@ -309,19 +378,69 @@ class IngestPipeline:
             job.stale = set(stored) - {c.id for c in job.chunks}
             work.append(job)
             if edition == source.edition:
+                loss = self._loss(source, target, job, stored, full)
                 summary.chunks = len(job.chunks)
                 summary.unchanged = len(job.chunks) - len(job.embed)
                 summary.embedded = len(job.embed)
                 summary.resparsed = len(job.resparse)
-                summary.deleted = len(job.stale)
+                summary.deleted = loss.deleted
+                summary.stored, summary.replaced = loss.stored, loss.replaced
             else:
                 summary.carried_over += len(job.embed)
+        refusal = None
+        if not replace and loss.needs_replace():
+            refusal = ReplaceRefused(loss, alias, self.store.location)
+            if not dry_run:
+                raise refusal
+            summary.refused = str(refusal)
+        if not target.exists and not dry_run:
+            self.store.create_collection(target.name, spec)
+            target = dataclasses.replace(target, exists=True)
         summary.seconds = round(time.perf_counter() - started, 3)
-        return IngestPlan(target, spec, work, summary)
+        return IngestPlan(target, spec, work, summary, refusal)
 
-    def run(self, source: Source, full: bool = False, progress: ProgressCallback | None = None) -> IngestSummary:
+    def _loss(
+        self, source: Source, target: Target, job: EditionWork, stored: dict[str, StoredHash], full: bool
+    ) -> EditionLoss:
+        """What the run takes from the source's edition as readers see it now (the live collection)."""
+        if not target.new:  # the live collection itself: the diff says it
+            replaced = sum(1 for c in job.embed if c.id in stored) + len(job.resparse)
+            return EditionLoss(source.edition, len(stored), replaced, len(job.stale), source.origin)
+        # A new build replaces the live collection whole: its points of this edition that the build does not
+        # produce are gone once the alias moves, and those it produces hold the source's text.
+        none = EditionLoss(source.edition, 0, 0, 0, source.origin)
+        if target.previous is None:
+            return none
+        try:
+            live = _stored_points(self.store, target.previous, source.edition)
+        except StoreError as exc:
+            if not full:
+                raise
+            # The repair of a damaged collection (see _carried_editions): what cannot be read cannot be kept.
+            log.warning("cannot read %s to compare edition %r with it (%s)", target.previous, source.edition, exc)
+            return none
+        produced = {c.id for c in job.chunks}
+        stored_count = replaced = deleted = 0
+        for (surah, ayah), hits in live.items():
+            stored_count += len(hits)
+            kept = [hit for hit in hits if hit.id in produced]
+            deleted += len(hits) - len(kept)
+            new = job.index.get((surah, ayah))
+            if kept and new != _stored_ayah(source.edition, surah, ayah, [hit.payload for hit in hits]):
+                replaced += len(kept)
+        return EditionLoss(source.edition, stored_count, replaced, deleted, source.origin)
+
+    def run(
+        self,
+        source: Source,
+        full: bool = False,
+        progress: ProgressCallback | None = None,
+        *,
+        replace: bool = False,
+    ) -> IngestSummary:
+        """Plan and execute one run; :class:`ReplaceRefused` (nothing written) unless ``replace`` allows it."""
         started = time.perf_counter()
-        plan = self.plan(source, full)
+        plan = self.plan(source, full, replace=replace)
         self._execute(plan, progress)
         summary = plan.summary
         summary.dropped = self._drop_superseded(summary.alias, plan.target.name)

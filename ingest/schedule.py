@@ -37,11 +37,20 @@ log = logging.getLogger(__name__)
 
 IngestJob = Callable[[], dict[str, Any]]  # one run; returns the IngestSummary as a dict
 
+# How a scheduled run is allowed to replace what ingest.pipeline.ReplaceRefused protects.
+REPLACE_SETTING = "TAFSIR_INGEST_REPLACE=true"
+
+
+class Refused(RuntimeError):
+    """A scheduled run the pipeline refused before writing (``ReplaceRefused``), its message naming ``allow``."""
+
+
 # --- metrics (the process's default Prometheus registry, served at /metrics) -----------------------
 
 INGEST_RUNS = Counter(
     "tafsir_ingest_runs",
-    "Ingest runs by outcome (success, error, skipped: another run held the lock) and trigger.",
+    "Ingest runs by outcome (success, error, skipped: another run held the lock, refused: the run would replace "
+    "or delete stored points without TAFSIR_INGEST_REPLACE/--replace) and trigger.",
     ["outcome", "trigger"],
 )
 INGEST_DURATION = Histogram(
@@ -58,7 +67,8 @@ INGEST_LAST_SUCCESS = Gauge("tafsir_ingest_last_success_timestamp_seconds", "Uni
 INGEST_RUNNING = Gauge("tafsir_ingest_running", "1 while an ingest run is in progress in this process.")
 INGEST_CHECKS = Counter(
     "tafsir_ingest_checks",
-    "Checks of the scheduled source when the scheduler starts (a dry run: read, chunk, diff), by outcome.",
+    "Checks of the scheduled source when the scheduler starts (a dry run: read, chunk, diff), by outcome (ok, error, "
+    "refused: a run would be refused, see tafsir_ingest_runs).",
     ["outcome"],
 )
 
@@ -109,6 +119,11 @@ def run_ingest(job: IngestJob, lock: IngestLock, trigger: str) -> dict[str, Any]
     started = time.perf_counter()
     try:
         summary = job()
+    except Refused as exc:
+        # Nothing was written; the same source is refused again at each firing until it or the setting changes.
+        INGEST_RUNS.labels(outcome="refused", trigger=trigger).inc()
+        _log_event("ingest_run", logging.WARNING, {"outcome": "refused", "trigger": trigger, "reason": str(exc)})
+        return None
     except Exception as exc:
         seconds = round(time.perf_counter() - started, 3)
         INGEST_DURATION.observe(seconds)
@@ -167,8 +182,14 @@ def ingest_job(
     source: Path | None = None,
     edition: str | None = None,
     lock: IngestLock | None = None,
+    *,
+    replace: bool = False,
+    allow: str = REPLACE_SETTING,
 ) -> IngestJob:
     """A job that reads the source afresh (``source`` or the built-in edition) and runs the pipeline.
+
+    A run that would replace or delete what the pipeline protects (``ReplaceRefused``) raises :class:`Refused`
+    (logged and counted, nothing written) unless ``replace``; its message says ``allow`` lets it.
 
     ``lock`` is the one :func:`run_ingest` holds around the job (see :func:`scheduled_lock`). When it holds one
     edition and this run must build a new collection, or the source now names another edition, the job widens
@@ -177,7 +198,7 @@ def ingest_job(
     """
 
     def job() -> dict[str, Any]:
-        from ingest.pipeline import IngestPipeline
+        from ingest.pipeline import IngestPipeline, ReplaceRefused
 
         ayat_source = _read(source, edition)
         pipeline = IngestPipeline(settings, store, embedder)
@@ -185,7 +206,9 @@ def ingest_job(
             edition_only = lock is not None and lock.edition is not None
             if edition_only and (ayat_source.edition != lock.edition or pipeline.needs_new_collection()):
                 lock.widen()
-            return pipeline.run(ayat_source).as_dict()
+            return pipeline.run(ayat_source, replace=replace).as_dict()
+        except ReplaceRefused as exc:
+            raise Refused(exc.message(allow)) from None
         finally:
             embedder.release_working_memory()  # the process serves queries until the next run
 
@@ -212,17 +235,28 @@ def scheduled_lock(settings: Settings, source: Path | None = None, edition: str 
 
 
 def ingest_check(
-    settings: Settings, store: VectorStore, embedder: Embedder, source: Path | None = None, edition: str | None = None
+    settings: Settings,
+    store: VectorStore,
+    embedder: Embedder,
+    source: Path | None = None,
+    edition: str | None = None,
+    *,
+    replace: bool = False,
+    allow: str = REPLACE_SETTING,
 ) -> IngestJob:
     """The dry run of :func:`ingest_job`: read and chunk the source and diff it against the store.
 
-    Nothing is embedded or written; the summary says what the next run would do.
+    Nothing is embedded or written; the summary says what the next run would do, and raises :class:`Refused`
+    if the run would be refused.
     """
 
     def check() -> dict[str, Any]:
         from ingest.pipeline import IngestPipeline
 
-        plan = IngestPipeline(settings, store, embedder).plan(_read(source, edition), dry_run=True)
+        pipeline = IngestPipeline(settings, store, embedder)
+        plan = pipeline.plan(_read(source, edition), dry_run=True, replace=replace)
+        if plan.refusal is not None:
+            raise Refused(plan.refusal.message(allow))
         return plan.summary.as_dict()
 
     return check
@@ -245,6 +279,10 @@ def run_check(check: IngestJob) -> dict[str, Any] | None:
     started = time.perf_counter()
     try:
         summary = check()
+    except Refused as exc:
+        INGEST_CHECKS.labels(outcome="refused").inc()
+        _log_event("ingest_check", logging.WARNING, {"outcome": "refused", "reason": str(exc)})
+        return None
     except Exception as exc:
         INGEST_CHECKS.labels(outcome="error").inc()
         record = {"outcome": "error", "error": f"{type(exc).__name__}: {exc}"}

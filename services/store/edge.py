@@ -32,13 +32,11 @@ import qdrant_edge as edge
 from services import locking
 from services.files import fsync_folder, write_atomically
 from services.store.base import (
-    INTEGER_INDEXES,
-    KEYWORD_INDEXES,
-    TENANT_FIELD,
     CollectionInfo,
     CollectionSpec,
     Hit,
     IndexConfig,
+    PayloadIndex,
     PointFilter,
     PointToStore,
     SearchRequest,
@@ -52,8 +50,18 @@ from services.store.base import (
     missing_collection_error,
     rank_hits,
     reading_order,
+    standard_payload_indexes,
 )
-from services.store.edge_types import edge_filter, edge_point, edge_query, edge_sparse, shard_config
+from services.store.edge_types import (
+    edge_field_index,
+    edge_filter,
+    edge_point,
+    edge_query,
+    edge_sparse,
+    shard_config,
+    stored_payload_index,
+    stored_point,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +156,7 @@ class EdgeStore:
             return None
         return CollectionInfo(name=physical, spec=self._read_spec(physical), points=points)
 
-    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+    def create_collection(self, name: str, spec: CollectionSpec, index: IndexConfig | None = None) -> None:
         _check_name(name)
         with self._cond:
             self._check_open()
@@ -163,15 +171,13 @@ class EdgeStore:
             staging = self._collections / f".building-{name}-{uuid.uuid4().hex}"
             try:
                 staging.mkdir()
-                shard = edge.EdgeShard.create(str(staging / "shard"), shard_config(spec, self.index))
+                shard = edge.EdgeShard.create(str(staging / "shard"), shard_config(spec, index or self.index))
                 try:
-                    for field in INTEGER_INDEXES:
-                        shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Integer))
-                    for field in KEYWORD_INDEXES:
-                        # is_tenant: Qdrant keeps each edition's points together on disk, so a search filtered by
-                        # edition reads one edition's (https://qdrant.tech/documentation/guides/multiple-partitions/).
-                        tenant = edge.KeywordIndexParams(is_tenant=field == TENANT_FIELD)
-                        shard.update(edge.UpdateOperation.create_field_index(field, tenant))
+                    # The edition index is a tenant one: Qdrant keeps each edition's points together on disk, so a
+                    # search filtered by edition reads one edition's
+                    # (https://qdrant.tech/documentation/guides/multiple-partitions/).
+                    for payload_index in standard_payload_indexes():
+                        shard.update(edge_field_index(payload_index))
                     shard.flush()
                 finally:
                     shard.close()
@@ -372,6 +378,30 @@ class EdgeStore:
                 field for field, schema in info.payload_schema.items() if getattr(schema.params, "is_tenant", None)
             ),
         }
+
+    def scroll_points(
+        self, name: str, offset: str | None = None, limit: int = SCROLL_PAGE
+    ) -> tuple[list[PointToStore], str | None]:
+        request = edge.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True)
+        with self._use(name) as (physical, shard):
+            try:
+                records, following = shard.scroll(request)
+            except Exception as exc:
+                raise self._failure("read", physical, exc) from exc
+        return [stored_point(record) for record in records], None if following is None else str(following)
+
+    def payload_indexes(self, name: str) -> list[PayloadIndex]:
+        with self._use(name) as (_, shard):
+            schema = shard.info().payload_schema
+        return sorted((stored_payload_index(field, info) for field, info in schema.items()), key=lambda i: i.field)
+
+    def create_payload_index(self, name: str, index: PayloadIndex) -> None:
+        with self._use(name) as (physical, shard):
+            try:
+                shard.update(edge_field_index(index))
+                shard.flush()
+            except Exception as exc:
+                raise self._failure(f"index the field {index.field!r} of", physical, exc) from exc
 
     # --- internals ---------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from services.store.base import (
     SPARSE_VECTORS,
     CollectionSpec,
     IndexConfig,
+    PayloadIndex,
     PointFilter,
     PointToStore,
     Quantization,
@@ -76,6 +77,32 @@ def edge_point(point: PointToStore) -> edge.Point:
     vectors: dict[str, Any] = {DENSE: list(point.dense)}
     vectors.update((name, edge_sparse(vector)) for name, vector in point.sparse.items())
     return edge.Point(point.id, vectors, point.payload)
+
+
+def stored_point(record: Any) -> PointToStore:
+    """A scrolled record (with vector and payload) as a whole point, ready to upsert elsewhere."""
+    vectors = dict(record.vector or {})
+    dense = vectors.pop(DENSE, None) or []
+    sparse = {
+        name: SparseVector(list(v.indices), list(v.values)) for name, v in vectors.items() if name in SPARSE_VECTORS
+    }
+    return PointToStore(str(record.id), list(dense), sparse, dict(record.payload or {}))
+
+
+def edge_field_index(index: PayloadIndex) -> edge.UpdateOperation:
+    """The operation that creates ``index``; a tenant keyword index carries Qdrant's tenant flag."""
+    try:
+        schema: Any = getattr(edge.PayloadSchemaType, index.kind.capitalize())
+    except AttributeError:
+        raise ValueError(f"unknown payload index type {index.kind!r} of field {index.field!r}") from None
+    if index.kind == "keyword" and index.tenant:
+        schema = edge.KeywordIndexParams(is_tenant=True)
+    return edge.UpdateOperation.create_field_index(index.field, schema)
+
+
+def stored_payload_index(field: str, info: Any) -> PayloadIndex:
+    kind = str(info.data_type).rpartition(".")[2].lower()  # PayloadSchemaType.Keyword -> keyword
+    return PayloadIndex(field, kind, tenant=bool(getattr(info.params, "is_tenant", None)))
 
 
 def edge_sparse(vector: SparseVector) -> edge.SparseVector:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -27,14 +28,13 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from services.store.base import (
     DENSE,
-    INTEGER_INDEXES,
-    KEYWORD_INDEXES,
+    INDEX_KEY,
     SPARSE_VECTORS,
-    TENANT_FIELD,
     CollectionInfo,
     CollectionSpec,
     Hit,
     IndexConfig,
+    PayloadIndex,
     PointFilter,
     PointToStore,
     Quantization,
@@ -52,6 +52,7 @@ from services.store.base import (
     missing_collection_error,
     rank_hits,
     reading_order,
+    standard_payload_indexes,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SPEC_KEY = "tafsir_spec"  # key of the CollectionSpec in the collection's metadata
+# key of the payload indexes made through this class, for qdrant-client's local mode, which keeps none itself
+PAYLOAD_INDEXES_KEY = "tafsir_payload_indexes"
+LOCAL_PREFIX = "local:"  # TAFSIR_QDRANT_URL=local:PATH: qdrant-client's local mode in the folder PATH
 SCROLL_PAGE = 1000
 TRIES = 5
 FIRST_DELAY = 0.5  # seconds; doubles after each failure
@@ -150,10 +154,15 @@ class ServerStore:
         index: IndexConfig | None = None,
         **layout: int | None,
     ) -> ServerStore:
-        """A store on the server at ``url``. Nothing is sent until the first call.
+        """A store on the server at ``url`` (or, ``local:PATH``, qdrant-client's local mode in the folder PATH).
+        Nothing is sent until the first call.
 
         ``layout``: ``shard_number``, ``replication_factor``, ``write_consistency_factor`` of new collections.
         """
+        if url.startswith(LOCAL_PREFIX):
+            # qdrant-client's local mode on a folder: the server's client API without a server, for tests and
+            # trials (one process at a time; no HNSW, quantization nor payload index).
+            return cls(QdrantClient(path=url.removeprefix(LOCAL_PREFIX)), url, index=index, **layout)
         client = QdrantClient(
             url=url,
             api_key=api_key,
@@ -199,48 +208,41 @@ class ServerStore:
         spec = CollectionSpec(**stored) if isinstance(stored, dict) else None
         return CollectionInfo(name=physical, spec=spec, points=points)
 
-    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+    def create_collection(self, name: str, spec: CollectionSpec, index: IndexConfig | None = None) -> None:
+        index = index or self.index
         # collection_exists is true for an alias too in local mode; the server refuses either clash.
         if self._call("check collection", lambda: self.client.collection_exists(name)):
             raise StoreError(f"Collection {name!r} already exists on {self.location}.")
+        recorded = {key: value for key, value in index.described().items() if key != "hnsw_ef"}
         self._call(
             "create collection",
             lambda: self.client.create_collection(
                 collection_name=name,
                 vectors_config={
                     DENSE: models.VectorParams(
-                        size=spec.dense_size, distance=models.Distance.COSINE, on_disk=self.index.vectors_on_disk
+                        size=spec.dense_size, distance=models.Distance.COSINE, on_disk=index.vectors_on_disk
                     )
                 },
                 sparse_vectors_config={
                     name: models.SparseVectorParams(
                         modifier=models.Modifier.IDF,
-                        index=models.SparseIndexParams(on_disk=True) if self.index.sparse_on_disk else None,
+                        index=models.SparseIndexParams(on_disk=True) if index.sparse_on_disk else None,
                     )
                     for name in SPARSE_VECTORS
                 },
-                metadata={SPEC_KEY: asdict(spec)},
-                **_index_arguments(self.index),
+                metadata={
+                    SPEC_KEY: asdict(spec),
+                    INDEX_KEY: recorded,
+                    PAYLOAD_INDEXES_KEY: [asdict(i) for i in standard_payload_indexes()],
+                },
+                **_index_arguments(index),
                 **self._layout,
             ),
         )
-        indexes: list[tuple[str, models.PayloadSchemaType | models.KeywordIndexParams]] = [
-            (field, models.PayloadSchemaType.INTEGER) for field in INTEGER_INDEXES
-        ]
-        indexes += [
-            # is_tenant: the server keeps each edition's points together (Qdrant >= 1.11,
-            # https://qdrant.tech/documentation/guides/multiple-partitions/).
-            (field, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=field == TENANT_FIELD))
-            for field in KEYWORD_INDEXES
-        ]
-        for field, schema in indexes:
-            self._call(
-                "create payload index",
-                lambda field=field, schema=schema: self.client.create_payload_index(
-                    name, field_name=field, field_schema=schema, wait=True
-                ),
-                name,
-            )
+        # is_tenant on the edition index: the server keeps each edition's points together (Qdrant >= 1.11,
+        # https://qdrant.tech/documentation/guides/multiple-partitions/).
+        for payload_index in standard_payload_indexes():
+            self._create_payload_index(name, payload_index)
 
     def drop_collection(self, name: str) -> None:
         """Delete a physical collection; Qdrant deletes its aliases with it. A missing name is fine."""
@@ -379,9 +381,52 @@ class ServerStore:
         physical = self.resolve_alias(name) or name
         info = self._call("read collection", lambda: self.client.get_collection(physical), physical)
         config = info.config.model_dump(mode="json", exclude_none=True)
-        config.pop("metadata", None)
+        metadata = config.pop("metadata", None) or {}
+        if INDEX_KEY in metadata:
+            config[INDEX_KEY] = metadata[INDEX_KEY]
         schema = info.model_dump(mode="json")["payload_schema"]
         return {**config, "hnsw_ef": self.index.hnsw_ef, "payload_schema": schema}
+
+    def scroll_points(
+        self, name: str, offset: str | None = None, limit: int = SCROLL_PAGE
+    ) -> tuple[list[PointToStore], str | None]:
+        records, following = self._call(
+            "read",
+            lambda: self.client.scroll(name, offset=offset, limit=limit, with_payload=True, with_vectors=True),
+            name,
+        )
+        return [_stored_point(record) for record in records], None if following is None else str(following)
+
+    def payload_indexes(self, name: str) -> list[PayloadIndex]:
+        """The server's payload schema; in local mode, which keeps no payload index, those this class made."""
+        physical = self.resolve_alias(name) or name
+        info = self._call("read collection", lambda: self.client.get_collection(physical), physical)
+        found = {
+            field: PayloadIndex(field, str(schema.data_type.value), bool(getattr(schema.params, "is_tenant", None)))
+            for field, schema in (info.payload_schema or {}).items()
+        }
+        for recorded in (info.config.metadata or {}).get(PAYLOAD_INDEXES_KEY) or []:
+            found.setdefault(recorded["field"], PayloadIndex(**recorded))
+        return sorted(found.values(), key=lambda index: index.field)
+
+    def create_payload_index(self, name: str, index: PayloadIndex) -> None:
+        self._create_payload_index(name, index)
+        info = self._call("read collection", lambda: self.client.get_collection(name), name)
+        recorded = [i for i in (info.config.metadata or {}).get(PAYLOAD_INDEXES_KEY) or [] if i["field"] != index.field]
+        metadata = {PAYLOAD_INDEXES_KEY: [*recorded, asdict(index)]}
+        self._call("record payload index", lambda: self.client.update_collection(name, metadata=metadata), name)
+
+    def _create_payload_index(self, name: str, index: PayloadIndex) -> None:
+        schema: models.PayloadSchemaType | models.KeywordIndexParams = models.PayloadSchemaType(index.kind)
+        if index.kind == "keyword" and index.tenant:
+            schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+        with warnings.catch_warnings():  # local mode warns that its payload indexes do nothing
+            warnings.simplefilter("ignore", UserWarning)
+            self._call(
+                "create payload index",
+                lambda: self.client.create_payload_index(name, field_name=index.field, field_schema=schema, wait=True),
+                name,
+            )
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -455,6 +500,18 @@ def _server_filter(point_filter: PointFilter | None) -> models.Filter | None:
         ]
         must.append(models.Filter(should=pairs))
     return models.Filter(must=must) if must else None
+
+
+def _stored_point(record: models.Record) -> PointToStore:
+    """A scrolled record (with vectors and payload) as a whole point, ready to upsert elsewhere."""
+    vectors = dict(record.vector) if isinstance(record.vector, dict) else {}
+    dense = vectors.pop(DENSE, None) or []
+    sparse = {
+        name: SparseVector(list(vector.indices), list(vector.values))
+        for name, vector in vectors.items()
+        if name in SPARSE_VECTORS and isinstance(vector, models.SparseVector)
+    }
+    return PointToStore(str(record.id), [float(x) for x in dense], sparse, dict(record.payload or {}))
 
 
 def _server_sparse(vector: SparseVector) -> models.SparseVector:

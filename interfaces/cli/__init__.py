@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from interfaces.cli import ingest, query, serve, train
+from interfaces.cli import ingest, migrate, query, serve, train
 
 app = typer.Typer(
     name="tafsir",
@@ -22,6 +22,7 @@ app.command()(query.status)
 app.command()(query.search)
 app.command()(query.editions)
 app.command()(ingest.remove)
+app.command()(migrate.migrate)
 app.command(name="eval")(query.evaluate)
 app.add_typer(query.model_app, name="model")
 app.command()(train.train)

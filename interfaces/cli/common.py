@@ -85,8 +85,9 @@ def configure_logging(level: str = "info") -> None:
 
 
 @contextmanager
-def embedding_progress(interval: float = 2.0):
-    """Progress on stderr: a live bar with chunks/s and ETA on a terminal, plain lines in logs."""
+def embedding_progress(interval: float = 2.0, action: str = "embedded", unit: str = "chunks"):
+    """Progress on stderr: a live bar with chunks/s and ETA on a terminal, plain lines in logs (``action`` and
+    ``unit`` name the work: ``tafsir migrate`` copies points)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -107,16 +108,16 @@ def embedding_progress(interval: float = 2.0):
             if done in (0, total) or now - last[0] >= interval:
                 last[0] = now
                 rate = done / (now - started) if now > started else 0.0
-                print(f"embedded {done}/{total} chunks ({rate:.0f} chunks/s)", file=sys.stderr, flush=True)
+                print(f"{action} {done}/{total} {unit} ({rate:.0f} {unit}/s)", file=sys.stderr, flush=True)
 
         yield log
         return
     with Progress(
-        TextColumn("embedding"),
+        TextColumn(action),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.fields[rate]} chunks/s"),
+        TextColumn(f"{{task.fields[rate]}} {unit}/s"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),

@@ -329,16 +329,51 @@ def check_search_request(request: SearchRequest) -> None:
 
 
 def candidate_limit(request: SearchRequest) -> int:
-    """How many points to ask Qdrant for, so that ties can be broken here rather than by Qdrant.
+    """How many points to ask Qdrant for in one list, so that ties can be broken here rather than by Qdrant.
 
-    Qdrant orders equal scores in no fixed way (RRF most of all: ranks tie by construction), so a
-    cut at ``limit`` inside Qdrant could keep a different tied point each time. A fusion asks for every
-    fused candidate (a point appears at most once in each prefetch list); a single list asks for a margin.
+    Qdrant orders equal scores in no fixed way (the order differs between a store and its copy: identical texts
+    tie), so a cut at ``limit`` inside Qdrant could keep a different tied point each time: ask for a margin.
     """
-    lists = len(request.lists())
-    if lists > 1:
-        return max(lists * request.prefetch_limit, request.limit)
     return request.limit + max(request.limit, 16)
+
+
+def list_requests(request: SearchRequest) -> list[SearchRequest]:
+    """The single-list searches a request is made of: itself if it searches one list, else one per fused list.
+
+    A fusion is computed here (:func:`fuse`), not by Qdrant's RRF over prefetches: a prefetch list would be cut
+    and ranked in Qdrant's order of equal scores, so two stores holding the same points (a collection and its
+    migrated copy) could fuse tied points at different ranks and answer differently.
+    """
+    lists = request.lists()
+    if len(lists) == 1:
+        return [request]
+    return [
+        replace(
+            request,
+            mode=Mode.DENSE if using == DENSE else Mode.SPARSE,
+            limit=request.prefetch_limit,
+            sparse_weights={using: 1.0} if using != DENSE else {},
+            dense_weight=1.0,
+            score_threshold=None,
+        )
+        for using, _ in lists
+    ]
+
+
+def fuse(results: Sequence[Iterable[Hit]], request: SearchRequest) -> list[Hit]:
+    """The answer to ``request`` from the hits of each of its :func:`list_requests`, in the same order.
+
+    Each list is ranked by score, ties by id, and cut at the prefetch limit; then weighted RRF, Qdrant's formula
+    (qdrant_client/hybrid/fusion.py): score = sum over the lists of 1 / ((rank + 1) / weight + k - 1), rank from 0.
+    """
+    parts = list_requests(request)
+    if len(parts) == 1:
+        return rank_hits(next(iter(results)), request)
+    scores: dict[str, float] = {}
+    for (_, weight), part, hits in zip(request.lists(), parts, results, strict=True):
+        for rank, hit in enumerate(rank_hits(hits, part)):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / ((rank + 1.0) / weight + request.rrf_k - 1.0)
+    return rank_hits((Hit(point_id, score) for point_id, score in scores.items()), request)
 
 
 def recorded_model(store: VectorStore, alias: str) -> tuple[str, str] | None:

@@ -46,9 +46,10 @@ from services.store.base import (
     StoreLockedError,
     attach_payloads,
     check_search_request,
+    fuse,
+    list_requests,
     matches_nothing,
     missing_collection_error,
-    rank_hits,
     reading_order,
     standard_payload_indexes,
 )
@@ -291,8 +292,11 @@ class EdgeStore:
             if matches_nothing(request.filter):
                 return []
             try:
-                scored = shard.query(edge_query(request, self.index))
-                ranked = rank_hits((Hit(str(point.id), point.score) for point in scored), request)
+                results = [
+                    [Hit(str(point.id), point.score) for point in shard.query(edge_query(part, self.index))]
+                    for part in list_requests(request)
+                ]
+                ranked = fuse(results, request)
                 records = shard.retrieve([hit.id for hit in ranked], with_payload=True, with_vector=False)
             except Exception as exc:
                 raise self._failure("search", physical, exc) from exc

@@ -136,26 +136,17 @@ def edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
 
 
 def edge_query(request: SearchRequest, index: IndexConfig | None = None) -> edge.QueryRequest:
-    point_filter = edge_filter(request.filter)
-    params = search_params(request, index or IndexConfig())
-
-    def nearest(using: str) -> edge.Query:
-        vector = list(request.dense) if using == DENSE else edge_sparse(request.sparse)
-        return edge.Query.Nearest(vector, using=using)
-
-    common: dict[str, Any] = {
-        "limit": candidate_limit(request),
-        "filter": point_filter,
-        "with_payload": False,  # fetched for the returned hits only: see attach_payloads
-        "with_vector": False,
-        "score_threshold": request.score_threshold,
-    }
-    lists = request.lists()
-    if len(lists) == 1:
-        return edge.QueryRequest(query=nearest(lists[0][0]), params=params, **common)
-    prefetches = [
-        edge.Prefetch(limit=request.prefetch_limit, query=nearest(using), filter=point_filter, params=params)
-        for using, _ in lists
-    ]
-    fusion = edge.Fusion.Rrf(k=request.rrf_k, weights=[weight for _, weight in lists])
-    return edge.QueryRequest(query=fusion, prefetches=prefetches, **common)
+    """A search of one list (see ``list_requests``: a fusion is made of several, fused by the caller)."""
+    (using, _), *more = request.lists()
+    if more:
+        raise ValueError("one list at a time: split a fusion with list_requests")
+    vector = list(request.dense or []) if using == DENSE else edge_sparse(request.sparse)
+    return edge.QueryRequest(
+        query=edge.Query.Nearest(vector, using=using),
+        params=search_params(request, index or IndexConfig()),
+        limit=candidate_limit(request),
+        filter=edge_filter(request.filter),
+        with_payload=False,  # fetched for the returned hits only: see attach_payloads
+        with_vector=False,
+        score_threshold=request.score_threshold,
+    )

@@ -48,9 +48,10 @@ from services.store.base import (
     candidate_limit,
     check_resolved,
     check_search_request,
+    fuse,
+    list_requests,
     matches_nothing,
     missing_collection_error,
-    rank_hits,
     reading_order,
     standard_payload_indexes,
 )
@@ -311,9 +312,10 @@ class ServerStore:
         if matches_nothing(request.filter):
             self._require(name)
             return []
-        arguments = _query_arguments(request, self.index)
-        response = self._call("search", lambda: self.client.query_points(name, **arguments), name)
-        ranked = rank_hits((Hit(str(point.id), point.score) for point in response.points), request)
+        parts = [models.QueryRequest(**_query_arguments(part, self.index)) for part in list_requests(request)]
+        # One request for every list of a fusion; fused here (see list_requests)
+        responses = self._call("search", lambda: self.client.query_batch_points(name, requests=parts), name)
+        ranked = fuse([[Hit(str(p.id), p.score) for p in response.points] for response in responses], request)
         if not ranked:
             return []
         ids: list[models.ExtendedPointId] = [hit.id for hit in ranked]
@@ -545,29 +547,17 @@ def _search_params(request: SearchRequest, index: IndexConfig) -> models.SearchP
 
 
 def _query_arguments(request: SearchRequest, index: IndexConfig | None = None) -> dict[str, Any]:
-    point_filter = _server_filter(request.filter)
-    params = _search_params(request, index or IndexConfig())
-
-    def query(using: str) -> Any:
-        return list(request.dense or []) if using == DENSE else _server_sparse(request.sparse)
-
-    arguments: dict[str, Any] = {
-        "query_filter": point_filter,
+    """A search of one list (see ``list_requests``: a fusion is made of several, fused by the caller)."""
+    (using, _), *more = request.lists()
+    if more:
+        raise ValueError("one list at a time: split a fusion with list_requests")
+    return {
+        "query": list(request.dense or []) if using == DENSE else _server_sparse(request.sparse),
+        "using": using,
+        "filter": _server_filter(request.filter),
+        "params": _search_params(request, index or IndexConfig()),
         "limit": candidate_limit(request),
         "with_payload": False,  # fetched for the returned hits only: see attach_payloads
-        "with_vectors": False,
+        "with_vector": False,
         "score_threshold": request.score_threshold,
     }
-    lists = request.lists()
-    if len(lists) == 1:
-        return {**arguments, "query": query(lists[0][0]), "using": lists[0][0], "search_params": params}
-    prefetch = [
-        models.Prefetch(
-            query=query(using), using=using, limit=request.prefetch_limit, filter=point_filter, params=params
-        )
-        for using, _ in lists
-    ]
-    # Weighted RRF: score = sum over the lists of 1 / ((rank + 1) / weight + k - 1), rank from 0
-    # (qdrant_client/hybrid/fusion.py, the same formula as the server's).
-    fusion = models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=[weight for _, weight in lists]))
-    return {**arguments, "query": fusion, "prefetch": prefetch}

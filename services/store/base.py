@@ -8,7 +8,7 @@ so the pipeline and the retriever never import a Qdrant client themselves.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -125,8 +125,8 @@ def collection_index(reported: dict[str, Any], default: IndexConfig) -> IndexCon
     elif "on_disk_payload" in params:
         found["payload_on_disk"] = bool(params["on_disk_payload"])
     sparse = (reported.get("sparse_vectors") or params.get("sparse_vectors") or {}).get(SPARSE) or {}
-    if "memory" in sparse:  # Edge
-        found["sparse_on_disk"] = sparse["memory"] == "cold"
+    if "payload_memory" in reported:  # Edge: no memory given is RAM
+        found["sparse_on_disk"] = sparse.get("memory") == "cold"
     elif "index" in sparse:
         found["sparse_on_disk"] = bool((sparse.get("index") or {}).get("on_disk"))
     optimizers = reported.get("optimizers") or reported.get("optimizer_config") or {}
@@ -335,6 +335,23 @@ def candidate_limit(request: SearchRequest) -> int:
     tie), so a cut at ``limit`` inside Qdrant could keep a different tied point each time: ask for a margin.
     """
     return request.limit + max(request.limit, 16)
+
+
+def complete_ties(
+    fetch: Callable[[int], list[Hit]], request: SearchRequest, first: list[Hit] | None = None
+) -> list[Hit]:
+    """The candidates of a one-list ``request``, asked again for twice as many while the last one asked for ties
+    with the one at the cut (at ``limit``): then Qdrant may have left out a tied point that ranks above the cut by
+    id. ``fetch(n)`` asks Qdrant for ``n``; ``first`` is an answer to :func:`candidate_limit` already at hand."""
+    asked = candidate_limit(request)
+    hits = first if first is not None else fetch(asked)
+    while len(hits) >= asked:
+        scores = sorted((hit.score for hit in hits), reverse=True)
+        if scores[min(request.limit, len(scores)) - 1] > scores[-1]:
+            break
+        asked *= 2
+        hits = fetch(asked)
+    return hits
 
 
 def list_requests(request: SearchRequest) -> list[SearchRequest]:

@@ -46,6 +46,7 @@ from services.store.base import (
     StoreLockedError,
     attach_payloads,
     check_search_request,
+    complete_ties,
     fuse,
     list_requests,
     matches_nothing,
@@ -293,7 +294,7 @@ class EdgeStore:
                 return []
             try:
                 results = [
-                    [Hit(str(point.id), point.score) for point in shard.query(edge_query(part, self.index))]
+                    complete_ties(lambda limit, part=part: self._scored(shard, part, limit), part)
                     for part in list_requests(request)
                 ]
                 ranked = fuse(results, request)
@@ -301,6 +302,9 @@ class EdgeStore:
             except Exception as exc:
                 raise self._failure("search", physical, exc) from exc
         return attach_payloads(ranked, {str(record.id): record.payload or {} for record in records})
+
+    def _scored(self, shard: edge.EdgeShard, request: SearchRequest, limit: int) -> list[Hit]:
+        return [Hit(str(point.id), point.score) for point in shard.query(edge_query(request, self.index, limit))]
 
     def retrieve(self, name: str, filter: PointFilter, limit: int = 1000) -> list[Hit]:
         """Points matching ``filter`` (at most ``limit``, taken in id order) in reading order."""

@@ -135,8 +135,9 @@ def edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
     return edge.Filter(must=must) if must else None
 
 
-def edge_query(request: SearchRequest, index: IndexConfig | None = None) -> edge.QueryRequest:
-    """A search of one list (see ``list_requests``: a fusion is made of several, fused by the caller)."""
+def edge_query(request: SearchRequest, index: IndexConfig | None = None, limit: int | None = None) -> edge.QueryRequest:
+    """A search of one list (see ``list_requests``: a fusion is made of several, fused by the caller) for ``limit``
+    candidates (default: ``candidate_limit``)."""
     (using, _), *more = request.lists()
     if more:
         raise ValueError("one list at a time: split a fusion with list_requests")
@@ -144,7 +145,7 @@ def edge_query(request: SearchRequest, index: IndexConfig | None = None) -> edge
     return edge.QueryRequest(
         query=edge.Query.Nearest(vector, using=using),
         params=search_params(request, index or IndexConfig()),
-        limit=candidate_limit(request),
+        limit=limit or candidate_limit(request),
         filter=edge_filter(request.filter),
         with_payload=False,  # fetched for the returned hits only: see attach_payloads
         with_vector=False,

@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
@@ -48,6 +49,7 @@ from services.store.base import (
     candidate_limit,
     check_resolved,
     check_search_request,
+    complete_ties,
     fuse,
     list_requests,
     matches_nothing,
@@ -312,10 +314,21 @@ class ServerStore:
         if matches_nothing(request.filter):
             self._require(name)
             return []
-        parts = [models.QueryRequest(**_query_arguments(part, self.index)) for part in list_requests(request)]
+        parts = list_requests(request)
+        batch = [models.QueryRequest(**_query_arguments(part, self.index)) for part in parts]
         # One request for every list of a fusion; fused here (see list_requests)
-        responses = self._call("search", lambda: self.client.query_batch_points(name, requests=parts), name)
-        ranked = fuse([[Hit(str(p.id), p.score) for p in response.points] for response in responses], request)
+        responses = self._call("search", lambda: self.client.query_batch_points(name, requests=batch), name)
+
+        def fetch(part: SearchRequest, limit: int) -> list[Hit]:
+            query = models.QueryRequest(**{**_query_arguments(part, self.index), "limit": limit})
+            response = self._call("search", lambda: self.client.query_batch_points(name, requests=[query]), name)[0]
+            return [Hit(str(point.id), point.score) for point in response.points]
+
+        results = [
+            complete_ties(partial(fetch, part), part, [Hit(str(p.id), p.score) for p in response.points])
+            for part, response in zip(parts, responses, strict=True)
+        ]
+        ranked = fuse(results, request)
         if not ranked:
             return []
         ids: list[models.ExtendedPointId] = [hit.id for hit in ranked]

@@ -79,7 +79,7 @@ def feature_value(name: str, evidence: Evidence, topic: float = 0.0) -> float:
 def arabic_words(text: str) -> set[str]:
     """Arabic as typed and as printed, compared as the search compares it (services/arabic.py: without marks,
     one form of alef, ya, ta marbuta and hamza, each spelling of a word with a small alef); one-letter words out."""
-    return {w for w in arabic.terms(text) if len(w) > 1}
+    return {w for w in arabic.terms(text, pairs=False) if len(w) > 1}
 
 
 def gather(query: str, probe: Probe, sparse: SparseEncoder, language: QueryLanguage | None = None) -> Evidence:

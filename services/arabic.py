@@ -12,6 +12,9 @@ the small alef; one stripped of every combining mark drops it) or in plain moder
 - the small alef, which Uthmani writes where modern spelling has a full alef (ٱلْعَـٰلَمِينَ, العالمين) or none
   (ٱلرَّحْمَـٰنِ, الرحمن): a word holding one yields both spellings (``terms``), so every copy meets it.
 
+``terms`` adds each pair of adjacent words as a term: a quote finds the ayah it was copied from by its word order,
+not only by its words.
+
 Hand-written rather than taken from pyarabic (araby.strip_tashkeel, normalize_hamza): pyarabic is GPL-3.0, which
 would bind this MIT project's distribution, and the rules above are a table and three regular expressions.
 """
@@ -19,12 +22,14 @@ would bind this MIT project's distribution, and the rules above are a table and 
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
 
 SMALL_ALEF = "\u0670"  # ARABIC LETTER SUPERSCRIPT ALEF (dagger alef)
 ALEF = "\u0627"
 TATWEEL = "\u0640"
+PAIR_JOINER = TATWEEL  # between the two words of a pair term (``terms``)
 # Combining marks and Quranic signs that carry no letter: Arabic signs above (U+0610-U+061A), harakat to
 # wavy hamza below (U+064B-U+065F), Quranic annotation marks (U+06D6-U+06ED), extended Arabic marks (U+08D3-U+08FF).
 _MARKS = re.compile("[\u0610-\u061a\u064b-\u065f\u06d6-\u06ed\u08d3-\u08ff" + TATWEEL + "]")
@@ -84,6 +89,14 @@ def normalise(text: str) -> str:
     return " ".join(words(text))
 
 
-def terms(text: str) -> list[str]:
-    """What the Arabic sparse vector indexes of ``text``: every spelling of each word, in order."""
-    return [form for w in _raw_words(text) for form in spellings(w)]
+def terms(text: str, pairs: bool = True) -> list[str]:
+    """What the Arabic sparse vector indexes of ``text``: every spelling of each word, in order, then each pair of
+    adjacent words (every pairing of their spellings) as one term, so that a quote's word order counts: a span
+    copied from an ayah shares its pairs with that ayah alone far more often than its words. A pair is joined by a
+    tatweel, which normalisation removes from words: no pair can equal a word."""
+    forms = [spellings(w) for w in _raw_words(text)]
+    single = [form for word in forms for form in word]
+    if not pairs:
+        return single
+    pairs_of = itertools.pairwise(forms)
+    return single + [f"{a}{PAIR_JOINER}{b}" for first, second in pairs_of for a in first for b in second]

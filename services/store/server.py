@@ -291,7 +291,8 @@ class ServerStore:
         physical = self.resolve_alias(name) or name
         missing = [n for n in SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
         for vector in missing:
-            config = models.SparseVectorNameConfig(sparse=self._sparse_params())
+            # The call takes the modifier only: the added index lives where the server keeps indexes by default.
+            config = models.SparseVectorNameConfig(sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF))
             self._call(
                 "add a sparse vector",
                 lambda vector=vector, config=config: self.client.create_vector_name(physical, vector, config),

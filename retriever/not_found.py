@@ -25,8 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from services import arabic
 from services.language import QueryLanguage, detect_language
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,16 +75,11 @@ def feature_value(name: str, evidence: Evidence, topic: float = 0.0) -> float:
 
 # --- evidence -----------------------------------------------------------------------------------------------
 
-# Arabic as typed and as printed differ in marks (harakat, Quranic annotation signs, tatweel) and in the alef's
-# forms; words are compared without them.
-_ARABIC_MARKS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
-_ALEFS = str.maketrans({"ٱ": "ا", "أ": "ا", "إ": "ا", "آ": "ا", "ى": "ي", "ة": "ه"})
-_ARABIC_WORD = re.compile(r"[\u0621-\u064a\u0671]+")
-
 
 def arabic_words(text: str) -> set[str]:
-    bare = _ARABIC_MARKS.sub("", unicodedata.normalize("NFC", text)).translate(_ALEFS)
-    return {w for w in _ARABIC_WORD.findall(bare) if len(w) > 1}
+    """Arabic as typed and as printed, compared as the search compares it (services/arabic.py: without marks,
+    one form of alef, ya, ta marbuta and hamza, each spelling of a word with a small alef); one-letter words out."""
+    return {w for w in arabic.terms(text, pairs=False) if len(w) > 1}
 
 
 def gather(query: str, probe: Probe, sparse: SparseEncoder, language: QueryLanguage | None = None) -> Evidence:

@@ -34,6 +34,7 @@ from services.files import fsync_folder, write_atomically
 from services.store.base import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
+    SPARSE_VECTORS,
     TENANT_FIELD,
     CollectionInfo,
     CollectionSpec,
@@ -50,6 +51,7 @@ from services.store.base import (
     check_search_request,
     matches_nothing,
     missing_collection_error,
+    present_lists,
     rank_hits,
     reading_order,
 )
@@ -91,6 +93,7 @@ class EdgeStore:
         self._shards: dict[str, _OpenShard] = {}
         self._dropping: set[str] = set()
         self._aliases: dict[str, str] | None = None  # read lazily; we hold the lock, so it stays valid
+        self._sparse_names: dict[str, frozenset[str]] = {}  # per physical collection, from its shard's config
         self._closed = False
         for leftover in self._collections.glob(".*-*"):  # a create or drop interrupted by a crash
             if leftover.name.startswith((".building-", ".trash-")):
@@ -200,6 +203,7 @@ class EdgeStore:
                 entry = self._shards.get(name)
                 self._cond.wait_for(lambda: entry is None or entry.users == 0)
                 self._shards.pop(name, None)
+                self._sparse_names.pop(name, None)
                 aliases = self._alias_map(tolerant=True)
                 if name in aliases.values():
                     self._write_aliases({alias: target for alias, target in aliases.items() if target != name})
@@ -259,6 +263,24 @@ class EdgeStore:
             except Exception as exc:
                 raise self._failure("update sparse vectors in", physical, exc) from exc
 
+    def add_sparse_vectors(self, name: str) -> list[str]:
+        """Add the sparse vectors of ``SPARSE_VECTORS`` that the collection lacks (made before they existed), empty
+        until points get them (``update_sparse``); the names added. Edge records them in the shard's config."""
+        with self._use(name) as (physical, shard):
+            missing = [n for n in SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
+            try:
+                for vector in missing:
+                    # Edge's operation takes no memory setting: the added index is Qdrant's default (in RAM).
+                    shard.update(edge.UpdateOperation.create_sparse_vector(vector, modifier=edge.Modifier.Idf))
+                if missing:
+                    shard.flush()
+            except Exception as exc:
+                raise self._failure("add sparse vectors to", physical, exc) from exc
+            finally:
+                with self._cond:
+                    self._sparse_names.pop(physical, None)
+        return missing
+
     def delete(self, name: str, ids: Iterable[str]) -> None:
         point_ids: list[edge.PointId] = list(ids)
         if not point_ids:
@@ -284,6 +306,7 @@ class EdgeStore:
         with self._use(name) as (physical, shard):
             if matches_nothing(request.filter):
                 return []
+            request = present_lists(request, self._sparse_vectors(physical), physical, self.location)
             try:
                 scored = shard.query(edge_query(request, self.index))
                 ranked = rank_hits((Hit(str(point.id), point.score) for point in scored), request)
@@ -427,6 +450,21 @@ class EdgeStore:
             raise StoreError(f"Could not open the shard {folder}: {exc}. {_REBUILD}") from exc
         self._shards[name] = entry
         return entry
+
+    def _sparse_vectors(self, physical: str) -> frozenset[str]:
+        """The sparse vectors a collection has, as its shard's config records them (read once, kept)."""
+        with self._cond:
+            known = self._sparse_names.get(physical)
+        if known is not None:
+            return known
+        config = self._collections / physical / "shard" / "edge_config.json"
+        try:
+            names = frozenset(json.loads(config.read_text(encoding="utf-8")).get("sparse_vectors") or {})
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{config} is unreadable ({exc}). {_REBUILD}") from exc
+        with self._cond:
+            self._sparse_names[physical] = names
+        return names
 
     def _read_spec(self, name: str) -> CollectionSpec | None:
         spec_file = self._collections / name / "spec.json"

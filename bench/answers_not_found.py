@@ -33,9 +33,7 @@ def _p50(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
 
-def measure(
-    settings: Any = None, rounds: int = 3, questions: Path | None = None, engine: Any = None
-) -> dict[str, Any]:
+def measure(settings: Any = None, rounds: int = 3, questions: Path | None = None, engine: Any = None) -> dict[str, Any]:
     """Held-back confusion per language, and answer latency p50 with and without the decision (ms); on
     ``engine`` if given (its store is open: the embedded store admits one opening), else a new one."""
     from retriever import not_found

@@ -33,8 +33,9 @@ def _p50(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
 
-def measure(settings: Any = None, rounds: int = 3, questions: Path | None = None) -> dict[str, Any]:
-    """Held-back confusion per language, and answer latency p50 with and without the decision (ms)."""
+def measure(settings: Any = None, rounds: int = 3, questions: Path | None = None, engine: Any = None) -> dict[str, Any]:
+    """Held-back confusion per language, and answer latency p50 with and without the decision (ms); on
+    ``engine`` if given (its store is open: the embedded store admits one opening), else a new one."""
     from retriever import not_found
     from retriever.answer import Answerer, AnswerMode
     from retriever.search import SearchEngine
@@ -43,8 +44,8 @@ def measure(settings: Any = None, rounds: int = 3, questions: Path | None = None
     from training.not_found import QUESTIONS, collect, confusion, fingerprint, load_questions
 
     path = questions or QUESTIONS
-    settings = settings or Settings()
-    engine = SearchEngine(settings)
+    settings = engine.settings if engine is not None else settings or Settings()
+    engine = engine or SearchEngine(settings)
     calibrated = Answerer(engine, llm=None)
     decision = calibrated.decision
     if decision is None:

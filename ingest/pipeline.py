@@ -34,6 +34,7 @@ from services.quran import shown_translation
 from services.quran import surah as surah_info
 from services.settings import Settings
 from services.sparse import (
+    ARABIC,
     SURAH_NAME,
     TAFSIR,
     TRANSLATION_2019,
@@ -45,7 +46,7 @@ from services.sparse import (
     SparseEncoder,
 )
 from services.store.base import (
-    SPARSE_VECTORS,
+    FIRST_SPARSE_VECTORS,
     CollectionSpec,
     Hit,
     PointFilter,
@@ -157,9 +158,12 @@ class Target:
 
 def collection_spec(embedder: Embedder, params: ChunkingParams) -> CollectionSpec:
     # The sparse vectors' *names* shape a collection; their BM25 settings only their values, which each
-    # point's sparse_hash tracks, so a BM25 change rewrites sparse vectors in place, embedding nothing.
+    # point's sparse_hash tracks, so a BM25 change rewrites sparse vectors in place, embedding nothing. A vector
+    # added since the first collections (bm25_ar) is added to a live one in place (``VectorStore.add_sparse_vectors``)
+    # and is not part of the fingerprint, which would otherwise send every chunk to the model again.
     layout = f"{params.limit}/{params.overlap}" + ("/translation-heading" if params.translation_heading else "")
-    fingerprint = content_hash(embedder.identity, str(embedder.dimension), layout, ",".join(SPARSE_VECTORS))
+    names = ",".join(FIRST_SPARSE_VECTORS)
+    fingerprint = content_hash(embedder.identity, str(embedder.dimension), layout, names)
     return CollectionSpec(dense_size=embedder.dimension, model=embedder.identity, fingerprint=fingerprint)
 
 
@@ -239,6 +243,7 @@ def ayah_texts(ayah: Ayah, tafsir: str | None = None) -> AyahTexts:
         TRANSLITERATION: ayah.transliteration,
         SURAH_NAME: surah_info(ayah.surah).name,
         TRANSLATION_EN: ayah.translation_en,
+        ARABIC: ayah.arabic,
     }
 
 
@@ -396,6 +401,11 @@ class IngestPipeline:
         if not target.exists and not dry_run:
             self.store.create_collection(target.name, spec)
             target = dataclasses.replace(target, exists=True)
+        elif not dry_run:
+            # A collection made before a sparse vector existed gets it now; the resparse above fills it.
+            added = self.store.add_sparse_vectors(target.name)
+            if added:
+                log.info("added sparse vector(s) %s to %s", ", ".join(added), target.name)
         summary.seconds = round(time.perf_counter() - started, 3)
         return IngestPlan(target, spec, work, summary, refusal)
 

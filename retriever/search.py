@@ -25,6 +25,7 @@ from services.settings import Settings
 from services.sparse import Bm25Settings, SparseEncoder
 from services.store.base import (
     SPARSE,
+    SPARSE_ARABIC,
     SPARSE_CONTEXT,
     SPARSE_TRANSLATION,
     Mode,
@@ -409,6 +410,7 @@ class SearchEngine:
                 SPARSE: fusion.bm25,
                 SPARSE_CONTEXT: fusion.bm25_ctx,
                 SPARSE_TRANSLATION: fusion.bm25_tr,
+                SPARSE_ARABIC: fusion.bm25_ar,
             },
             score_threshold=options.score_threshold,
         )

@@ -32,6 +32,7 @@ class Fusion:
     bm25: float  # tafsir + translation + surah name
     bm25_ctx: float  # the same with neighbouring ayat as context
     bm25_tr: float  # the translation alone
+    bm25_ar: float = 0.0  # the ayah's Arabic text (services/arabic.py): what an Arabic query is searched in
 
     def overridden(self, overrides: dict[str, Any]) -> Fusion:
         """This fusion with every non-None value of ``overrides`` (keys are field names) in place."""
@@ -66,7 +67,11 @@ class ModelProfile:
         return self.language_fusions.get(language, self.fusion)
 
 
-GENERIC = ModelProfile(name="")
+# Arabic queries (services/language.py tells them by their script), mostly an ayah quoted in part: its words are
+# searched in bm25_ar alone, whatever the model (docs/BENCHMARKS.md, "Arabic quotes", bench/answers_arabic.py).
+ARABIC_QUERIES = Fusion(rrf_k=3, prefetch_limit=100, dense=0.0, bm25=0.0, bm25_ctx=0.0, bm25_tr=0.0, bm25_ar=1.0)
+
+GENERIC = ModelProfile(name="", language_fusions={"ar": ARABIC_QUERIES})
 
 MULTILINGUAL_E5_SMALL = "intfloat/multilingual-e5-small"
 ALL_MINILM_L6_V2 = "sentence-transformers/all-MiniLM-L6-v2"
@@ -95,9 +100,10 @@ PROFILES: dict[str, ModelProfile] = {
             # one (the model is multilingual) and bm25_tr (it holds the English translation), at equal weights; BM25
             # of English words over the Indonesian tafsir only adds noise. 48 English questions: hit@10 0.50 -> 0.88.
             "en": Fusion(rrf_k=3, prefetch_limit=100, dense=1.0, bm25=0.0, bm25_ctx=0.0, bm25_tr=1.0),
+            "ar": ARABIC_QUERIES,
         },
     ),
-    ALL_MINILM_L6_V2: ModelProfile(name=ALL_MINILM_L6_V2),
+    ALL_MINILM_L6_V2: ModelProfile(name=ALL_MINILM_L6_V2, language_fusions={"ar": ARABIC_QUERIES}),
 }
 
 

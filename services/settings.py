@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     weight_bm25_tr: float | None = Field(
         None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
     )
+    weight_bm25_ar: float | None = Field(
+        None, ge=0, description="RRF weight of BM25 on the ayah's Arabic text; default: the model's, by language."
+    )
     sparse_stemmer: Literal["none", "sastrawi"] = Field(
         "sastrawi",
         description="Indonesian stemming before BM25 (services/sparse.py, STEMMERS): sastrawi (each word to its "
@@ -171,7 +174,7 @@ class Settings(BaseSettings):
     )
     sparse_layout: SparseLayoutName = Field(
         "both-wordings+transliteration+english",
-        description="Which texts feed the three BM25 vectors: a layout named in services/sparse.py "
+        description="Which texts feed the BM25 vectors: a layout named in services/sparse.py "
         "(SPARSE_LAYOUTS); a change rewrites the sparse vectors at the next ingest, embedding nothing.",
     )
 
@@ -309,6 +312,7 @@ class Settings(BaseSettings):
             "bm25": self.weight_bm25,
             "bm25_ctx": self.weight_bm25_ctx,
             "bm25_tr": self.weight_bm25_tr,
+            "bm25_ar": self.weight_bm25_ar,
         }
 
     @property

@@ -2,7 +2,7 @@
 
 Qdrant's own BM25 (``qdrant_edge.Bm25``, the configuration a Qdrant server's ``qdrant/bm25``
 inference takes) computes term-frequency weights client-side; every sparse vector in the collection
-uses Qdrant's IDF modifier, which supplies the IDF half of BM25. Three sparse vectors per chunk,
+uses Qdrant's IDF modifier, which supplies the IDF half of BM25. Four sparse vectors per chunk,
 fused with the dense one by Qdrant's RRF (choices measured on the dev sets, docs/BENCHMARKS.md).
 Which texts of an ayah feed each of them is a ``SparseLayout``; the default
 (``both-wordings+transliteration``, chosen on the dev files: docs/BENCHMARKS.md, "Sparse layout"):
@@ -10,7 +10,10 @@ Which texts of an ayah feed each of them is a ``SparseLayout``; the default
 - ``bm25``: the chunk's tafsir + the ayah's translation in both wordings + its transliteration + the surah name;
 - ``bm25_ctx``: the same plus ``neighbour_weight`` x the neighbouring ayat's vectors, because a
   story or a ruling spans several ayat and a question names words from all of them;
-- ``bm25_tr``: the translation alone (both wordings), so that a quoted translation finds its own ayah first.
+- ``bm25_tr``: the translation alone (both wordings), so that a quoted translation finds its own ayah first;
+- ``bm25_ar``: the ayah's Arabic text, normalised by services/arabic.py, so that a quoted span of an ayah (with
+  diacritics or without, Uthmani or modern spelling) finds it first; Arabic queries are routed to it
+  (services/models.py, ``language_fusions``).
 
 A layout is chosen by name with ``TAFSIR_SPARSE_LAYOUT`` (``SPARSE_LAYOUTS`` below); a change rewrites
 the stored sparse vectors at the next ``tafsir ingest`` (each point's ``sparse_hash``), embedding nothing.
@@ -31,7 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
-from services.store.base import SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION, SparseVector
+from services import arabic
+from services.store.base import SPARSE, SPARSE_ARABIC, SPARSE_CONTEXT, SPARSE_TRANSLATION, SparseVector
 
 # --- normaliser -------------------------------------------------------------------------------------
 
@@ -88,7 +92,8 @@ TRANSLATION_2019 = "translation_2019"  # the Ministry's 2019 wording
 TRANSLITERATION = "transliteration"  # the Arabic in Latin letters
 SURAH_NAME = "surah_name"
 TRANSLATION_EN = "translation_en"  # an English translation (built-in: Pickthall's), for English questions
-TEXT_FIELDS = (TAFSIR, TRANSLATION_LEGACY, TRANSLATION_2019, TRANSLITERATION, SURAH_NAME, TRANSLATION_EN)
+ARABIC = "arabic"  # the ayah in Arabic script (built-in: Tanzil's Uthmani text), read by services/arabic.py
+TEXT_FIELDS = (TAFSIR, TRANSLATION_LEGACY, TRANSLATION_2019, TRANSLITERATION, SURAH_NAME, TRANSLATION_EN, ARABIC)
 
 AyahTexts = Mapping[str, "str | None"]  # TEXT_FIELDS -> text (None or absent: the ayah has no such text)
 
@@ -101,6 +106,7 @@ FIELD_AVG_LEN = {
     TRANSLITERATION: 15.19,
     SURAH_NAME: 1.80,
     TRANSLATION_EN: 24.88,  # English read by the Indonesian analyser: no stopwords removed, hence longer
+    ARABIC: 28.19,  # arabic.terms: each word (a word with a small alef in both spellings) and each adjacent pair
 }
 
 
@@ -111,6 +117,9 @@ class SparseList:
     fields: tuple[str, ...]
     k: float
     b: float
+    # Qdrant's analyser: None, Bm25Settings.language's; "arabic" for the Arabic text, whose words services/arabic.py
+    # has normalised already (no stemmer, no stopwords: "لا" and "في" are half of a quote like "لا إكراه في الدين").
+    language: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.fields if f not in TEXT_FIELDS]
@@ -124,15 +133,21 @@ class SparseList:
 
 @dataclass(frozen=True)
 class SparseLayout:
-    """What feeds each of the collection's three sparse vectors. ``bm25_ctx`` also adds
+    """What feeds each of the collection's sparse vectors. ``bm25_ctx`` also adds
     ``Bm25Settings.neighbour_weight`` x the neighbouring ayat's own ``bm25_ctx`` weights."""
 
     bm25: SparseList
     bm25_ctx: SparseList
     bm25_tr: SparseList
+    bm25_ar: SparseList
 
     def lists(self) -> dict[str, SparseList]:
-        return {SPARSE: self.bm25, SPARSE_CONTEXT: self.bm25_ctx, SPARSE_TRANSLATION: self.bm25_tr}
+        return {
+            SPARSE: self.bm25,
+            SPARSE_CONTEXT: self.bm25_ctx,
+            SPARSE_TRANSLATION: self.bm25_tr,
+            SPARSE_ARABIC: self.bm25_ar,
+        }
 
 
 # Low k and b suit tafsir: long explanatory texts where repeating a word adds little. A translation is
@@ -140,11 +155,15 @@ class SparseLayout:
 _TAFSIR_K, _TAFSIR_B = 0.9, 0.3
 _TRANSLATION_K, _TRANSLATION_B = 1.2, 0.75
 _BOTH_WORDINGS = (TRANSLATION_LEGACY, TRANSLATION_2019)
+# The Arabic text of an ayah, searched mostly with a quote from it: the tafsir lists' low b, so that a span quoted
+# from a long ayah is not outranked by a short one sharing a few of its words (bench/answers_arabic.py, 200 spans on
+# each of three seeds: hit@3 0.97-0.975 with b 0.75, 0.98-0.985 with b 0.3, 0.97-0.98 with b 0).
+ARABIC_LIST = SparseList((ARABIC,), 1.2, 0.3, language="arabic")
 
 
 def _layout(combined: tuple[str, ...], translation: tuple[str, ...]) -> SparseLayout:
     main = SparseList(combined, _TAFSIR_K, _TAFSIR_B)
-    return SparseLayout(main, main, SparseList(translation, _TRANSLATION_K, _TRANSLATION_B))
+    return SparseLayout(main, main, SparseList(translation, _TRANSLATION_K, _TRANSLATION_B), ARABIC_LIST)
 
 
 # Named layouts for TAFSIR_SPARSE_LAYOUT. To measure another, add it here, then
@@ -222,8 +241,18 @@ def stem(text: str, stemmer: str) -> str:
 
 
 def _bm25(language: str, k: float = 1.2, b: float = 0.75, avg_len: float = 256.0):
-    from qdrant_edge import Bm25, Bm25Config  # lazy: a server deployment needs only this class
+    from qdrant_edge import Bm25, Bm25Config, DisabledStemmer, StopwordsSet  # lazy: a server needs only this class
 
+    if language == "arabic":  # words normalised by services/arabic.py: each one counts, as written
+        config = Bm25Config(
+            language=language,
+            stemmer=DisabledStemmer(),
+            stopwords=StopwordsSet(languages=set(), custom=set()),
+            k=k,
+            b=b,
+            avg_len=avg_len,
+        )
+        return Bm25(config)
     return Bm25(Bm25Config(language=language, ascii_folding=True, k=k, b=b, avg_len=avg_len))
 
 
@@ -233,8 +262,13 @@ def _to_vector(weights: Mapping[int, float]) -> SparseVector:
 
 
 def document_text(texts: AyahTexts, fields: Iterable[str]) -> str:
-    """The BM25 document of ``fields`` of one ayah: their texts in that order, normalised."""
-    return normalise(" ".join(text for f in fields if (text := texts.get(f))))
+    """The BM25 document of ``fields`` of one ayah: their texts in that order, normalised (the Arabic text by
+    services/arabic.py, every spelling of its words; the others by ``normalise``)."""
+    fields = tuple(fields)
+    latin = normalise(" ".join(text for f in fields if f != ARABIC and (text := texts.get(f))))
+    if ARABIC not in fields or not texts.get(ARABIC):
+        return latin
+    return " ".join(part for part in (latin, " ".join(arabic.terms(texts[ARABIC] or ""))) if part)
 
 
 class SparseEncoder:
@@ -243,14 +277,18 @@ class SparseEncoder:
         self._encoders: dict[tuple[float, float, float], object] = {}
 
     def _encoder(self, lst: SparseList):
-        key = (lst.k, lst.b, lst.avg_len)
+        key = (lst.language or self.settings.language, lst.k, lst.b, lst.avg_len)
         if key not in self._encoders:
-            self._encoders[key] = _bm25(self.settings.language, *key)
+            self._encoders[key] = _bm25(*key)
         return self._encoders[key]
 
     @cached_property
     def _query(self):
         return _bm25(self.settings.language)
+
+    @cached_property
+    def _arabic_query(self):
+        return _bm25("arabic")
 
     def _weights(self, lst: SparseList, texts: AyahTexts, stemmer: str = "none") -> dict[int, float]:
         text = stem(document_text(texts, lst.fields), stemmer)
@@ -273,7 +311,7 @@ class SparseEncoder:
         for name, lst in self.settings.layout.lists().items():
             # The translation list keeps the words as written, so that a quoted translation finds its own
             # ayah first; the others are stemmed (when a stemmer is set) to meet a question's other forms.
-            stemmer = "none" if name == SPARSE_TRANSLATION else self.settings.stemmer
+            stemmer = "none" if name in (SPARSE_TRANSLATION, SPARSE_ARABIC) else self.settings.stemmer
             if (lst, stemmer) not in own:
                 own[lst, stemmer] = self._weights(lst, texts, stemmer)
             weights = own[lst, stemmer]
@@ -291,12 +329,20 @@ class SparseEncoder:
         """The query's terms (weight 1 each), searched in every sparse vector: they share one tokenizer.
 
         With a stemmer, the terms as written and their roots: the roots meet the stemmed lists, the words
-        as written the translation list (which is not stemmed)."""
+        as written the translation list (which is not stemmed).
+
+        A query with Arabic letters also carries its Arabic words as ``bm25_ar`` indexes them (services/arabic.py):
+        the lists share one index space, and the Latin lists hold no Arabic words, nor ``bm25_ar`` Latin ones."""
+        original = text
         text = normalise(text)
         if self.settings.stemmer != "none":
             text = f"{text} {stem(text, self.settings.stemmer)}"
         vector = self._query.embed_query(text)
-        return SparseVector(indices=list(vector.indices), values=list(vector.values))
+        weights = dict(zip(vector.indices, vector.values, strict=True))
+        if arabic.has_arabic(original):
+            words = self._arabic_query.embed_query(" ".join(arabic.terms(original)))
+            weights.update(zip(words.indices, words.values, strict=True))
+        return _to_vector(weights)
 
 
 def measure_avg_len(texts: Iterable[str], language: str = "indonesian") -> float:

@@ -13,8 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Exports of the session's models (onnx/openvino backends) go to one folder per session, shared by the
-# subprocesses the tests start, never into the working tree.
-os.environ.setdefault("TAFSIR_MODEL_CACHE", tempfile.mkdtemp(prefix="tafsir-model-cache-"))
+# subprocesses the tests start and by pytest-xdist's workers of one run (`make test` runs two; an export is
+# written to a temporary folder and renamed, so two workers exporting at once both end with a complete one),
+# never into the working tree.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+os.environ.setdefault(
+    "TAFSIR_MODEL_CACHE",
+    os.path.join(tempfile.gettempdir(), f"tafsir-model-cache-{_RUN}")
+    if _RUN
+    else tempfile.mkdtemp(prefix="tafsir-model-cache-"),
+)
 # The store and model cache default to the per-user data folder (services/settings.py): in tests, a temporary
 # one, never the developer's.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="tafsir-user-data-")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import httpx
@@ -233,15 +234,23 @@ def test_the_search_and_answer_tools_filter_by_edition_and_by_language(two_editi
 # --- started by a client, from the client's own folder -----------------------------------------------------------
 
 
-def child_cpu_seconds() -> float:
-    """CPU seconds the main thread of the `tafsir mcp` process this test started has spent so far (user + system):
+def child_cpu_seconds(cwd: Path) -> float:
+    """CPU seconds the main thread of the `tafsir mcp` process this test started (the one running in `cwd`; a server
+    an earlier test started may still be shutting down) has spent so far (user + system):
     the thread that imports, answers the handshake and would load the model if the server loaded it first. The
     background load's own threads (the loader, torch's and OpenVINO's pools) run beside it and are not counted:
     on two cores they can burn more CPU seconds than the wall clock shows."""
     import psutil
 
     children = psutil.Process().children(recursive=True)
-    servers = [p for p in children if "interfaces.cli" in " ".join(p.cmdline())]
+    servers = []
+    for p in children:
+        try:
+            if "interfaces.cli" in " ".join(p.cmdline()) and Path(p.cwd()) == cwd:
+                servers.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    assert len(servers) == 1, servers
     return sum(t.user_time + t.system_time for p in servers for t in p.threads() if t.id == p.pid)
 
 
@@ -264,7 +273,7 @@ def test_tafsir_mcp_started_from_an_empty_folder_answers_at_once_and_uses_the_pe
         started = time.monotonic()
         async with Client(params, read_timeout_seconds=120) as client:
             seen["tools"] = {t.name for t in (await client.list_tools()).tools}
-            seen["seconds"], seen["cpu"] = time.monotonic() - started, child_cpu_seconds()
+            seen["seconds"], seen["cpu"] = time.monotonic() - started, child_cpu_seconds(folder)
             seen["search"] = await client.call_tool("search_tafsir", {"query": "Allah Yang Maha Esa"})
 
     run(scenario)

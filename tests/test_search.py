@@ -178,11 +178,11 @@ def e5_profiled_engine(tmp_path_factory, tiny_model):
 
 def test_an_english_question_is_searched_with_the_lists_that_read_english(e5_profiled_engine):
     from services.models import MULTILINGUAL_E5_SMALL, PROFILES
-    from services.store.base import SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION
+    from services.store.base import SPARSE, SPARSE_ARABIC, SPARSE_CONTEXT, SPARSE_TRANSLATION
 
     english = e5_profiled_engine.request("What is the punishment for a thief?", SearchOptions(), dense=[0.0])
     assert english.dense_weight == 1.0
-    assert english.sparse_weights == {SPARSE: 0.0, SPARSE_CONTEXT: 0.0, SPARSE_TRANSLATION: 1.0}
+    assert english.sparse_weights == {SPARSE: 0.0, SPARSE_CONTEXT: 0.0, SPARSE_TRANSLATION: 1.0, SPARSE_ARABIC: 0.0}
     indonesian = e5_profiled_engine.request("Apa hukuman bagi pencuri?", SearchOptions(), dense=[0.0])
     default = PROFILES[MULTILINGUAL_E5_SMALL].fusion
     assert (indonesian.dense_weight, indonesian.sparse_weights[SPARSE_CONTEXT]) == (default.dense, default.bm25_ctx)

@@ -15,8 +15,10 @@ Usage: TAFSIR_QDRANT_PATH=<store> python -m training.not_found [--questions FILE
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,18 @@ from typing import Literal
 
 import numpy as np
 
-from retriever.not_found import COEFFICIENTS, TOPIC, Evidence, NotFoundModel, feature_value, gather
+from retriever.not_found import (
+    COEFFICIENTS,
+    NEIGHBOURS,
+    TOPIC,
+    Evidence,
+    Neighbours,
+    NotFoundModel,
+    feature_value,
+    gather,
+    neighbour_margin,
+    unit,
+)
 from retriever.search import SearchEngine, SearchOptions
 
 QUESTIONS = Path(__file__).with_name("not_found_questions.jsonl")
@@ -35,7 +48,10 @@ LANGUAGES = ("id", "en", "ar")
 HELD_BACK = 3  # one question in HELD_BACK is held back (by the hash of its qid)
 K = 5  # passages searched, as the answering core's default
 # The features the fitted model weighs (retriever/not_found.py says what each is).
-FEATURES = ("topic", "cosine", "overlap_first", "english", "arabic")
+FEATURES = ("topic", "neighbours", "cosine", "overlap_first", "english", "arabic")
+# How many nearest labelled questions of each side ``neighbours`` averages: chosen among 1, 3, 5, 10 and 20 by the
+# off-topic questions refused out of fold, on the fitted part, at the threshold below (docs/BENCHMARKS.md).
+NEIGHBOUR_K = 3
 # Ridge penalty on the embedding's weights (``topic``), chosen on the fitted part's folds: the set is small and
 # the embedding has 384 dimensions.
 TOPIC_L2 = 0.01
@@ -93,8 +109,14 @@ def collect(engine: SearchEngine, questions: Sequence[LabelledQuestion]) -> list
     return [gather(q.query, engine.search_probed(q.query, SearchOptions(k=K)), engine.sparse) for q in questions]
 
 
-def matrix(evidence: Sequence[Evidence], features: Sequence[str], topic: np.ndarray) -> np.ndarray:
-    return np.array([[feature_value(name, e, t) for name in features] for e, t in zip(evidence, topic, strict=True)])
+def matrix(evidence: Sequence[Evidence], features: Sequence[str], topic: np.ndarray, near: np.ndarray) -> np.ndarray:
+    rows = zip(evidence, topic, near, strict=True)
+    return np.array([[feature_value(name, e, t, n) for name in features] for e, t, n in rows])
+
+
+def neighbours_file(model: str) -> str:
+    """The file name of ``model``'s labelled embeddings, beside the coefficients."""
+    return "not_found_" + re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-") + ".npz"
 
 
 def logistic_fit(x: np.ndarray, y: np.ndarray, l2: float = L2, iterations: int = 50) -> tuple[np.ndarray, float]:
@@ -134,25 +156,36 @@ def fit(
     features: Sequence[str] = FEATURES,
     topic_l2: float = TOPIC_L2,
     refused: float = ANSWERABLE_REFUSED,
+    neighbour_k: int = NEIGHBOUR_K,
 ) -> NotFoundModel:
     """The decision fitted on ``evidence`` (answerable: 1) with its threshold.
 
     Stacked: the embedding's projection (``topic``) is fitted first, and the outer regression learns how far to
     trust it from out-of-fold projections (a projection of the questions it was fitted on would look better than
-    it is); the threshold is chosen on out-of-fold probabilities likewise."""
+    it is); so are the neighbours' margins (each question's nearest are sought in the other folds: among all of
+    them it would find itself); the threshold is chosen on out-of-fold probabilities likewise."""
     y = np.array([label == "answerable" for label in labels], dtype=float)
     order = np.random.default_rng(0).permutation(len(y))  # folds that mix the sources
     fold = np.empty(len(y), dtype=int)
     fold[order] = np.arange(len(y)) % FOLDS
+    parts = {part for name in features for part in name.split("*")}
+    vectors = np.array([e.vector for e in evidence], dtype=float)
     topic_weights, topic_intercept = np.zeros(0), 0.0
-    topic = np.zeros(len(y))
-    if TOPIC in {part for name in features for part in name.split("*")}:
-        vectors = np.array([e.vector for e in evidence], dtype=float)
+    topic, near = np.zeros(len(y)), np.zeros(len(y))
+    if TOPIC in parts:
         for f in range(FOLDS):
             w, b = logistic_fit(vectors[fold != f], y[fold != f], topic_l2)
             topic[fold == f] = vectors[fold == f] @ w + b
         topic_weights, topic_intercept = logistic_fit(vectors, y, topic_l2)
-    raw = matrix(evidence, features, topic)
+    neighbours = None
+    if NEIGHBOURS in parts:
+        answerable, normed = y == 1, unit(vectors)
+        for i in range(len(y)):
+            others = fold != fold[i]
+            near[i] = neighbour_margin(normed[others], answerable[others], vectors[i], neighbour_k)
+        stored = vectors.astype(np.float16)
+        neighbours = Neighbours(neighbours_file(model), "", neighbour_k, stored, answerable)
+    raw = matrix(evidence, features, topic, near)
     mean, scale = raw.mean(axis=0), raw.std(axis=0)
     scale[scale < 1e-12] = 1.0
     x = (raw - mean) / scale
@@ -172,6 +205,7 @@ def fit(
         threshold=round(threshold_for(held_out, y, refused), 6),
         topic_weights=tuple(round(float(v), 8) for v in topic_weights),
         topic_intercept=round(topic_intercept, 8),
+        neighbours=neighbours,
     )
 
 
@@ -198,7 +232,10 @@ def confusion(
 
 
 def write(decision: NotFoundModel, path: Path = COEFFICIENTS) -> None:
-    """``decision`` into the coefficient file, beside the other models' (replacing this model's)."""
+    """``decision`` into the coefficient file, beside the other models' (replacing this model's), and its
+    labelled embeddings into their file beside it."""
+    if decision.neighbours is not None:
+        decision = dataclasses.replace(decision, neighbours=decision.neighbours.save(path.parent))
     document = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     models = document.get("models", {})
     models[decision.model] = decision.to_json()

@@ -18,7 +18,12 @@ DENSE = "dense"  # name of the dense vector in every collection
 SPARSE = "bm25"  # the chunk's tafsir + the ayah's translation + the surah name
 SPARSE_CONTEXT = "bm25_ctx"  # the same, plus a share of the neighbouring ayat (stories span ayat)
 SPARSE_TRANSLATION = "bm25_tr"  # the ayah's translation alone
-SPARSE_VECTORS = (SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION)
+SPARSE_ARABIC = "bm25_ar"  # the ayah's Arabic text, normalised (services/arabic.py)
+SPARSE_VECTORS = (SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION, SPARSE_ARABIC)
+# The sparse vectors of the first collections: they, not the ones added since, are part of a collection's
+# fingerprint, so that a vector added later (bm25_ar) joins a live collection in place (``add_sparse_vectors``,
+# filled by the next ingest's sparse rewrite) instead of building a new one and embedding everything again.
+FIRST_SPARSE_VECTORS = (SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION)
 
 # Payload fields with an index: what the retriever filters on and what an operator filters on in
 # the dashboard. Integer for surah/ayah (range filters), keyword for edition.
@@ -284,6 +289,7 @@ class VectorStore(Protocol):
     def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[StoredHash]: ...
     def upsert(self, name: str, points: Sequence[PointToStore]) -> None: ...
     def update_sparse(self, name: str, updates: Sequence[SparseUpdate]) -> None: ...
+    def add_sparse_vectors(self, name: str) -> list[str]: ...
     def delete(self, name: str, ids: Iterable[str]) -> None: ...
     def count(self, name: str, filter: PointFilter | None = None) -> int: ...
     def search(self, name: str, request: SearchRequest) -> list[Hit]: ...
@@ -326,6 +332,23 @@ def check_search_request(request: SearchRequest) -> None:
     unknown = set(request.sparse_weights) - set(SPARSE_VECTORS)
     if unknown:
         raise ValueError(f"unknown sparse vector(s) {sorted(unknown)}; expected some of {list(SPARSE_VECTORS)}")
+
+
+def present_lists(request: SearchRequest, sparse_names: Iterable[str], collection: str, location: str) -> SearchRequest:
+    """``request`` without the sparse vectors that ``collection`` lacks: one made before a vector existed (bm25_ar)
+    answers with its other lists until the next ``tafsir ingest`` adds it. A request left with no list is refused,
+    naming the vector and the fix."""
+    present = set(sparse_names)
+    missing = sorted(name for name, weight in request.sparse_weights.items() if weight > 0 and name not in present)
+    if not missing:
+        return request
+    kept = replace(request, sparse_weights={n: w for n, w in request.sparse_weights.items() if n in present})
+    if not kept.lists():
+        raise StoreError(
+            f"Collection {collection!r} in {location} has no sparse vector {', '.join(missing)} yet. Run "
+            "`tafsir ingest` to add it: the run rewrites the sparse vectors only and embeds nothing again."
+        )
+    return kept
 
 
 def candidate_limit(request: SearchRequest) -> int:

@@ -32,6 +32,7 @@ import qdrant_edge as edge
 from services import locking
 from services.files import fsync_folder, write_atomically
 from services.store.base import (
+    SPARSE_VECTORS,
     CollectionInfo,
     CollectionSpec,
     Hit,
@@ -51,6 +52,7 @@ from services.store.base import (
     list_requests,
     matches_nothing,
     missing_collection_error,
+    present_lists,
     reading_order,
     standard_payload_indexes,
 )
@@ -101,6 +103,7 @@ class EdgeStore:
         self._shards: dict[str, _OpenShard] = {}
         self._dropping: set[str] = set()
         self._aliases: dict[str, str] | None = None  # read lazily; we hold the lock, so it stays valid
+        self._sparse_names: dict[str, frozenset[str]] = {}  # per physical collection, from its shard's config
         self._closed = False
         for leftover in self._collections.glob(".*-*"):  # a create or drop interrupted by a crash
             if leftover.name.startswith((".building-", ".trash-")):
@@ -208,6 +211,7 @@ class EdgeStore:
                 entry = self._shards.get(name)
                 self._cond.wait_for(lambda: entry is None or entry.users == 0)
                 self._shards.pop(name, None)
+                self._sparse_names.pop(name, None)
                 aliases = self._alias_map(tolerant=True)
                 if name in aliases.values():
                     self._write_aliases({alias: target for alias, target in aliases.items() if target != name})
@@ -267,6 +271,24 @@ class EdgeStore:
             except Exception as exc:
                 raise self._failure("update sparse vectors in", physical, exc) from exc
 
+    def add_sparse_vectors(self, name: str) -> list[str]:
+        """Add the sparse vectors of ``SPARSE_VECTORS`` that the collection lacks (made before they existed), empty
+        until points get them (``update_sparse``); the names added. Edge records them in the shard's config."""
+        with self._use(name) as (physical, shard):
+            missing = [n for n in SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
+            try:
+                for vector in missing:
+                    # Edge's operation takes no memory setting: the added index is Qdrant's default (in RAM).
+                    shard.update(edge.UpdateOperation.create_sparse_vector(vector, modifier=edge.Modifier.Idf))
+                if missing:
+                    shard.flush()
+            except Exception as exc:
+                raise self._failure("add sparse vectors to", physical, exc) from exc
+            finally:
+                with self._cond:
+                    self._sparse_names.pop(physical, None)
+        return missing
+
     def delete(self, name: str, ids: Iterable[str]) -> None:
         point_ids: list[edge.PointId] = list(ids)
         if not point_ids:
@@ -292,6 +314,7 @@ class EdgeStore:
         with self._use(name) as (physical, shard):
             if matches_nothing(request.filter):
                 return []
+            request = present_lists(request, self._sparse_vectors(physical), physical, self.location)
             try:
                 results = [
                     complete_ties(lambda limit, part=part: self._scored(shard, part, limit), part)
@@ -465,6 +488,21 @@ class EdgeStore:
             raise StoreError(f"Could not open the shard {folder}: {exc}. {_REBUILD}") from exc
         self._shards[name] = entry
         return entry
+
+    def _sparse_vectors(self, physical: str) -> frozenset[str]:
+        """The sparse vectors a collection has, as its shard's config records them (read once, kept)."""
+        with self._cond:
+            known = self._sparse_names.get(physical)
+        if known is not None:
+            return known
+        config = self._collections / physical / "shard" / "edge_config.json"
+        try:
+            names = frozenset(json.loads(config.read_text(encoding="utf-8")).get("sparse_vectors") or {})
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{config} is unreadable ({exc}). {_REBUILD}") from exc
+        with self._cond:
+            self._sparse_names[physical] = names
+        return names
 
     def _read_spec(self, name: str) -> CollectionSpec | None:
         spec_file = self._collections / name / "spec.json"

@@ -54,6 +54,7 @@ from services.store.base import (
     list_requests,
     matches_nothing,
     missing_collection_error,
+    present_lists,
     reading_order,
     standard_payload_indexes,
 )
@@ -147,6 +148,7 @@ class ServerStore:
             "replication_factor": replication_factor,
             "write_consistency_factor": write_consistency_factor,
         }
+        self._known_sparse: dict[str, set[str]] = {}  # per collection or alias searched: its sparse vectors
 
     @classmethod
     def connect(
@@ -294,6 +296,31 @@ class ServerStore:
         if payloads:
             self._call("set payload", lambda: self.client.batch_update_points(name, payloads, wait=True), name)
 
+    def add_sparse_vectors(self, name: str) -> list[str]:
+        """Add the sparse vectors of ``SPARSE_VECTORS`` that the collection lacks (made before they existed), empty
+        until points get them (``update_sparse``); the names added."""
+        physical = self.resolve_alias(name) or name
+        missing = [n for n in SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
+        for vector in missing:
+            # The call takes the modifier only: the added index lives where the server keeps indexes by default.
+            config = models.SparseVectorNameConfig(sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF))
+            self._call(
+                "add a sparse vector",
+                lambda vector=vector, config=config: self.client.create_vector_name(physical, vector, config),
+                physical,
+            )
+        return missing
+
+    def _sparse_params(self) -> models.SparseVectorParams:
+        return models.SparseVectorParams(
+            modifier=models.Modifier.IDF,
+            index=models.SparseIndexParams(on_disk=True) if self.index.sparse_on_disk else None,
+        )
+
+    def _sparse_vectors(self, name: str) -> set[str]:
+        info = self._call("read collection", lambda: self.client.get_collection(name), name)
+        return set(info.config.params.sparse_vectors or {})
+
     def delete(self, name: str, ids: Iterable[str]) -> None:
         point_ids: list[models.ExtendedPointId] = list(ids)
         if not point_ids:
@@ -314,6 +341,12 @@ class ServerStore:
         if matches_nothing(request.filter):
             self._require(name)
             return []
+        known = self._known_sparse.get(name, set())
+        if any(w > 0 and n not in known for n, w in request.sparse_weights.items()):
+            # A vector this process has not seen in the collection: ask the server (a collection made before the
+            # vector existed answers with its other lists until an ingest adds it).
+            known = self._known_sparse[name] = self._sparse_vectors(name)
+            request = present_lists(request, known, name, self.location)
         parts = list_requests(request)
         batch = [models.QueryRequest(**_query_arguments(part, self.index)) for part in parts]
         # One request for every list of a fusion; fused here (see list_requests)

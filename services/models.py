@@ -68,7 +68,7 @@ class ModelProfile:
 
 
 # Arabic queries (services/language.py tells them by their script), mostly an ayah quoted in part: its words are
-# searched in bm25_ar alone, whatever the model (docs/BENCHMARKS.md, "Arabic quotes", bench/answers_arabic.py).
+# searched in bm25_ar alone, whatever the model (docs/BENCHMARKS.md, "Arabic queries", bench/answers_arabic.py).
 ARABIC_QUERIES = Fusion(rrf_k=3, prefetch_limit=100, dense=0.0, bm25=0.0, bm25_ctx=0.0, bm25_tr=0.0, bm25_ar=1.0)
 
 GENERIC = ModelProfile(name="", language_fusions={"ar": ARABIC_QUERIES})

@@ -17,8 +17,6 @@ from ingest.pipeline import IngestPipeline
 from ingest.sources import Source
 from retriever.answer import (
     EXCERPT_CHARS,
-    EXTRACTIVE_HEADING,
-    NOT_FOUND_TEXT,
     Answerer,
     AnswerFailed,
     AnswerMode,
@@ -26,14 +24,12 @@ from retriever.answer import (
     Done,
     Failed,
     Quote,
-    Turn,
     excerpt,
-    is_follow_up,
     quote_passage,
     sources_footer,
-    standalone_by_rule,
 )
-from retriever.search import RetrieveFilter, SearchEngine, SearchOptions
+from retriever.search import SearchEngine, SearchOptions, TafsirFilter
+from retriever.wording import EXTRACTIVE_HEADING, NOT_FOUND_TEXT, Turn, is_follow_up, standalone_by_rule
 from services.embedding import Embedder
 from services.models import MULTILINGUAL_E5_SMALL, profile_for
 from services.settings import Settings
@@ -181,7 +177,7 @@ def test_the_count_of_thalut_s_army_is_quoted_up_to_its_full_stop(engine):
 
 def test_an_ayah_is_quoted_once_however_many_of_its_windows_are_found(engine):
     surah, ayah = 2, 102  # long: several windows
-    options = SearchOptions(k=5, filter=RetrieveFilter(surah=surah, ayah_from=ayah, ayah_to=ayah).to_point_filter())
+    options = SearchOptions(k=5, filter=TafsirFilter(surah=surah, ayah_from=ayah, ayah_to=ayah).to_point_filter())
     answer = answerer(engine).answer("sihir Harut dan Marut di Babil", options=options)
     assert sum(not p.is_context for p in answer.passages) >= 2  # the windows of one ayah were found
     assert len(answer.text.split("\n\n")[1:]) == 1 and len(answer.cited) == 1

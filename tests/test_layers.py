@@ -6,7 +6,9 @@
 - ingest and retriever never import each other (training may use both: it builds and searches collections);
 - services/store and the embedding model (services/embedding, backends, e5_bundle, models) never import each
   other; services/settings imports nothing of the project;
-- no circle between project modules.
+- no circle between project modules;
+- the core (ingest/, retriever/, services/) is free of transport: it imports no web framework and defines no
+  request body (a pydantic model a caller sends); those live with the faces, in interfaces/.
 """
 
 from __future__ import annotations
@@ -133,6 +135,68 @@ def circles(root: Path, packages: Iterable[str] = PACKAGES) -> list[list[str]]:
     return found
 
 
+CORE = ("services", "ingest", "retriever")
+TRANSPORT = ("fastapi", "starlette", "sse_starlette", "mcp", "typer", "uvicorn")
+# The pydantic models the core may define, and why each is not a request body.
+CORE_MODELS = {
+    "services.settings.Settings": "the settings, read from TAFSIR_* (pydantic-settings)",
+    "retriever.search.TafsirFilter": "the filter argument of the read path's Python callers (TafsirRetriever)",
+    "retriever.tafsir.TafsirRetriever": "a LangChain BaseRetriever, which is a pydantic model",
+}
+LIBRARY_MODELS = {"BaseModel", "BaseSettings", "BaseRetriever", "RootModel"}
+
+
+def transport_in_core(root: Path) -> list[str]:
+    """Each web-framework import and each pydantic model (a class derived from one, in the project or a
+    library) in the core, as `file:line: what`, but for ``CORE_MODELS``."""
+    problems, models, classes = [], set(LIBRARY_MODELS), []
+    for name, path in module_paths(root, CORE).items():
+        if name.endswith("__main__"):
+            continue  # an entry point is a face
+        where = path.relative_to(root)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                problems += [f"{where}:{node.lineno}: imports {m}" for m in modules if m.split(".")[0] in TRANSPORT]
+            elif isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                classes.append((f"{name}.{node.name}", node.name, bases, f"{where}:{node.lineno}"))
+    grew = True
+    while grew:  # a model's subclass is a model, across modules
+        grew = False
+        for _, short, bases, _ in classes:
+            if short not in models and bases & models:
+                models.add(short)
+                grew = True
+    problems += [
+        f"{at}: defines the pydantic model {qualified} (a request body belongs in interfaces/)"
+        for qualified, short, _, at in classes
+        if short in models and qualified not in CORE_MODELS
+    ]
+    return problems
+
+
+def test_the_core_defines_no_request_body_and_imports_no_web_framework():
+    assert transport_in_core(ROOT) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "text", "expected"),
+    [
+        ("retriever/search.py", "from fastapi import Body\n", "retriever/search.py:2: imports fastapi"),
+        ("ingest/pipeline.py", "import starlette.requests\n", "ingest/pipeline.py:3: imports starlette.requests"),
+        (
+            "retriever/search.py",
+            "from pydantic import BaseModel\nclass Asked(BaseModel):\n    q: str\nclass More(Asked):\n    k: int\n",
+            "retriever/search.py:5: defines the pydantic model retriever.search.More",
+        ),
+    ],
+)
+def test_transport_in_the_core_is_named_with_its_file_and_line(tmp_path, module, text, expected):
+    root = write(tmp_path, {**BASE, module: BASE[module] + text})
+    assert any(problem.startswith(expected) for problem in transport_in_core(root))
+
+
 def test_every_import_follows_the_layers():
     assert forbidden(ROOT) == []
 
@@ -146,7 +210,7 @@ def test_the_checks_see_the_whole_project():
     assert {"services.settings", "ingest.pipeline", "retriever.search", "training.train", "interfaces.cli"} <= set(
         graph
     )
-    assert "retriever.search" in graph["interfaces.http.routes"]
+    assert "retriever.ayah" in graph["interfaces.http.routes"]
     assert "ingest.pipeline" in graph["ingest.schedule"]  # an import inside a function counts too
 
 

@@ -139,7 +139,7 @@ def search(
     """Find the tafsir passages that answer a question, with citations and editions."""
     from pydantic import ValidationError
 
-    from retriever.search import RetrieveRequest, humane_errors
+    from interfaces.requests import RetrieveRequest, humane_errors
     from services.model_source import EmbeddingModelError
 
     settings = load_settings()

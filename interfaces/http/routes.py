@@ -23,8 +23,8 @@ from interfaces.http.schemas import (
     error_responses,
 )
 from interfaces.http.service import Service
+from interfaces.requests import MAX_EDITION_CHARS, RetrieveRequest
 from retriever.ayah import AyahNotStored, lookup_ayah
-from retriever.search import MAX_EDITION_CHARS, RetrieveRequest
 from services.store.base import edition_language
 
 

@@ -1,5 +1,5 @@
-"""The bodies the HTTP API sends, and their OpenAPI error entries (requests are ``retriever.search.RetrieveRequest``,
-the same model the CLI validates with)."""
+"""The bodies the HTTP API sends, and their OpenAPI error entries (what it receives is ``interfaces/requests.py``'s,
+the models the CLI validates with too)."""
 
 from __future__ import annotations
 

@@ -28,17 +28,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from retriever.answer import Answerer, AnswerFailed, Turn
+from interfaces.requests import MAX_EDITION_CHARS, MAX_TURNS, Turn, history
+from retriever.answer import Answerer, AnswerFailed
 from retriever.ayah import AyahNotStored, lookup_ayah
-from retriever.search import (
-    MAX_EDITION_CHARS,
-    MAX_K,
-    MAX_QUERY_CHARS,
-    MAX_TURNS,
-    Passage,
-    SearchOptions,
-    TafsirFilter,
-)
+from retriever.search import MAX_K, MAX_QUERY_CHARS, Passage, SearchOptions, TafsirFilter
 from services.model_source import EmbeddingModelError
 from services.quran import SURAH_COUNT
 from services.store.base import PointFilter, StoreError
@@ -247,7 +240,7 @@ def build_server(answerer: Answerer, warm_up: Callable[[], None] | None = None) 
             raise ToolError("question is blank: ask in Indonesian, e.g. 'Siapa Thalut?'")
         options = SearchOptions(filter=point_filter(edition=edition, language=language))
         try:
-            result = await in_thread(answerer.answer, question, messages, options)
+            result = await in_thread(answerer.answer, question, history(messages), options)
         except AnswerFailed as failed:
             found = ", ".join(p.citation for p in failed.answer.passages) or "none"
             raise ToolError(f"{failed.error.message}. Passages found: {found}.") from None

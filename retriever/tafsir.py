@@ -82,20 +82,13 @@ class TafsirRetriever(BaseRetriever):
         return await asyncio.to_thread(self._search, query, kwargs)
 
 
+# A Document's metadata: these fields of its Passage (and context_for, for a neighbour).
+METADATA = ("citation", "surah", "surah_name", "ayah", "chunk", "chunks", "edition", "also_in", "translation", "arabic")
+
+
 def to_document(passage: Passage) -> Document:
-    metadata = {
-        "citation": passage.citation,
-        "surah": passage.surah,
-        "surah_name": passage.surah_name,
-        "ayah": passage.ayah,
-        "chunk": passage.chunk,
-        "chunks": passage.chunks,
-        "edition": passage.edition,
-        "also_in": list(passage.also_in),
-        "translation": passage.translation,
-        "arabic": passage.arabic,
-        "score": passage.score,
-    }
+    metadata = {name: getattr(passage, name) for name in METADATA}
+    metadata.update(also_in=list(passage.also_in), score=passage.score)
     if passage.context_for is not None:
         metadata["context_for"] = passage.context_for
     return Document(page_content=passage.text, metadata=metadata, id=passage.id)

@@ -26,7 +26,7 @@ from typing import Annotated
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from interfaces.requests import MAX_EDITION_CHARS, MAX_TURNS, Turn, history
 from retriever.answer import Answerer, AnswerFailed
@@ -44,6 +44,8 @@ INSTRUCTIONS = (
 
 
 class PassageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read from a Passage's attributes
+
     citation: str = Field(description="E.g. 'QS Al-Baqarah [2]: 255'.")
     surah: int
     surah_name: str
@@ -88,17 +90,7 @@ class AnswerOut(BaseModel):
 
 
 def passage_out(passage: Passage) -> PassageOut:
-    return PassageOut(
-        citation=passage.citation,
-        surah=passage.surah,
-        surah_name=passage.surah_name,
-        ayah=passage.ayah,
-        edition=passage.edition,
-        score=passage.score,
-        text=passage.text,
-        translation=passage.translation,
-        arabic=passage.arabic,
-    )
+    return PassageOut.model_validate(passage)
 
 
 # The filters every search-backed tool takes besides its own (one collection holds many editions: docs/SCALING.md).
@@ -198,17 +190,8 @@ def build_server(answerer: Answerer, warm_up: Callable[[], None] | None = None) 
             found = await in_thread(lookup_ayah, engine, surah, ayah)
         except (ValueError, AyahNotStored) as exc:
             raise ToolError(str(exc)) from None
-        return AyahOut(
-            citation=found.citation,
-            surah=found.surah,
-            surah_name=found.surah_name,
-            surah_name_ar=found.surah_name_ar,
-            ayah=found.ayah,
-            translation=found.translation,
-            arabic=found.arabic,
-            tafsir=[c.text for c in found.chunks],
-            editions=sorted({c.edition for c in found.chunks}),
-        )
+        tafsir, editions = [c.text for c in found.chunks], sorted({c.edition for c in found.chunks})
+        return AyahOut.model_validate({**vars(found), "tafsir": tafsir, "editions": editions})
 
     @server.tool(
         description=(
@@ -249,7 +232,7 @@ def build_server(answerer: Answerer, warm_up: Callable[[], None] | None = None) 
             answer=result.text,
             mode=str(result.mode),
             sources=[
-                SourceOut(number=n, cited=n in cited, **passage_out(p).model_dump())
+                SourceOut.model_validate({**vars(p), "number": n, "cited": n in cited})
                 for n, p in enumerate(result.passages, start=1)
             ],
             searched_query=result.searched_query,

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.collection_model import model_settings
 from services.embedding import Embedder, ModelMismatchError
 from services.language import detect_language
-from services.model_source import settings_for_collection
 from services.models import Fusion
 from services.quran import SURAH_COUNT, citation, shown_translation
 from services.quran import surah as surah_info
@@ -205,8 +205,10 @@ class SearchEngine:
 
     def _model_settings(self) -> Settings:
         """A collection built by an earlier default (all-MiniLM-L6-v2) keeps answering until rebuilt."""
-        recorded = self._recorded_model()
-        return settings_for_collection(self.settings, recorded[1] if recorded else None)
+        try:
+            return model_settings(self.settings, self.store)
+        except StoreError:
+            return self.settings  # the search itself reports the damage, naming the file and the repair
 
     def check_model(self) -> None:
         """Refuse to query a collection with vectors of another model (or other weights of the same one).

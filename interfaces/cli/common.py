@@ -66,16 +66,6 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
 
 
-def model_settings(settings, store, rebuild: bool = False):
-    """Settings whose model is the one to use on this store: TAFSIR_EMBEDDING_MODEL=default follows the bundled
-    model the live collection records until a rebuild (services.model_source.settings_for_collection)."""
-    from services.model_source import settings_for_collection
-    from services.store.base import recorded_model
-
-    recorded = None if rebuild else recorded_model(store, settings.collection)
-    return settings_for_collection(settings, recorded[1] if recorded else None)
-
-
 def configure_logging(level: str = "info") -> None:
     import logging
 

@@ -16,7 +16,6 @@ from interfaces.cli.common import (
     fail,
     live_collection,
     load_settings,
-    model_settings,
     open_store_or_exit,
     print_json,
     stderr,
@@ -93,6 +92,7 @@ def ingest(
 
     from ingest.lock import IngestLock, IngestLockError
     from ingest.pipeline import IngestPipeline, ReplaceRefused
+    from services.collection_model import model_settings
     from services.embedding import Embedder
     from services.model_source import EmbeddingModelError
 
@@ -189,6 +189,7 @@ def _ingest_worker(
         ingest_job,
         scheduled_lock,
     )
+    from services.collection_model import model_settings
     from services.embedding import Embedder
 
     try:

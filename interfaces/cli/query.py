@@ -17,7 +17,6 @@ from interfaces.cli.common import (
     in_range,
     live_collection,
     load_settings,
-    model_settings,
     open_store_or_exit,
     parse_mode,
     print_json,
@@ -30,6 +29,7 @@ def status(
 ) -> None:
     """What the alias points at: collection, points, model, vector size, editions; and the built-in texts."""
     from ingest.builtin import BUILTIN_TEXTS
+    from services.collection_model import model_settings
 
     settings = load_settings()
     with open_store_or_exit(settings) as store:

@@ -199,14 +199,14 @@ def ingest_job(
 
     def job() -> dict[str, Any]:
         from ingest.pipeline import IngestPipeline, ReplaceRefused
+        from ingest.run import run_pipeline
 
         ayat_source = _read(source, edition)
         pipeline = IngestPipeline(settings, store, embedder)
         try:
-            edition_only = lock is not None and lock.edition is not None
-            if edition_only and (ayat_source.edition != lock.edition or pipeline.needs_new_collection()):
-                lock.widen()
-            return pipeline.run(ayat_source, replace=replace).as_dict()
+            if lock is None:
+                return pipeline.run(ayat_source, replace=replace).as_dict()
+            return run_pipeline(pipeline, ayat_source, lock, replace=replace).as_dict()
         except ReplaceRefused as exc:
             raise Refused(exc.message(allow)) from None
         finally:
@@ -232,6 +232,31 @@ def scheduled_lock(settings: Settings, source: Path | None = None, edition: str 
         except Exception:  # a missing or bad file: lock more, never less
             name = None
     return IngestLock.for_settings(settings, edition=name)
+
+
+def scheduled_worker(
+    settings: Settings,
+    store: VectorStore,
+    embedder: Embedder,
+    schedule: Schedule,
+    source: Path | None = None,
+    edition: str | None = None,
+    *,
+    replace: bool = False,
+    allow: str = REPLACE_SETTING,
+) -> IngestScheduler:
+    """The scheduled worker, as ``tafsir ingest --schedule`` and ``tafsir serve`` (TAFSIR_INGEST_SCHEDULE) run
+    it: the runs of ``source`` (or the built-in edition) under :func:`scheduled_lock`, a first run when the alias
+    is missing, else a dry run at the start. A run that would replace what the pipeline protects is refused,
+    logged and counted unless ``replace``; ``allow`` is what the refusal says lets it."""
+    lock = scheduled_lock(settings, source, edition)
+    return IngestScheduler(
+        schedule,
+        ingest_job(settings, store, embedder, source, edition, lock, replace=replace, allow=allow),
+        lock,
+        run_first=alias_missing(settings, store),
+        check=ingest_check(settings, store, embedder, source, edition, replace=replace, allow=allow),
+    )
 
 
 def ingest_check(

@@ -13,8 +13,6 @@ from langchain_core.messages import AIMessage
 
 from bench.answers_fragments import check_answer, measure
 from ingest.builtin import read_builtin
-from ingest.pipeline import IngestPipeline
-from ingest.sources import Source
 from retriever.answer import (
     EXCERPT_CHARS,
     Answerer,
@@ -30,10 +28,9 @@ from retriever.answer import (
 )
 from retriever.search import SearchEngine, SearchOptions, TafsirFilter
 from retriever.wording import EXTRACTIVE_HEADING, NOT_FOUND_TEXT, Turn, is_follow_up, standalone_by_rule
-from services.embedding import Embedder
 from services.models import MULTILINGUAL_E5_SMALL, profile_for
 from services.settings import Settings
-from services.store import open_store
+from tests.conftest import ingested_settings
 from tests.llm_server import LlmServer, free_port
 
 SURAHS = [1, 2, 5, 112, 113, 114]  # al-Baqarah and al-Ma'idah: theft, wine, and enough for every question below
@@ -42,16 +39,7 @@ QUESTION = "Katakanlah Dialah Allah Yang Maha Esa"
 
 @pytest.fixture(scope="module")
 def store_settings(tmp_path_factory, tiny_model) -> Settings:
-    settings = Settings(
-        _env_file=None, qdrant_path=tmp_path_factory.mktemp("answer") / "qdrant", embedding_model=str(tiny_model)
-    )
-    ayat = tuple(dataclasses.replace(a, edition="id.test") for a in read_builtin().ayat if a.surah in SURAHS)
-    store = open_store(settings)
-    try:
-        IngestPipeline(settings, store, Embedder(settings)).run(Source("id.test", "test", ayat))
-    finally:
-        store.close()
-    return settings
+    return ingested_settings(tmp_path_factory.mktemp("answer"), tiny_model, SURAHS)
 
 
 @pytest.fixture(scope="module")

@@ -179,7 +179,7 @@ def _ingest_worker(
     import logging
     import signal
 
-    from ingest.schedule import REPLACE_SETTING, Schedule, scheduled_worker
+    from ingest.schedule import REPLACE_SETTING, Schedule, ScheduledIngest
     from services.collection_model import model_settings
     from services.embedding import Embedder
 
@@ -203,9 +203,8 @@ def _ingest_worker(
     with open_store_or_exit(settings) as store:
         embedder = Embedder(model_settings(settings, store))
         allow = f"--replace (or {REPLACE_SETTING})"
-        scheduler = scheduled_worker(
-            settings, store, embedder, plan, source, edition, replace=replace or settings.ingest_replace, allow=allow
-        )
+        runs = ScheduledIngest(settings, store, embedder, source, edition, replace or settings.ingest_replace, allow)
+        scheduler = runs.worker(plan)
 
         def stop(signum: int, _frame) -> None:
             if scheduler.stopping:  # a second signal: stop now; the pipeline resumes next time

@@ -62,19 +62,19 @@ class Service:
             return
         if self.store_error is not None:
             return
-        from ingest.schedule import Schedule, scheduled_worker
+        from ingest.schedule import Schedule, ScheduledIngest
 
-        self.scheduler = scheduled_worker(
+        runs = ScheduledIngest(
             settings,
             self.engine.store,
             self.engine.embedder,
-            Schedule.parse(settings.ingest_schedule),
             settings.ingest_source,
             settings.ingest_edition,
             # A run that would replace the built-in edition (or most of one) is refused, logged and counted under
             # tafsir_ingest_runs{outcome="refused"} unless TAFSIR_INGEST_REPLACE allows it (ingest/pipeline.py).
             replace=settings.ingest_replace,
-        ).start()
+        )
+        self.scheduler = runs.worker(Schedule.parse(settings.ingest_schedule)).start()
         log.info("scheduled re-ingestion in this process: %s", settings.ingest_schedule)
 
     def readiness(self) -> ReadyResponse:

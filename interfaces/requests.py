@@ -43,6 +43,12 @@ class RetrieveFilter(TafsirFilter):
     )
 
 
+def not_blank(value: str, name: str) -> str:
+    if not value.strip():
+        raise ValueError(f"the {name} is blank")
+    return value
+
+
 def search_options(k: int, mode: Mode, filter: TafsirFilter | None, **more: Any) -> SearchOptions:
     """A body's search fields as the read path takes them."""
     return SearchOptions(k=k, mode=mode, filter=filter.to_point_filter() if filter is not None else None, **more)
@@ -71,12 +77,7 @@ class RetrieveRequest(BaseModel):
         None, allow_inf_nan=False, description="Drop passages scoring below this (scores depend on the mode)."
     )
 
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the query is blank")
-        return value
+    _not_blank = field_validator("query")(lambda value: not_blank(value, "query"))
 
     def options(self) -> SearchOptions:
         return search_options(
@@ -130,12 +131,7 @@ class AnswerRequest(BaseModel):
     filter: RetrieveFilter | None = Field(None, description="Surah(s), ayah range, edition(s); all given must hold.")
     stream: bool = Field(False, description="Answer as Server-Sent Events: token deltas, then the sources.")
 
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the question is blank")
-        return value
+    _not_blank = field_validator("question")(lambda value: not_blank(value, "question"))
 
     def options(self) -> SearchOptions:
         return search_options(self.k, self.mode, self.filter)

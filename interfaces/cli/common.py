@@ -74,44 +74,54 @@ def configure_logging(level: str = "info") -> None:
     )
 
 
-@contextmanager
-def embedding_progress(interval: float = 2.0):
-    """Progress on stderr: a live bar with chunks/s and ETA on a terminal, plain lines in logs."""
+def progress_bar(label: str, *columns):
+    """A live bar on stderr: ``label``, the bar, done/total, ``columns``, the time elapsed and the ETA."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
-        TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
+    shown = (TextColumn(label), BarColumn(), MofNCompleteColumn(), *columns, TimeElapsedColumn(), TextColumn("ETA"))
+    return Progress(*shown, TimeRemainingColumn(), console=stderr)
+
+
+def every(interval: float):
+    """For progress lines in logs (not a terminal): whether a line is due, at an edge (the first or last step)
+    or ``interval`` s after the last line."""
+    last = [0.0]
+
+    def due(edge: bool) -> bool:
+        now = time.monotonic()
+        if edge or now - last[0] >= interval:
+            last[0] = now
+            return True
+        return False
+
+    return due
+
+
+@contextmanager
+def embedding_progress(interval: float = 2.0):
+    """Progress on stderr: a live bar with chunks/s and ETA on a terminal, plain lines in logs."""
+    from rich.progress import TaskProgressColumn, TextColumn
+
     if not stderr.is_terminal:
         # Scheduled jobs and pipes get a line at most every `interval` s (and the last one), readable in logs.
-        started = time.monotonic()
-        last = [0.0]
+        started, due = time.monotonic(), every(interval)
 
         def log(done: int, total: int) -> None:
-            now = time.monotonic()
-            if done in (0, total) or now - last[0] >= interval:
-                last[0] = now
-                rate = done / (now - started) if now > started else 0.0
+            if due(done in (0, total)):
+                elapsed = time.monotonic() - started
+                rate = done / elapsed if elapsed > 0 else 0.0
                 print(f"embedded {done}/{total} chunks ({rate:.0f} chunks/s)", file=sys.stderr, flush=True)
 
         yield log
         return
-    with Progress(
-        TextColumn("embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]} chunks/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=stderr,
-    ) as bar:
+    with progress_bar("embedding", TaskProgressColumn(), TextColumn("{task.fields[rate]} chunks/s")) as bar:
         task = bar.add_task("embed", total=None, rate="-")
 
         def update(done: int, total: int) -> None:
@@ -132,6 +142,15 @@ def live_collection(store, alias: str) -> str | None:
     if name is None:
         store.collection_info(alias)  # None (no error) when the alias is simply missing
     return name
+
+
+@contextmanager
+def reading_the_alias():
+    """For a command that reads: the settings, the open store and the collection behind the alias (None when
+    there is none yet)."""
+    settings = load_settings()
+    with open_store_or_exit(settings) as store:
+        yield settings, store, live_collection(store, settings.collection)
 
 
 def engine_or_exit(settings, store):

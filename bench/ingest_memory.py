@@ -30,7 +30,7 @@ def anon_mb() -> float | None:
 
 def main() -> None:
     from ingest.lock import IngestLock
-    from ingest.schedule import ingest_check, ingest_job, return_freed_memory, run_check, run_ingest
+    from ingest.schedule import ScheduledIngest, return_freed_memory, run_check, run_ingest
     from retriever.search import SearchEngine, SearchOptions
     from services.embedding import Embedder
     from services.settings import Settings
@@ -47,10 +47,10 @@ def main() -> None:
         engine.search(query, SearchOptions(k=5))
     return_freed_memory()
     report: dict = {"anon_mb_after_queries": anon_mb()}
-    check = run_check(ingest_check(settings, store, embedder))
+    check = run_check(ScheduledIngest(settings, store, embedder).check())
     report["check"] = {key: check[key] for key in ("chunks", "embedded", "seconds")} if check else None
     report["anon_mb_after_check"] = anon_mb()
-    job, lock = ingest_job(settings, store, embedder), IngestLock.for_settings(settings)
+    job, lock = ScheduledIngest(settings, store, embedder).job(), IngestLock.for_settings(settings)
     report["anon_mb_after_run"] = []
     for _ in range(3):
         run_ingest(job, lock, trigger="bench")

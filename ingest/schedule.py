@@ -175,44 +175,66 @@ def _log_event(event: str, level: int, record: dict[str, Any], exc_info: BaseExc
     log.log(level, json.dumps({"event": event, **record}, ensure_ascii=False, default=str), exc_info=exc_info)
 
 
-def ingest_job(
-    settings: Settings,
-    store: VectorStore,
-    embedder: Embedder,
-    source: Path | None = None,
-    edition: str | None = None,
-    lock: IngestLock | None = None,
-    *,
-    replace: bool = False,
-    allow: str = REPLACE_SETTING,
-) -> IngestJob:
-    """A job that reads the source afresh (``source`` or the built-in edition) and runs the pipeline.
+@dataclass(frozen=True)
+class ScheduledIngest:
+    """What scheduled runs ingest (``source``, or the built-in edition), into which store, with which model; and
+    whether a run may replace what the pipeline protects (``ReplaceRefused``): without ``replace`` it raises
+    :class:`Refused` (logged and counted, nothing written), whose message says ``allow`` lets it."""
 
-    A run that would replace or delete what the pipeline protects (``ReplaceRefused``) raises :class:`Refused`
-    (logged and counted, nothing written) unless ``replace``; its message says ``allow`` lets it.
+    settings: Settings
+    store: VectorStore
+    embedder: Embedder
+    source: Path | None = None
+    edition: str | None = None
+    replace: bool = False
+    allow: str = REPLACE_SETTING
 
-    ``lock`` is the one :func:`run_ingest` holds around the job (see :func:`scheduled_lock`). When it holds one
-    edition and this run must build a new collection, or the source now names another edition, the job widens
-    it to the whole alias first (waiting for the runs of other editions to end), as a one-shot `tafsir ingest`
-    does.
-    """
+    def job(self, lock: IngestLock | None = None) -> IngestJob:
+        """A job that reads the source afresh and runs the pipeline (``ingest.run.run_pipeline``) under ``lock``,
+        the one :func:`run_ingest` holds around it (see :func:`scheduled_lock`): a lock of one edition is widened
+        to the whole alias when the run must build a new collection, or the source now names another edition."""
 
-    def job() -> dict[str, Any]:
-        from ingest.pipeline import IngestPipeline, ReplaceRefused
+        def job() -> dict[str, Any]:
+            from ingest.pipeline import IngestPipeline, ReplaceRefused
+            from ingest.run import run_pipeline
 
-        ayat_source = _read(source, edition)
-        pipeline = IngestPipeline(settings, store, embedder)
-        try:
-            edition_only = lock is not None and lock.edition is not None
-            if edition_only and (ayat_source.edition != lock.edition or pipeline.needs_new_collection()):
-                lock.widen()
-            return pipeline.run(ayat_source, replace=replace).as_dict()
-        except ReplaceRefused as exc:
-            raise Refused(exc.message(allow)) from None
-        finally:
-            embedder.release_working_memory()  # the process serves queries until the next run
+            ayat_source = _read(self.source, self.edition)
+            pipeline = IngestPipeline(self.settings, self.store, self.embedder)
+            try:
+                if lock is None:
+                    return pipeline.run(ayat_source, replace=self.replace).as_dict()
+                return run_pipeline(pipeline, ayat_source, lock, replace=self.replace).as_dict()
+            except ReplaceRefused as exc:
+                raise Refused(exc.message(self.allow)) from None
+            finally:
+                self.embedder.release_working_memory()  # the process serves queries until the next run
 
-    return job
+        return job
+
+    def check(self) -> IngestJob:
+        """The dry run of :meth:`job`: read and chunk the source and diff it against the store. Nothing is
+        embedded or written; the summary says what the next run would do; :class:`Refused` if it would be
+        refused."""
+
+        def check() -> dict[str, Any]:
+            from ingest.pipeline import IngestPipeline
+
+            pipeline = IngestPipeline(self.settings, self.store, self.embedder)
+            plan = pipeline.plan(_read(self.source, self.edition), dry_run=True, replace=self.replace)
+            if plan.refusal is not None:
+                raise Refused(plan.refusal.message(self.allow))
+            return plan.summary.as_dict()
+
+        return check
+
+    def worker(self, schedule: Schedule) -> IngestScheduler:
+        """The scheduled worker, as ``tafsir ingest --schedule`` and ``tafsir serve`` (TAFSIR_INGEST_SCHEDULE)
+        run it: the runs under :func:`scheduled_lock`, a first run when the alias is missing, else a dry run at
+        the start."""
+        lock = scheduled_lock(self.settings, self.source, self.edition)
+        return IngestScheduler(
+            schedule, self.job(lock), lock, run_first=alias_missing(self.settings, self.store), check=self.check()
+        )
 
 
 def scheduled_lock(settings: Settings, source: Path | None = None, edition: str | None = None) -> IngestLock:
@@ -234,34 +256,6 @@ def scheduled_lock(settings: Settings, source: Path | None = None, edition: str 
     return IngestLock.for_settings(settings, edition=name)
 
 
-def ingest_check(
-    settings: Settings,
-    store: VectorStore,
-    embedder: Embedder,
-    source: Path | None = None,
-    edition: str | None = None,
-    *,
-    replace: bool = False,
-    allow: str = REPLACE_SETTING,
-) -> IngestJob:
-    """The dry run of :func:`ingest_job`: read and chunk the source and diff it against the store.
-
-    Nothing is embedded or written; the summary says what the next run would do, and raises :class:`Refused`
-    if the run would be refused.
-    """
-
-    def check() -> dict[str, Any]:
-        from ingest.pipeline import IngestPipeline
-
-        pipeline = IngestPipeline(settings, store, embedder)
-        plan = pipeline.plan(_read(source, edition), dry_run=True, replace=replace)
-        if plan.refusal is not None:
-            raise Refused(plan.refusal.message(allow))
-        return plan.summary.as_dict()
-
-    return check
-
-
 def _read(source: Path | None, edition: str | None):
     from ingest.builtin import read_builtin
     from ingest.sources import read_source
@@ -270,7 +264,7 @@ def _read(source: Path | None, edition: str | None):
 
 
 def run_check(check: IngestJob) -> dict[str, Any] | None:
-    """Run ``check`` (see :func:`ingest_check`); log one JSON line and count the outcome. Never raises.
+    """Run ``check`` (see :meth:`ScheduledIngest.check`); log one JSON line and count the outcome. Never raises.
 
     Run when a scheduler starts, so that a source which has gone bad is reported now, not at the next
     firing (perhaps 03:00), and the log says how much the next run will embed. It also pays the ingest
@@ -307,7 +301,7 @@ class IngestScheduler:
     A firing that comes while the previous run still holds the lock is skipped, and firings missed
     during a long run are not made up: the next run is the next firing after the previous one ends.
     ``run_first`` (checked once at the start) asks for an immediate run, e.g. when the alias is missing;
-    otherwise ``check`` (a dry run, :func:`ingest_check`) runs at the start, reporting a bad source at once.
+    otherwise ``check`` (a dry run, :meth:`ScheduledIngest.check`) runs at the start, reporting a bad source at once.
     """
 
     def __init__(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
 
+from services.jsonl import json_lines
 from services.quran import check_ayah, surah
 
 SUPPORTED_SUFFIXES = (".xml", ".jsonl", ".csv")
@@ -264,25 +265,15 @@ def _parse_jsonl(text: str) -> _Parsed:
     """One JSON object a line: ``{"surah": 1, "ayah": 1, "text": "..."}``; blank lines are allowed."""
     rows: list[_Row] = []
     problems: list[SourceProblem] = []
-    # Split on "\n" only: str.splitlines() also breaks at U+2028 and friends, which JSON strings may hold.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(SourceProblem(number, None, f"malformed JSON: {e.msg} (column {e.colno})"))
-            continue
-        except (ValueError, RecursionError) as e:
-            # json raises these (not JSONDecodeError) for a number over Python's digit limit, or deep nesting.
-            why = "nested too deeply" if isinstance(e, RecursionError) else "a number with too many digits"
-            problems.append(SourceProblem(number, None, f"malformed JSON: {why}"))
-            continue
-        if not isinstance(value, dict):
-            problem = f"expected a JSON object with surah, ayah and text, got {kind(value)}"
-            problems.append(SourceProblem(number, None, problem))
-            continue
-        rows.append(_Row(number, value))
+    for line in json_lines(text):
+        if line.error is not None:
+            where = f" (column {line.column})" if line.column is not None else ""
+            problems.append(SourceProblem(line.number, None, f"malformed JSON: {line.error}{where}"))
+        elif not isinstance(line.value, dict):
+            problem = f"expected a JSON object with surah, ayah and text, got {kind(line.value)}"
+            problems.append(SourceProblem(line.number, None, problem))
+        else:
+            rows.append(_Row(line.number, line.value))
     return _with_row_edition(rows, problems)
 
 

@@ -26,31 +26,30 @@ are still part of the result (``AnswerFailed``).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import TYPE_CHECKING, Any
 
 from retriever import not_found
 from retriever.citations import CitationChecker, CitedPassage, InvalidCitation
-from retriever.search import (
-    MAX_K,
-    MAX_QUERY_CHARS,
-    MAX_TURN_CHARS,
-    MAX_TURNS,
-    Passage,
-    Probe,
-    RetrieveFilter,
-    SearchEngine,
-    SearchOptions,
-)
+from retriever.llm import LlmError, Usage, chat_model, describe_llm, llm_error, usage_of
+from retriever.search import MAX_QUERY_CHARS, Passage, Probe, SearchEngine, SearchOptions
 from retriever.sentences import whole_sentences
-from services.settings import Settings
-from services.store.base import Mode
+from retriever.wording import (
+    EXTRACTIVE_HEADING,
+    NOT_FOUND_TEXT,
+    REWRITE_PROMPT,
+    SYSTEM_PROMPT,
+    Turn,
+    answer_request,
+    extractive_entry,
+    passage_block,
+    rewrite_request,
+    sources_lines,
+    standalone_by_rule,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_core.language_models import BaseChatModel
@@ -63,85 +62,6 @@ EXTRACTIVE_PASSAGES = 3  # ayat quoted, one entry each
 EXTRACTIVE_SENTENCES = 2  # whole sentences quoted of each
 EXCERPT_CHARS = 500  # at most this much quoted of each: a longer sentence is passed over, never cut
 
-NOT_FOUND_TEXT = (
-    "Maaf, jawaban atas pertanyaan ini tidak ditemukan dalam tafsir yang tersedia. "
-    "Coba ajukan pertanyaan dengan kata lain atau lebih spesifik."
-)
-TRANSLATION_LABEL = "terjemahan"  # an extractive entry that quotes the ayah's translation says so after its citation
-EXTRACTIVE_HEADING = (
-    "Jawaban ekstraktif (tanpa model bahasa): kalimat utuh dari kutipan tafsir, atau dari terjemahan ayatnya, yang "
-    "paling sesuai dengan pertanyaan, masing-masing dengan sumbernya."
-)
-SYSTEM_PROMPT = (
-    "Anda adalah asisten yang menjawab pertanyaan tentang Al-Qur'an hanya berdasarkan kutipan tafsir yang "
-    "diberikan. Jawablah dalam bahasa Indonesia, singkat dan jelas. Sebutkan sumber setiap pernyataan dengan "
-    "nomor kutipannya, misalnya [1], atau dengan rujukannya persis seperti tertulis, misalnya "
-    "QS Al-Baqarah [2]: 255. Jangan menyebut ayat atau sumber yang tidak ada dalam kutipan. Jika kutipan tidak "
-    "memuat jawabannya, katakan bahwa Anda tidak menemukannya dalam tafsir."
-)
-REWRITE_PROMPT = (
-    "Tugas Anda hanya menulis ulang pertanyaan terakhir pengguna menjadi satu pertanyaan mandiri dalam bahasa "
-    "Indonesia yang dapat dipahami tanpa membaca percakapan sebelumnya. Jangan menjawabnya. Tulis pertanyaan "
-    "itu saja, dalam satu baris."
-)
-
-
-# --- requests -----------------------------------------------------------------------------------------------
-
-
-class Turn(BaseModel):
-    """An earlier message of the conversation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    role: Literal["user", "assistant"]
-    content: str = Field(max_length=MAX_TURN_CHARS, description="What was said (at most 8,000 characters).")
-
-
-class AnswerRequest(BaseModel):
-    """A question to answer from the tafsir: the body of ``POST /v1/answer``."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"question": "Siapa Thalut?", "k": 5},
-                {
-                    "question": "lalu apa hukumannya?",
-                    "messages": [
-                        {"role": "user", "content": "Apa yang dikatakan Al-Qur'an tentang pencuri?"},
-                        {"role": "assistant", "content": "Tangan pencuri dipotong [1]."},
-                    ],
-                },
-            ]
-        },
-    )
-
-    question: str = Field(
-        min_length=1,
-        max_length=MAX_QUERY_CHARS,
-        description="The question, in Indonesian (at most 2,000 characters).",
-    )
-    messages: Annotated[list[Turn], Field(max_length=MAX_TURNS)] = Field(
-        default_factory=list, description="Earlier turns of the conversation, oldest first (a follow-up needs them)."
-    )
-    k: int = Field(5, ge=1, le=MAX_K, description="How many passages to answer from.")
-    mode: Mode = Field(Mode.HYBRID, description="How passages are found: dense, sparse (BM25) or hybrid.")
-    filter: RetrieveFilter | None = Field(None, description="Surah(s), ayah range, edition(s); all given must hold.")
-    stream: bool = Field(False, description="Answer as Server-Sent Events: token deltas, then the sources.")
-
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the question is blank")
-        return value
-
-    def options(self) -> SearchOptions:
-        return SearchOptions(
-            k=self.k, mode=self.mode, filter=self.filter.to_point_filter() if self.filter is not None else None
-        )
-
 
 # --- results ------------------------------------------------------------------------------------------------
 
@@ -150,17 +70,6 @@ class AnswerMode(StrEnum):
     GENERATED = "generated"  # written by the language model from the passages
     EXTRACTIVE = "extractive"  # sentences of the passages, no language model
     NOT_FOUND = "not_found"  # the tafsir does not answer the question: no language model asked
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens of the language model's calls (the rewriting and the answer), as it reports them."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
 
 
 @dataclass(frozen=True)
@@ -176,14 +85,6 @@ class Answer:
     usage: Usage | None = None  # None: no language model ran
     llm: str | None = None  # which language model wrote it
     took_ms: float = 0.0
-
-
-class LlmError(Exception):
-    """The language model failed: ``message`` says how and names the endpoint; ``setting`` is the one to check."""
-
-    def __init__(self, message: str, kind: str, provider: str, setting: str | None) -> None:
-        super().__init__(message)
-        self.message, self.kind, self.provider, self.setting = message, kind, provider, setting
 
 
 @dataclass(frozen=True)
@@ -213,113 +114,6 @@ class AnswerFailed(Exception):
     def __init__(self, error: LlmError, answer: Answer) -> None:
         super().__init__(error.message)
         self.error, self.answer = error, answer
-
-
-# --- the language model -------------------------------------------------------------------------------------
-
-
-def chat_model(settings: Settings) -> BaseChatModel | None:
-    """The OpenAI-compatible chat model the settings name, or None when TAFSIR_LLM_BASE_URL is unset."""
-    if settings.llm_base_url is None:
-        return None
-    from langchain_openai import ChatOpenAI
-
-    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else "unused"
-    return ChatOpenAI(
-        model=settings.llm_model,
-        base_url=settings.llm_base_url,
-        api_key=key,  # local servers need none, but the client insists on one
-        timeout=settings.llm_timeout,
-        max_retries=settings.llm_max_retries,
-        max_tokens=settings.llm_max_tokens,
-        temperature=settings.llm_temperature,
-        stream_usage=True,  # usage arrives in the last chunk
-    )
-
-
-def describe_llm(llm: BaseChatModel, settings: Settings) -> str:
-    if settings.llm_base_url is not None and _is_openai(llm):
-        return f"the chat endpoint {settings.llm_base_url} (model {settings.llm_model})"
-    name = getattr(llm, "model_name", None) or getattr(llm, "model", None)
-    return f"the chat model {type(llm).__name__}" + (f" ({name})" if isinstance(name, str) else "")
-
-
-def _is_openai(llm: Any) -> bool:
-    return type(llm).__module__.startswith("langchain_openai")
-
-
-def llm_error(exc: BaseException, provider: str, configured: bool, timeout: float) -> LlmError:
-    """What went wrong with the language model, for people: which endpoint, how, and the setting to check."""
-    import openai
-
-    def setting(name: str) -> str | None:
-        return name if configured else None
-
-    if isinstance(exc, openai.APITimeoutError | TimeoutError):
-        return LlmError(
-            f"{provider} did not answer within {timeout:g} s: raise TAFSIR_LLM_TIMEOUT, or check that the "
-            "endpoint is not overloaded",
-            "timeout",
-            provider,
-            setting("TAFSIR_LLM_TIMEOUT"),
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        return LlmError(
-            f"{provider} cannot be reached ({exc.__cause__ or exc}): check TAFSIR_LLM_BASE_URL and that the server "
-            "runs",
-            "unreachable",
-            provider,
-            setting("TAFSIR_LLM_BASE_URL"),
-        )
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        check = {401: "TAFSIR_LLM_API_KEY", 403: "TAFSIR_LLM_API_KEY", 404: "TAFSIR_LLM_MODEL"}.get(status)
-        if check is None:
-            check = "TAFSIR_LLM_BASE_URL" if status < 500 else None
-        reason = _short(str(exc.message))
-        advice = f": check {check}" if check and configured else ": the endpoint failed, try again later"
-        return LlmError(f"{provider} answered HTTP {status} ({reason}){advice}", "status", provider, setting(check))
-    return LlmError(
-        f"{provider} sent a reply that is not an OpenAI chat completion ({type(exc).__name__}: {_short(str(exc))}): "
-        "check that TAFSIR_LLM_BASE_URL is an OpenAI-compatible endpoint",
-        "malformed",
-        provider,
-        setting("TAFSIR_LLM_BASE_URL"),
-    )
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# --- follow-ups ---------------------------------------------------------------------------------------------
-
-# A follow-up that leans on what came before: it opens with a connective, or points back at something.
-_CONNECTIVES = ("lalu", "terus", "trus", "kemudian", "lantas", "dan", "kalau", "bagaimana dengan", "selain itu")
-_POINTERS = {"itu", "tersebut", "ini", "dia", "ia", "mereka", "beliau", "begitu", "demikian"}
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def is_follow_up(question: str) -> bool:
-    words = [w.lower() for w in _WORD.findall(question)]
-    if not words:
-        return False
-    opening = " ".join(words[:2])
-    return (
-        len(words) <= 3
-        or any(opening == c or opening.startswith(c + " ") for c in _CONNECTIVES)
-        or bool(_POINTERS.intersection(words))
-    )
-
-
-def standalone_by_rule(question: str, history: Sequence[Turn]) -> str:
-    """Without a language model: a follow-up (``is_follow_up``) is searched together with the user's previous
-    question ("Apa hukuman bagi pencuri?" + "lalu bagaimana jika ia bertobat?"); other questions as they are."""
-    previous = next((t.content.strip() for t in reversed(history) if t.role == "user" and t.content.strip()), None)
-    if previous is None or not is_follow_up(question):
-        return question.strip()
-    return f"{previous} {question.strip()}"[:MAX_QUERY_CHARS]
 
 
 # --- extractive answers -------------------------------------------------------------------------------------
@@ -399,19 +193,6 @@ def quote_passage(passage: Passage, question_terms: set[int], terms_of) -> tuple
 
 
 # --- the core -----------------------------------------------------------------------------------------------
-
-
-def passage_block(
-    number: int, citation: str, text: str, translation: str | None = None, context_for: str | None = None
-) -> str:
-    """One passage as a model sees it: number, citation, the ayah's translation, the tafsir (neighbouring ayat
-    marked as context). The answering core and ``retriever.chain.format_docs`` both write passages so."""
-    head = f"[{number}] {citation}"
-    if context_for:
-        head += f" (konteks untuk {context_for})"
-    if translation:
-        head += f"\nTerjemahan: {translation.strip()}"
-    return f"{head}\n{text.strip()}"
 
 
 @dataclass
@@ -546,11 +327,7 @@ class Answerer:
     def _rewrite(self, run: _Run) -> str:
         from langchain_core.messages import HumanMessage, SystemMessage
 
-        lines = [
-            f"{'Pengguna' if t.role == 'user' else 'Asisten'}: {' '.join(t.content.split())}"
-            for t in run.history[-HISTORY_TURNS:]
-        ]
-        prompt = "Percakapan:\n" + "\n".join(lines) + f"\n\nPertanyaan terakhir: {run.question}\n\nPertanyaan mandiri:"
+        prompt = rewrite_request(run.history[-HISTORY_TURNS:], run.question)
         reply = self._invoke([SystemMessage(REWRITE_PROMPT), HumanMessage(prompt)], run)
         rewritten = next((line.strip().strip("\"'“”") for line in reply.splitlines() if line.strip()), "")
         if not rewritten:  # nothing usable: fall back to the rule, quietly
@@ -563,7 +340,7 @@ class Answerer:
         except Exception as exc:
             raise self._error(exc) from exc
         run.llm_ran = True
-        run.usage += _usage(reply)
+        run.usage += usage_of(reply)
         if not isinstance(reply.content, str):
             raise self._error(TypeError(f"content is {type(reply.content).__name__}, not text"))
         return reply.content
@@ -582,11 +359,10 @@ class Answerer:
         earlier: list[BaseMessage] = [
             HumanMessage(t.content) if t.role == "user" else AIMessage(t.content) for t in run.history[-HISTORY_TURNS:]
         ]
-        question = run.question if run.searched_query == run.question else f"{run.question} ({run.searched_query})"
         return [
             SystemMessage(SYSTEM_PROMPT),
             *earlier,
-            HumanMessage(f"Kutipan tafsir:\n\n{context}\n\nPertanyaan: {question}"),
+            HumanMessage(answer_request(context, run.question, run.searched_query)),
         ]
 
     def _generate(self, run: _Run) -> Iterator[AnswerEvent]:
@@ -602,7 +378,7 @@ class Answerer:
             for chunk in self.llm.stream(self._messages(run)):
                 run.llm_ran = True
                 if getattr(chunk, "usage_metadata", None):
-                    usage = _usage(chunk)
+                    usage = usage_of(chunk)
                 content = chunk.content
                 if not isinstance(content, str):
                     raise TypeError(f"content is {type(content).__name__}, not text")
@@ -637,18 +413,12 @@ class Answerer:
             quote, of_translation = quote_passage(passage, question_terms, terms_of)
             if not quote.text:
                 continue
-            label = f"{passage.citation} ({TRANSLATION_LABEL})" if of_translation else passage.citation
-            lines.append(f"[{number}] {label} — {quote.text}")
+            lines.append(extractive_entry(number, passage.citation, quote.text, of_translation))
             cited.append(number)
             quoted.add((passage.surah, passage.ayah))
             if len(cited) == EXTRACTIVE_PASSAGES:
                 break
         return "\n\n".join(lines), tuple(cited)
-
-
-def _usage(message: Any) -> Usage:
-    metadata = getattr(message, "usage_metadata", None) or {}
-    return Usage(int(metadata.get("input_tokens", 0)), int(metadata.get("output_tokens", 0)))
 
 
 def sources_footer(answer: Answer) -> str:
@@ -657,9 +427,4 @@ def sources_footer(answer: Answer) -> str:
     if answer.mode is AnswerMode.NOT_FOUND or not answer.passages:
         return ""
     numbers = answer.cited or tuple(n for n, p in enumerate(answer.passages, start=1) if not p.is_context)
-    lines = []
-    for number in numbers:
-        passage = answer.passages[number - 1]
-        editions = ", ".join((passage.edition, *passage.also_in))
-        lines.append(f"[{number}] {passage.citation} ({editions})")
-    return "Sumber:\n" + "\n".join(lines)
+    return sources_lines([(n, answer.passages[n - 1].citation, answer.passages[n - 1].editions) for n in numbers])

@@ -16,7 +16,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
-from retriever.answer import SYSTEM_PROMPT, passage_block
+from retriever.wording import SYSTEM_PROMPT, passage_block
 
 PROMPT = ChatPromptTemplate.from_messages(
     [("system", SYSTEM_PROMPT), ("human", "Kutipan tafsir:\n\n{context}\n\nPertanyaan: {question}")]

@@ -14,7 +14,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from retriever.search import Passage, SearchEngine, SearchOptions, TafsirFilter, shared_engine
+from retriever.search import MAX_K, MAX_NEIGHBORS, Passage, SearchEngine, SearchOptions, TafsirFilter, shared_engine
 from services.settings import Settings
 from services.store.base import Mode
 
@@ -33,11 +33,13 @@ class TafsirRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    k: int = Field(5, ge=1, le=100, description="How many passages (before neighbours are added).")
+    k: int = Field(5, ge=1, le=MAX_K, description="How many passages (before neighbours are added).")
     mode: Mode = Field(Mode.HYBRID, description="dense, sparse (BM25) or hybrid (both, fused by RRF).")
     filter: TafsirFilter | None = Field(None, description="Surah(s), ayah range, edition(s).")
     score_threshold: float | None = Field(None, description="Drop passages scoring below this.")
-    neighbors: int = Field(0, ge=0, le=10, description="Add up to n adjacent ayat of the same surah as context.")
+    neighbors: int = Field(
+        0, ge=0, le=MAX_NEIGHBORS, description="Add up to n adjacent ayat of the same surah as context."
+    )
     settings: Settings | None = Field(None, exclude=True, description="Defaults to the environment (TAFSIR_*).")
 
     _engine: SearchEngine | None = PrivateAttr(None)
@@ -80,20 +82,13 @@ class TafsirRetriever(BaseRetriever):
         return await asyncio.to_thread(self._search, query, kwargs)
 
 
+# A Document's metadata: these fields of its Passage (and context_for, for a neighbour).
+METADATA = ("citation", "surah", "surah_name", "ayah", "chunk", "chunks", "edition", "also_in", "translation", "arabic")
+
+
 def to_document(passage: Passage) -> Document:
-    metadata = {
-        "citation": passage.citation,
-        "surah": passage.surah,
-        "surah_name": passage.surah_name,
-        "ayah": passage.ayah,
-        "chunk": passage.chunk,
-        "chunks": passage.chunks,
-        "edition": passage.edition,
-        "also_in": list(passage.also_in),
-        "translation": passage.translation,
-        "arabic": passage.arabic,
-        "score": passage.score,
-    }
+    metadata = {name: getattr(passage, name) for name in METADATA}
+    metadata.update(also_in=list(passage.also_in), score=passage.score)
     if passage.context_for is not None:
         metadata["context_for"] = passage.context_for
     return Document(page_content=passage.text, metadata=metadata, id=passage.id)

@@ -13,12 +13,12 @@ it, only the final figures; services/question_set/README.md says how it was buil
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.jsonl import json_lines
 from services.quran import check_ayah
 
 # Installed with the package (pyproject.toml, package-data), so `tafsir eval` finds it outside a clone too.
@@ -53,19 +53,15 @@ class QueryFileError(ValueError):
 def load_queries(path: str | Path) -> list[LabelledQuery]:
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise QueryFileError(f"{path}: cannot read the query file: {exc}") from exc
     queries = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise QueryFileError(f"{where}: malformed JSON: {exc.msg}") from None
+    for line in json_lines(text):
+        number, row, where = line.number, line.value, f"{path}:{line.number}"
+        if line.error is not None:
+            raise QueryFileError(f"{where}: malformed JSON: {line.error}")
         if not isinstance(row, dict):
             raise QueryFileError(f"{where}: expected an object with qid, query, relevant")
         for key, kind in (("qid", str), ("query", str), ("relevant", list)):

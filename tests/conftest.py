@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -57,19 +58,24 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(folder, texts)
 
 
-@pytest.fixture
-def cli_env(tmp_path, tiny_model) -> dict[str, str]:
-    """Environment for running the real `tafsir` CLI in a subprocess on a fresh store with the tiny model."""
-    env = clean_env()
-    env.update(
-        TAFSIR_QDRANT_PATH=str(tmp_path / "qdrant"),
+def cli_environment(folder: Path, tiny_model: Path, **extra: str) -> dict[str, str]:
+    """Environment for running the real `tafsir` CLI (or server) in a subprocess on the store ``folder``/qdrant with
+    the tiny model, one thread; ``extra`` settings on top."""
+    return clean_env(
+        TAFSIR_QDRANT_PATH=str(folder / "qdrant"),
         TAFSIR_EMBEDDING_MODEL=str(tiny_model),
         TAFSIR_COLLECTION="tafsir",
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
+        **extra,
     )
-    return env
+
+
+@pytest.fixture
+def cli_env(tmp_path, tiny_model) -> dict[str, str]:
+    """Environment for running the real `tafsir` CLI in a subprocess on a fresh store with the tiny model."""
+    return cli_environment(tmp_path, tiny_model)
 
 
 @pytest.fixture
@@ -82,6 +88,28 @@ def slow_env(cli_env) -> dict[str, str]:
         "TAFSIR_EMBED_BATCH_SIZE": "8",
         "TAFSIR_PROGRESS_INTERVAL": "0",
     }
+
+
+def ingested_settings(folder: Path, tiny_model: Path, surahs: Iterable[int]):
+    """Settings of a new store in ``folder``/qdrant holding the built-in tafsir of ``surahs`` as edition id.test,
+    embedded with the tiny model (in this process: the store is closed again)."""
+    import dataclasses
+
+    from ingest.builtin import read_builtin
+    from ingest.pipeline import IngestPipeline
+    from ingest.sources import Source
+    from services.embedding import Embedder
+    from services.settings import Settings
+    from services.store import open_store
+
+    settings = Settings(_env_file=None, qdrant_path=folder / "qdrant", embedding_model=str(tiny_model))
+    ayat = tuple(dataclasses.replace(a, edition="id.test") for a in read_builtin().ayat if a.surah in surahs)
+    store = open_store(settings)
+    try:
+        IngestPipeline(settings, store, Embedder(settings)).run(Source("id.test", "test", ayat))
+    finally:
+        store.close()
+    return settings
 
 
 def tafsir_cmd(*args: str) -> list[str]:

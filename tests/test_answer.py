@@ -13,12 +13,8 @@ from langchain_core.messages import AIMessage
 
 from bench.answers_fragments import check_answer, measure
 from ingest.builtin import read_builtin
-from ingest.pipeline import IngestPipeline
-from ingest.sources import Source
 from retriever.answer import (
     EXCERPT_CHARS,
-    EXTRACTIVE_HEADING,
-    NOT_FOUND_TEXT,
     Answerer,
     AnswerFailed,
     AnswerMode,
@@ -26,18 +22,15 @@ from retriever.answer import (
     Done,
     Failed,
     Quote,
-    Turn,
     excerpt,
-    is_follow_up,
     quote_passage,
     sources_footer,
-    standalone_by_rule,
 )
-from retriever.search import RetrieveFilter, SearchEngine, SearchOptions
-from services.embedding import Embedder
+from retriever.search import SearchEngine, SearchOptions, TafsirFilter
+from retriever.wording import EXTRACTIVE_HEADING, NOT_FOUND_TEXT, Turn, is_follow_up, standalone_by_rule
 from services.models import MULTILINGUAL_E5_SMALL, profile_for
 from services.settings import Settings
-from services.store import open_store
+from tests.conftest import ingested_settings
 from tests.llm_server import LlmServer, free_port
 
 SURAHS = [1, 2, 5, 112, 113, 114]  # al-Baqarah and al-Ma'idah: theft, wine, and enough for every question below
@@ -46,16 +39,7 @@ QUESTION = "Katakanlah Dialah Allah Yang Maha Esa"
 
 @pytest.fixture(scope="module")
 def store_settings(tmp_path_factory, tiny_model) -> Settings:
-    settings = Settings(
-        _env_file=None, qdrant_path=tmp_path_factory.mktemp("answer") / "qdrant", embedding_model=str(tiny_model)
-    )
-    ayat = tuple(dataclasses.replace(a, edition="id.test") for a in read_builtin().ayat if a.surah in SURAHS)
-    store = open_store(settings)
-    try:
-        IngestPipeline(settings, store, Embedder(settings)).run(Source("id.test", "test", ayat))
-    finally:
-        store.close()
-    return settings
+    return ingested_settings(tmp_path_factory.mktemp("answer"), tiny_model, SURAHS)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +165,7 @@ def test_the_count_of_thalut_s_army_is_quoted_up_to_its_full_stop(engine):
 
 def test_an_ayah_is_quoted_once_however_many_of_its_windows_are_found(engine):
     surah, ayah = 2, 102  # long: several windows
-    options = SearchOptions(k=5, filter=RetrieveFilter(surah=surah, ayah_from=ayah, ayah_to=ayah).to_point_filter())
+    options = SearchOptions(k=5, filter=TafsirFilter(surah=surah, ayah_from=ayah, ayah_to=ayah).to_point_filter())
     answer = answerer(engine).answer("sihir Harut dan Marut di Babil", options=options)
     assert sum(not p.is_context for p in answer.passages) >= 2  # the windows of one ayah were found
     assert len(answer.text.split("\n\n")[1:]) == 1 and len(answer.cited) == 1

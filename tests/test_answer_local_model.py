@@ -36,15 +36,14 @@ def model_server(tmp_path_factory) -> Iterator[LlmServer]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model, model_server) -> Iterator[LiveServer]:
-    with serving_short_surahs(
-        tmp_path_factory.mktemp("answer-local"),
-        tiny_model,
-        TAFSIR_API_KEY=API_KEY,
-        TAFSIR_LLM_BASE_URL=model_server.url,
-        TAFSIR_LLM_MODEL="SmolLM2-135M-Instruct",
-        TAFSIR_LLM_MAX_TOKENS="80",
-        TAFSIR_LLM_TIMEOUT="120",
-    ) as live:
+    local_model = {
+        "TAFSIR_API_KEY": API_KEY,
+        "TAFSIR_LLM_BASE_URL": model_server.url,
+        "TAFSIR_LLM_MODEL": "SmolLM2-135M-Instruct",
+        "TAFSIR_LLM_MAX_TOKENS": "80",
+        "TAFSIR_LLM_TIMEOUT": "120",
+    }
+    with serving_short_surahs(tmp_path_factory.mktemp("answer-local"), tiny_model, **local_model) as live:
         yield live
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from ingest.builtin import read_builtin
-from tests.conftest import ROOT, clean_env, tafsir_cmd
+from tests.conftest import ROOT, cli_environment, tafsir_cmd
+from tests.llm_server import stop_process
 
 pytestmark = [pytest.mark.server]
 
@@ -37,18 +37,9 @@ def free_port() -> int:
 
 
 def store_env(tiny_model: Path, store: Path, **extra: str) -> dict[str, str]:
-    env = clean_env()
-    env.update(
-        TAFSIR_QDRANT_PATH=str(store),
-        TAFSIR_EMBEDDING_MODEL=str(tiny_model),
-        TAFSIR_COLLECTION="tafsir",
-        TAFSIR_INGEST_LOCK_DIR=str(store.parent / "locks"),
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        **extra,
-    )
-    return env
+    """``cli_environment`` on the store ``store``, its ingest locks beside it."""
+    locks = {"TAFSIR_INGEST_LOCK_DIR": str(store.parent / "locks")}
+    return {**cli_environment(store.parent, tiny_model, **locks, **extra), "TAFSIR_QDRANT_PATH": str(store)}
 
 
 def write_jsonl(path: Path, edition: str, surahs) -> Path:
@@ -97,15 +88,9 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_process(self.process, timeout=30)
         self._log.close()
-        return self.process.returncode
+        return code
 
 
 def scripted_llm_settings(llm) -> dict[str, str]:
@@ -120,11 +105,14 @@ def scripted_llm_settings(llm) -> dict[str, str]:
 
 
 @contextmanager
-def serving_short_surahs(folder: Path, tiny_model: Path, **extra: str) -> Iterator[LiveServer]:
-    """`tafsir serve` over seven short surahs ingested into a new store in ``folder``, with ``extra`` settings."""
+def serving_short_surahs(
+    folder: Path, tiny_model: Path, surahs: Iterable[int] = SURAHS, server: type[LiveServer] | None = None, **extra: str
+) -> Iterator[LiveServer]:
+    """`tafsir serve` (or ``server``) over ``surahs`` (seven short ones) ingested into a new store in ``folder``,
+    with ``extra`` settings."""
     env = store_env(tiny_model, folder / "qdrant", **extra)
-    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", SURAHS))
-    live = LiveServer(env, folder / "server.log")
+    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", surahs))
+    live = (server or LiveServer)(env, folder / "server.log")
     try:
         live.wait("/readyz")
         yield live

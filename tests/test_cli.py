@@ -14,7 +14,7 @@ import pytest
 from ingest.builtin import apiquran_package_folder, read_builtin
 from services.settings import Settings
 from services.store import open_store
-from tests.conftest import clean_env, tafsir_cmd
+from tests.conftest import cli_environment, tafsir_cmd
 from tests.malformed_sources import MALFORMED, write_case
 
 
@@ -86,12 +86,7 @@ def test_the_first_ingest_with_an_exported_backend_says_it_exports_once(cli_env,
 def populated_store(tmp_path_factory, tiny_model):
     """One store with a complete edition, shared by the malformed-input cases (none may change it)."""
     folder = tmp_path_factory.mktemp("populated")
-    env = clean_env()
-    env.update(
-        TAFSIR_QDRANT_PATH=str(folder / "qdrant"),
-        TAFSIR_EMBEDDING_MODEL=str(tiny_model),
-        HF_HUB_OFFLINE="1",
-    )
+    env = cli_environment(folder, tiny_model)
     result = run(env, "ingest", "--source", str(write_jsonl(folder / "base.jsonl", "t.jsonl", [113, 114])))
     assert result.returncode == 0, result.stderr
     return env, folder, store_state(env)
@@ -270,13 +265,7 @@ def test_eval_runs_a_part_of_the_question_set_by_its_name(cli_env, tmp_path):
 def two_editions(tmp_path_factory, tiny_model):
     """The built-in corpus (id.jalalayn) and a user edition my.test that copies its surahs 112-114 word for word."""
     folder = tmp_path_factory.mktemp("editions")
-    env = clean_env()
-    env.update(
-        TAFSIR_QDRANT_PATH=str(folder / "qdrant"),
-        TAFSIR_EMBEDDING_MODEL=str(tiny_model),
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-    )
+    env = cli_environment(folder, tiny_model)
     builtin = run(env, "ingest", "--json")
     assert builtin.returncode == 0, builtin.stderr
     user = write_jsonl(folder / "my.jsonl", "my.test", [112, 113, 114])

@@ -16,7 +16,7 @@ from qdrant_client import QdrantClient
 
 from ingest.lock import IngestBusyError, IngestLock
 from ingest.pipeline import IngestPipeline
-from ingest.schedule import ingest_job, run_ingest, scheduled_lock
+from ingest.schedule import ScheduledIngest, run_ingest, scheduled_lock
 from retriever.search import SearchEngine, SearchOptions, TafsirFilter
 from services.embedding import Embedder
 from services.settings import Settings
@@ -187,7 +187,7 @@ def held_elsewhere(settings: Settings, edition: str | None) -> HeldElsewhere:
 def scheduled_run(settings: Settings, store, source: Path):
     """One firing of a scheduled worker of ``source``, as `tafsir ingest --schedule` and `tafsir serve` make it."""
     lock = scheduled_lock(settings, source)
-    job = ingest_job(settings, store, Embedder(settings), source, lock=lock)
+    job = ScheduledIngest(settings, store, Embedder(settings), source).job(lock)
     return lambda: run_ingest(job, lock, trigger="schedule")
 
 

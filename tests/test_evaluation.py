@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 
 import pytest
 
@@ -111,32 +110,14 @@ def test_a_label_naming_an_ayah_that_does_not_exist_is_refused(tmp_path):
 
 # --- the question file shipped with the project -------------------------------------------------------------
 
-# A content word: a BM25 term of the project's own analysis (Indonesian stemmer, stopwords removed,
-# transliteration folded) that at most this share of the corpus's ayat contain ("allah", "orang", "kaum" are
-# in more and say nothing about a topic).
-CONTENT_WORD_MAX_SHARE = 0.10
-
 
 @pytest.fixture(scope="module")
 def corpus_terms() -> tuple[dict[tuple[int, int], set[int]], set[int]]:
-    """Each built-in ayah's BM25 terms (tafsir + translation + surah name), and the terms too common to count."""
-    from ingest.builtin import read_builtin
-    from services.quran import surah
-    from services.sparse import SURAH_NAME, TAFSIR, TRANSLATION_LEGACY, SparseEncoder
-    from services.store.base import SPARSE
+    """Each built-in ayah's BM25 terms (tafsir + translation + surah name), and the terms too common to count as
+    content (bench/check_questions.py, which checks the question set by the same measure)."""
+    from bench.check_questions import corpus_terms as computed
 
-    encoder = SparseEncoder()
-    terms = {
-        (a.surah, a.ayah): set(
-            encoder.vectors({TAFSIR: a.text, TRANSLATION_LEGACY: a.translation, SURAH_NAME: surah(a.surah).name})[
-                SPARSE
-            ].indices
-        )
-        for a in read_builtin().ayat
-    }
-    frequency = Counter(term for ayah_terms in terms.values() for term in ayah_terms)
-    common = {term for term, n in frequency.items() if n > CONTENT_WORD_MAX_SHARE * len(terms)}
-    return terms, common
+    return computed()
 
 
 def builtin_rows() -> list[tuple[int, dict]]:

@@ -14,29 +14,24 @@ import pytest
 from mcp import Client
 
 from bench.answers_fragments import check_answer
-from tests.test_api import LiveServer, ingest, store_env, write_jsonl
+from tests.test_api import LiveServer, serving_short_surahs
 
 SURAHS = (1, 2)  # al-Fatihah ("saw. beserta", "Q.S. Al-Mukmin") and al-Baqarah (long ayat, long sentences)
-QUESTIONS = (
-    "Siapa Thalut, dan bagaimana pasukannya yang sedikit bisa menang melawan Jalut?",
-    "Apa arti Maliki yaumiddin dan siapa yang menguasai hari pembalasan?",
-    "shalawat kepada Nabi Muhammad beserta keluarga dan para sahabatnya",
-    "Bagaimana sihir Harut dan Marut diajarkan di Babil?",
-    "apa hukum khamar dan judi?",
-)
+# One question a line.
+QUESTIONS = """
+Siapa Thalut, dan bagaimana pasukannya yang sedikit bisa menang melawan Jalut?
+Apa arti Maliki yaumiddin dan siapa yang menguasai hari pembalasan?
+shalawat kepada Nabi Muhammad beserta keluarga dan para sahabatnya
+Bagaimana sihir Harut dan Marut diajarkan di Babil?
+apa hukum khamar dan judi?
+""".strip().splitlines()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model) -> Iterator[LiveServer]:
-    folder = tmp_path_factory.mktemp("extractive")
-    env = store_env(tiny_model, folder / "qdrant")
-    ingest(env, write_jsonl(folder / "surahs.jsonl", "id.test", SURAHS))
-    live = LiveServer(env, folder / "server.log")  # no TAFSIR_LLM_BASE_URL: extractive answers
-    try:
-        live.wait("/readyz")
+    # No TAFSIR_LLM_BASE_URL: extractive answers.
+    with serving_short_surahs(tmp_path_factory.mktemp("extractive"), tiny_model, SURAHS) as live:
         yield live
-    finally:
-        assert live.stop() == 0, live.log()
 
 
 def as_answer(text: str, sources: list[dict]) -> SimpleNamespace:

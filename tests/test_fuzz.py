@@ -27,7 +27,8 @@ from ingest.builtin import read_builtin
 from ingest.pipeline import IngestPipeline
 from ingest.sources import _EDITION_RE, Source, SourceError, read_source
 from interfaces.http import create_app
-from retriever.search import RetrieveRequest, SearchEngine
+from interfaces.requests import RetrieveRequest
+from retriever.search import SearchEngine
 from services.embedding import Embedder
 from services.quran import check_ayah
 from services.settings import Settings

@@ -6,7 +6,9 @@
 - ingest and retriever never import each other (training may use both: it builds and searches collections);
 - services/store and the embedding model (services/embedding, backends, e5_bundle, models) never import each
   other; services/settings imports nothing of the project;
-- no circle between project modules.
+- no circle between project modules;
+- the core (ingest/, retriever/, services/) is free of transport: it imports no web framework and defines no
+  request body (a pydantic model a caller sends); those live with the faces, in interfaces/.
 """
 
 from __future__ import annotations
@@ -133,6 +135,68 @@ def circles(root: Path, packages: Iterable[str] = PACKAGES) -> list[list[str]]:
     return found
 
 
+CORE = ("services", "ingest", "retriever")
+TRANSPORT = ("fastapi", "starlette", "sse_starlette", "mcp", "typer", "uvicorn")
+# The pydantic models the core may define, and why each is not a request body.
+CORE_MODELS = {
+    "services.settings.Settings": "the settings, read from TAFSIR_* (pydantic-settings)",
+    "retriever.search.TafsirFilter": "the filter argument of the read path's Python callers (TafsirRetriever)",
+    "retriever.tafsir.TafsirRetriever": "a LangChain BaseRetriever, which is a pydantic model",
+}
+LIBRARY_MODELS = {"BaseModel", "BaseSettings", "BaseRetriever", "RootModel"}
+
+
+def transport_in_core(root: Path) -> list[str]:
+    """Each web-framework import and each pydantic model (a class derived from one, in the project or a
+    library) in the core, as `file:line: what`, but for ``CORE_MODELS``."""
+    problems, models, classes = [], set(LIBRARY_MODELS), []
+    for name, path in module_paths(root, CORE).items():
+        if name.endswith("__main__"):
+            continue  # an entry point is a face
+        where = path.relative_to(root)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                problems += [f"{where}:{node.lineno}: imports {m}" for m in modules if m.split(".")[0] in TRANSPORT]
+            elif isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                classes.append((f"{name}.{node.name}", node.name, bases, f"{where}:{node.lineno}"))
+    grew = True
+    while grew:  # a model's subclass is a model, across modules
+        grew = False
+        for _, short, bases, _ in classes:
+            if short not in models and bases & models:
+                models.add(short)
+                grew = True
+    problems += [
+        f"{at}: defines the pydantic model {qualified} (a request body belongs in interfaces/)"
+        for qualified, short, _, at in classes
+        if short in models and qualified not in CORE_MODELS
+    ]
+    return problems
+
+
+def test_the_core_defines_no_request_body_and_imports_no_web_framework():
+    assert transport_in_core(ROOT) == []
+
+
+def test_transport_in_the_core_is_named_with_its_file_and_line(tmp_path):
+    def problems_with(module: str, text: str, folder: str) -> list[str]:
+        return transport_in_core(write(tmp_path / folder, {**BASE, module: BASE[module] + text}))
+
+    assert problems_with("retriever/search.py", "from fastapi import Body\n", "a") == [
+        "retriever/search.py:2: imports fastapi"
+    ]
+    assert problems_with("ingest/pipeline.py", "import starlette.requests\n", "b") == [
+        "ingest/pipeline.py:3: imports starlette.requests"
+    ]
+    models = "from pydantic import BaseModel\nclass Asked(BaseModel):\n    q: str\nclass More(Asked):\n    k: int\n"
+    assert [p.split(" (")[0] for p in problems_with("retriever/search.py", models, "c")] == [
+        "retriever/search.py:3: defines the pydantic model retriever.search.Asked",
+        "retriever/search.py:5: defines the pydantic model retriever.search.More",
+    ]
+
+
 def test_every_import_follows_the_layers():
     assert forbidden(ROOT) == []
 
@@ -146,7 +210,7 @@ def test_the_checks_see_the_whole_project():
     assert {"services.settings", "ingest.pipeline", "retriever.search", "training.train", "interfaces.cli"} <= set(
         graph
     )
-    assert "retriever.search" in graph["interfaces.http.routes"]
+    assert "retriever.ayah" in graph["interfaces.http.routes"]
     assert "ingest.pipeline" in graph["ingest.schedule"]  # an import inside a function counts too
 
 
@@ -181,16 +245,19 @@ def test_a_tree_that_follows_the_rule_passes(tmp_path):
     assert forbidden(root) == [] and circles(root) == []
 
 
+UPWARD, APART = "nothing imports upward", "ingest and retriever never import each other"
+
+
 @pytest.mark.parametrize(
     ("module", "line", "expected"),
     [
-        ("services/store/base.py", "def f():\n    from ingest.pipeline import X\n", "nothing imports upward"),
-        ("retriever/search.py", "import ingest.pipeline\n", "ingest and retriever never import each other"),
-        ("ingest/pipeline.py", "from retriever import search\n", "ingest and retriever never import each other"),
-        ("ingest/pipeline.py", "from interfaces.cli import main\n", "nothing imports upward"),
-        ("services/settings.py", "from services.store import base\n", "the settings import nothing of the project"),
-        ("services/store/base.py", "from services.embedding import Embedder\n", "the store never imports the embed"),
-        ("services/embedding.py", "from services.store.base import X\n", "the embedding model never imports the st"),
+        pytest.param("services/store/base.py", "def f():\n    from ingest.pipeline import X\n", UPWARD, id="lazy"),
+        pytest.param("retriever/search.py", "import ingest.pipeline\n", APART, id="retriever-ingest"),
+        pytest.param("ingest/pipeline.py", "from retriever import search\n", APART, id="ingest-retriever"),
+        pytest.param("ingest/pipeline.py", "from interfaces.cli import main\n", UPWARD, id="face"),
+        pytest.param("services/settings.py", "from services.store import base\n", "the settings import", id="settings"),
+        pytest.param("services/store/base.py", "from services.embedding import E\n", "the store never", id="store"),
+        pytest.param("services/embedding.py", "from services.store.base import X\n", "the embedding model", id="model"),
     ],
 )
 def test_a_forbidden_import_is_named_with_its_file_line_and_rule(tmp_path, module, line, expected):

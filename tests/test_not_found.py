@@ -11,16 +11,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from ingest.builtin import read_builtin
-from ingest.pipeline import IngestPipeline
-from ingest.sources import Source
 from retriever.answer import NOT_FOUND_TEXT, Answerer, AnswerMode
 from retriever.not_found import Neighbours, NotFoundModel, arabic_words, gather, load_models, neighbour_margin, unit
 from retriever.search import SearchEngine, SearchOptions
-from services.embedding import Embedder
 from services.model_source import BUNDLED_IDENTITIES
-from services.settings import Settings
-from services.store import open_store
+from tests.conftest import ingested_settings
 from tests.llm_server import LlmServer
 from training.not_found import QUESTIONS, fingerprint, fit, load_questions, write
 
@@ -49,16 +44,7 @@ OFF_TOPIC = [
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, tiny_model) -> Iterator[SearchEngine]:
-    settings = Settings(
-        _env_file=None, qdrant_path=tmp_path_factory.mktemp("not-found") / "qdrant", embedding_model=str(tiny_model)
-    )
-    ayat = tuple(dataclasses.replace(a, edition="id.test") for a in read_builtin().ayat if a.surah in SURAHS)
-    store = open_store(settings)
-    try:
-        IngestPipeline(settings, store, Embedder(settings)).run(Source("id.test", "test", ayat))
-    finally:
-        store.close()
-    engine = SearchEngine(settings)
+    engine = SearchEngine(ingested_settings(tmp_path_factory.mktemp("not-found"), tiny_model, SURAHS))
     yield engine
     engine.store.close()
 

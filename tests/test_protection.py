@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,33 +16,21 @@ import pytest
 from ingest.builtin import BUILTIN_EDITION
 from services.settings import Settings
 from services.store import open_store
-from tests.conftest import clean_env, tafsir_cmd
-from tests.test_api import LiveServer, free_port
+from tests.conftest import cli_environment, tafsir_cmd
+from tests.test_api import LiveServer
 from tests.test_cli import write_jsonl
-from tests.test_schedule import ingest_runs_in
+from tests.test_schedule import ingest_runs_in, run_worker
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(tafsir_cmd(*args), env=env, capture_output=True, text=True, timeout=600)
 
 
-def env_for(folder: Path, tiny_model: Path, **extra: str) -> dict[str, str]:
-    return clean_env(
-        TAFSIR_QDRANT_PATH=str(folder / "qdrant"),
-        TAFSIR_EMBEDDING_MODEL=str(tiny_model),
-        TAFSIR_COLLECTION="tafsir",
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        **extra,
-    )
-
-
 @pytest.fixture(scope="module")
 def builtin_store(tmp_path_factory, tiny_model) -> tuple[Path, int]:
     """A store holding the whole built-in edition (ingested by the real CLI), and its number of points."""
     folder = tmp_path_factory.mktemp("builtin")
-    result = run(env_for(folder, tiny_model), "ingest", "--json")
+    result = run(cli_environment(folder, tiny_model), "ingest", "--json")
     assert result.returncode == 0, result.stderr
     return folder / "qdrant", json.loads(result.stdout)["chunks"]
 
@@ -52,7 +39,7 @@ def builtin_store(tmp_path_factory, tiny_model) -> tuple[Path, int]:
 def store_copy(builtin_store, tmp_path, tiny_model):
     """A copy of the built-in store for one test, its environment, and the built-in edition's points."""
     shutil.copytree(builtin_store[0], tmp_path / "qdrant")
-    return env_for(tmp_path, tiny_model), builtin_store[1]
+    return cli_environment(tmp_path, tiny_model), builtin_store[1]
 
 
 @pytest.fixture
@@ -192,23 +179,8 @@ def test_a_file_without_an_edition_is_never_offered_the_builtin_id(cli_env, tmp_
 def test_the_scheduled_worker_refuses_logs_and_counts_and_changes_nothing(store_copy, one_line, tmp_path):
     env, points = store_copy
     before = snapshot(env)
-    port = free_port()
-    log_path = tmp_path / "worker.log"
     args = ("ingest", "--schedule", "* * * * * *", "--source", str(one_line), "--edition", BUILTIN_EDITION)
-    with log_path.open("w") as log_file:
-        worker = subprocess.Popen(
-            tafsir_cmd(*args, "--metrics-port", str(port)), env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while not ingest_runs_in(log_path.read_text()) and time.monotonic() < deadline:
-                assert worker.poll() is None, log_path.read_text()
-                time.sleep(0.2)
-            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            code = worker.wait(timeout=60)
-    log = log_path.read_text()
+    code, log, metrics = run_worker(env, tmp_path / "worker.log", args, runs=1, timeout=120)
     assert code == 0, log
     (check,) = ingest_runs_in(log, "ingest_check")
     first = ingest_runs_in(log)[0]

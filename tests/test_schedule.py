@@ -22,7 +22,7 @@ from ingest.lock import IngestBusyError, IngestLock
 from ingest.schedule import (
     IngestScheduler,
     Schedule,
-    ingest_check,
+    ScheduledIngest,
     run_check,
     run_ingest,
 )
@@ -45,6 +45,26 @@ def lock_for(tmp_path: Path, alias: str = "tafsir") -> IngestLock:
 def ingest_runs_in(log: str, event: str = "ingest_run") -> list[dict]:
     """The JSON lines (`... ingest.schedule: {"event": "ingest_run", ...}`) of one event in a log."""
     return [json.loads(line[line.index("{") :]) for line in log.splitlines() if f'{{"event": "{event}"' in line]
+
+
+def run_worker(env: dict[str, str], log_path: Path, args: tuple[str, ...], runs: int, timeout: float):
+    """`tafsir ingest --schedule ...` (``args``) with its metrics on a free port, until ``runs`` ingest runs are
+    logged (or ``timeout`` s pass), then SIGTERM: its exit code, its log and its metrics then."""
+    port = free_port()
+    with log_path.open("w") as log_file:
+        worker = subprocess.Popen(
+            tafsir_cmd(*args, "--metrics-port", str(port)), env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while len(ingest_runs_in(log_path.read_text())) < runs and time.monotonic() < deadline:
+                assert worker.poll() is None, log_path.read_text()
+                time.sleep(0.2)
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            code = worker.wait(timeout=60)
+    return code, log_path.read_text(), metrics
 
 
 def checks(outcome: str) -> float:
@@ -189,7 +209,7 @@ def test_the_check_at_start_says_what_the_next_run_will_do_and_writes_nothing(tm
     try:
         ok_before = checks("ok")
         with caplog.at_level(logging.INFO, logger="ingest.schedule"):
-            summary = run_check(ingest_check(settings, store, Embedder(settings), grown))
+            summary = run_check(ScheduledIngest(settings, store, Embedder(settings), grown).check())
         assert summary is not None and summary["dry_run"]
         assert store.count("tafsir") == before["chunks"]  # nothing written
     finally:
@@ -289,25 +309,8 @@ def test_a_scheduled_rebuild_during_queries_answers_every_query_and_shows_in_met
 def test_the_worker_ingests_at_start_then_on_schedule_and_stops_on_sigterm(tmp_path, tiny_model):
     env = store_env(tiny_model, tmp_path / "qdrant")
     source = write_jsonl(tmp_path / "s.jsonl", "t.worker", [113, 114])
-    port = free_port()
-    log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log_file:
-        worker = subprocess.Popen(
-            tafsir_cmd("ingest", "--schedule", "*/2 * * * * *", "--source", str(source), "--metrics-port", str(port)),
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while len(ingest_runs_in(log_path.read_text())) < 2 and time.monotonic() < deadline:
-                assert worker.poll() is None, log_path.read_text()
-                time.sleep(0.2)
-            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            code = worker.wait(timeout=60)
-    log = log_path.read_text()
+    args = ("ingest", "--schedule", "*/2 * * * * *", "--source", str(source))
+    code, log, metrics = run_worker(env, tmp_path / "worker.log", args, runs=2, timeout=60)
     assert code == 0, log
     first, second = ingest_runs_in(log)[:2]
     assert (first["trigger"], first["outcome"], first["embedded"]) == ("start", "success", 11)  # alias was missing

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from ingest.builtin import read_builtin
 from ingest.pipeline import IngestPipeline
 from ingest.sources import Source
-from retriever.search import Passage, RetrieveRequest, SearchEngine, SearchOptions, humane_errors, merge_editions
+from interfaces.requests import RetrieveRequest, humane_errors
+from retriever.search import Passage, SearchEngine, SearchOptions, merge_editions
 from services.embedding import Embedder
 from services.settings import Settings
 from services.store import open_store

@@ -19,7 +19,7 @@ from services.settings import Settings
 from services.store import open_store
 from services.store.server import ServerStore
 from tests.conftest import ROOT, tafsir_cmd
-from tests.test_api import LiveServer, free_port, ingest, store_env, write_jsonl
+from tests.test_api import LiveServer, free_port, serving_short_surahs
 
 SECRET = "rahasia-KUNCI-9f3c2b7e1d"  # distinctive, so a substring search cannot miss or misfire
 
@@ -39,14 +39,8 @@ class DebugServer(LiveServer):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model) -> Iterator[DebugServer]:
     folder = tmp_path_factory.mktemp("security")
-    env = store_env(tiny_model, folder / "qdrant", TAFSIR_API_KEY=SECRET)
-    ingest(env, write_jsonl(folder / "short.jsonl", "id.test", (112, 113, 114)))
-    live = DebugServer(env, folder / "server.log")
-    try:
-        live.wait("/readyz")
+    with serving_short_surahs(folder, tiny_model, (112, 113, 114), DebugServer, TAFSIR_API_KEY=SECRET) as live:
         yield live
-    finally:
-        assert live.stop() == 0, live.log()
 
 
 def post(server: LiveServer, headers: dict | None = None, **kwargs) -> httpx.Response:

@@ -138,6 +138,19 @@ def test_a_malformed_jsonl_pairs_file_is_refused_naming_line_and_column(tmp_path
     assert f"{path}:4: column 'sentence_1': expected text, got 3" in message
 
 
+def test_a_pairs_line_json_cannot_hold_is_refused_naming_its_line(tmp_path):
+    """The JSONL reader's guards (services/jsonl.py): json raises ValueError or RecursionError, not
+    JSONDecodeError, for a number over Python's digit limit or nesting deeper than the recursion limit."""
+    path = tmp_path / "pairs.jsonl"
+    good = '{"sentence_0": "Siapa Thalut?", "sentence_1": "(Thalut) ..."}'
+    path.write_text(f'{good}\n{{"sentence_0": {"9" * 5000}}}\n{"[" * 100_000}\n', encoding="utf-8")
+    with pytest.raises(PairsFileError) as refused:
+        read_pairs(path)
+    message = str(refused.value)
+    assert f"{path}:2: malformed JSON: a number with too many digits" in message
+    assert f"{path}:3: malformed JSON: nested too deeply" in message
+
+
 def test_a_malformed_csv_pairs_file_is_refused_naming_line_and_column(tmp_path):
     header_wrong = tmp_path / "header.csv"
     header_wrong.write_text("question,sentence_1\nSiapa?,Dia.\n", encoding="utf-8")

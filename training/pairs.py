@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ingest.chunking import ChunkingParams, chunk_ayat
 from services.evaluation import AyahKey, load_queries
+from services.jsonl import json_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from tokenizers import Tokenizer
@@ -113,14 +114,10 @@ def _field(row: dict, column: str, line: int, problems: list[PairsProblem]) -> s
 
 def _parse_jsonl(text: str) -> tuple[list[TrainingPair], list[PairsProblem]]:
     pairs, problems = [], []
-    # Split on "\n" only: str.splitlines() would also break at U+2028 and friends, which JSON strings may hold.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(PairsProblem(number, exc.colno, f"malformed JSON: {exc.msg}"))
+    for line in json_lines(text):
+        number, row = line.number, line.value
+        if line.error is not None:
+            problems.append(PairsProblem(number, line.column, f"malformed JSON: {line.error}"))
             continue
         if not isinstance(row, dict):
             expected = 'expected an object {"sentence_0": "...", "sentence_1": "..."}'

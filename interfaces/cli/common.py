@@ -66,16 +66,6 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
 
 
-def model_settings(settings, store, rebuild: bool = False):
-    """Settings whose model is the one to use on this store: TAFSIR_EMBEDDING_MODEL=default follows the bundled
-    model the live collection records until a rebuild (services.model_source.settings_for_collection)."""
-    from services.model_source import settings_for_collection
-    from services.store.base import recorded_model
-
-    recorded = None if rebuild else recorded_model(store, settings.collection)
-    return settings_for_collection(settings, recorded[1] if recorded else None)
-
-
 def configure_logging(level: str = "info") -> None:
     import logging
 
@@ -84,45 +74,55 @@ def configure_logging(level: str = "info") -> None:
     )
 
 
-@contextmanager
-def embedding_progress(interval: float = 2.0, action: str = "embedded", unit: str = "chunks"):
-    """Progress on stderr: a live bar with chunks/s and ETA on a terminal, plain lines in logs (``action`` and
-    ``unit`` name the work: ``tafsir migrate`` copies points)."""
+def progress_bar(label: str, *columns):
+    """A live bar on stderr: ``label``, the bar, done/total, ``columns``, the time elapsed and the ETA."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
-        TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
+    shown = (TextColumn(label), BarColumn(), MofNCompleteColumn(), *columns, TimeElapsedColumn(), TextColumn("ETA"))
+    return Progress(*shown, TimeRemainingColumn(), console=stderr)
+
+
+def every(interval: float):
+    """For progress lines in logs (not a terminal): whether a line is due, at an edge (the first or last step)
+    or ``interval`` s after the last line."""
+    last = [0.0]
+
+    def due(edge: bool) -> bool:
+        now = time.monotonic()
+        if edge or now - last[0] >= interval:
+            last[0] = now
+            return True
+        return False
+
+    return due
+
+
+@contextmanager
+def embedding_progress(interval: float = 2.0, action: str = "embedded", unit: str = "chunks"):
+    """Progress on stderr: a live bar with chunks/s and ETA on a terminal, plain lines in logs (``action`` and
+    ``unit`` name the work: ``tafsir migrate`` copies points)."""
+    from rich.progress import TaskProgressColumn, TextColumn
+
     if not stderr.is_terminal:
         # Scheduled jobs and pipes get a line at most every `interval` s (and the last one), readable in logs.
-        started = time.monotonic()
-        last = [0.0]
+        started, due = time.monotonic(), every(interval)
 
         def log(done: int, total: int) -> None:
-            now = time.monotonic()
-            if done in (0, total) or now - last[0] >= interval:
-                last[0] = now
-                rate = done / (now - started) if now > started else 0.0
+            if due(done in (0, total)):
+                elapsed = time.monotonic() - started
+                rate = done / elapsed if elapsed > 0 else 0.0
                 print(f"{action} {done}/{total} {unit} ({rate:.0f} {unit}/s)", file=sys.stderr, flush=True)
 
         yield log
         return
-    with Progress(
-        TextColumn(action),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn(f"{{task.fields[rate]}} {unit}/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=stderr,
-    ) as bar:
+    with progress_bar(action, TaskProgressColumn(), TextColumn(f"{{task.fields[rate]}} {unit}/s")) as bar:
         task = bar.add_task("embed", total=None, rate="-")
 
         def update(done: int, total: int) -> None:
@@ -143,6 +143,15 @@ def live_collection(store, alias: str) -> str | None:
     if name is None:
         store.collection_info(alias)  # None (no error) when the alias is simply missing
     return name
+
+
+@contextmanager
+def reading_the_alias():
+    """For a command that reads: the settings, the open store and the collection behind the alias (None when
+    there is none yet)."""
+    settings = load_settings()
+    with open_store_or_exit(settings) as store:
+        yield settings, store, live_collection(store, settings.collection)
 
 
 def engine_or_exit(settings, store):

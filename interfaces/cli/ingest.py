@@ -16,7 +16,6 @@ from interfaces.cli.common import (
     fail,
     live_collection,
     load_settings,
-    model_settings,
     open_store_or_exit,
     print_json,
     stderr,
@@ -91,14 +90,14 @@ def ingest(
         _ingest_worker(settings, schedule, source, edition, metrics_port, replace)
         return
 
-    from ingest.lock import IngestLock, IngestLockError
+    from ingest.lock import IngestLockError
     from ingest.pipeline import IngestPipeline, ReplaceRefused
+    from ingest.run import run_lock, run_pipeline
+    from services.collection_model import model_settings
     from services.embedding import Embedder
     from services.model_source import EmbeddingModelError
 
-    # A run of one edition into the live collection locks that edition (runs of other editions go on beside
-    # it); a rebuild locks the whole alias. See ingest/lock.py.
-    lock = IngestLock.for_settings(settings, edition=None if full else ayat_source.edition)
+    lock = run_lock(settings, ayat_source.edition, rebuild=full)
     if not dry_run:  # a dry run only reads
         try:
             lock.acquire(wait=False)  # never two runs on one edition (a scheduled worker may be running)
@@ -110,15 +109,23 @@ def ingest(
             embedder.on_export = lambda message: stderr.print(message, highlight=False)
             pipeline = IngestPipeline(settings, store, embedder)
             try:
-                if not dry_run and lock.edition is not None and pipeline.needs_new_collection(full):
-                    _lock_whole_alias(lock)
                 if dry_run:
                     summary = pipeline.plan(ayat_source, full=full, dry_run=True, replace=replace).summary
                 else:
                     with embedding_progress(settings.progress_interval) as progress:
-                        summary = pipeline.run(ayat_source, full=full, progress=progress, replace=replace)
+                        summary = run_pipeline(
+                            pipeline,
+                            ayat_source,
+                            lock,
+                            full=full,
+                            replace=replace,
+                            progress=progress,
+                            widening=_widening,
+                        )
             except (EmbeddingModelError, ReplaceRefused) as exc:
                 raise fail(str(exc), EXIT_INPUT) from None
+            except IngestLockError as exc:
+                raise fail(str(exc), EXIT_STORE) from None
     finally:
         if not dry_run:
             lock.release()
@@ -128,19 +135,11 @@ def ingest(
     _print_summary(summary)
 
 
-def _lock_whole_alias(lock: IngestLock) -> None:
-    """Widen an edition's lock to the whole alias, for a run that builds a new collection: wait for the runs of
-    other editions to finish (the new collection carries their points over)."""
-    from ingest.lock import IngestLockError
-
+def _widening(lock: IngestLock) -> None:
     stderr.print(
         f"this run builds a new collection behind alias {lock.alias!r}: waiting for other ingest runs on it",
         highlight=False,
     )
-    try:
-        lock.widen()
-    except IngestLockError as exc:
-        raise fail(str(exc), EXIT_STORE) from None
 
 
 def _print_summary(summary: IngestSummary) -> None:
@@ -180,15 +179,8 @@ def _ingest_worker(
     import logging
     import signal
 
-    from ingest.schedule import (
-        REPLACE_SETTING,
-        IngestScheduler,
-        Schedule,
-        alias_missing,
-        ingest_check,
-        ingest_job,
-        scheduled_lock,
-    )
+    from ingest.schedule import REPLACE_SETTING, Schedule, ScheduledIngest
+    from services.collection_model import model_settings
     from services.embedding import Embedder
 
     try:
@@ -210,15 +202,9 @@ def _ingest_worker(
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.api_host, metrics_port)
     with open_store_or_exit(settings) as store:
         embedder = Embedder(model_settings(settings, store))
-        lock = scheduled_lock(settings, source, edition)
-        allowed = {"replace": replace or settings.ingest_replace, "allow": f"--replace (or {REPLACE_SETTING})"}
-        scheduler = IngestScheduler(
-            plan,
-            ingest_job(settings, store, embedder, source, edition, lock, **allowed),
-            lock,
-            run_first=alias_missing(settings, store),
-            check=ingest_check(settings, store, embedder, source, edition, **allowed),
-        )
+        allow = f"--replace (or {REPLACE_SETTING})"
+        runs = ScheduledIngest(settings, store, embedder, source, edition, replace or settings.ingest_replace, allow)
+        scheduler = runs.worker(plan)
 
         def stop(signum: int, _frame) -> None:
             if scheduler.stopping:  # a second signal: stop now; the pipeline resumes next time

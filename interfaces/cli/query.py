@@ -15,12 +15,11 @@ from interfaces.cli.common import (
     engine_or_exit,
     fail,
     in_range,
-    live_collection,
     load_settings,
-    model_settings,
     open_store_or_exit,
     parse_mode,
     print_json,
+    reading_the_alias,
     stdout,
 )
 
@@ -30,10 +29,9 @@ def status(
 ) -> None:
     """What the alias points at: collection, points, model, vector size, editions; and the built-in texts."""
     from ingest.builtin import BUILTIN_TEXTS
+    from services.collection_model import model_settings
 
-    settings = load_settings()
-    with open_store_or_exit(settings) as store:
-        name = live_collection(store, settings.collection)
+    with reading_the_alias() as (settings, store, name):
         info = store.collection_info(name) if name else None
         report = {
             "store": store.location,
@@ -139,7 +137,7 @@ def search(
     """Find the tafsir passages that answer a question, with citations and editions."""
     from pydantic import ValidationError
 
-    from retriever.search import RetrieveRequest, humane_errors
+    from interfaces.requests import RetrieveRequest, humane_errors
     from services.model_source import EmbeddingModelError
 
     settings = load_settings()
@@ -185,9 +183,7 @@ def editions(
     """The editions behind the alias: points, source, model and last ingest of each."""
     from ingest.archive import SourceArchive
 
-    settings = load_settings()
-    with open_store_or_exit(settings) as store:
-        name = live_collection(store, settings.collection)
+    with reading_the_alias() as (settings, store, name):
         if name is None:
             raise fail(f"alias {settings.collection!r} does not exist in {store.location} yet: run `tafsir ingest`", 1)
         info = store.collection_info(name)

@@ -11,20 +11,23 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from interfaces.cli.common import EXIT_INPUT, embedding_progress, fail, load_settings, print_json, stderr, stdout
+from interfaces.cli.common import (
+    EXIT_INPUT,
+    embedding_progress,
+    every,
+    fail,
+    load_settings,
+    print_json,
+    progress_bar,
+    stderr,
+    stdout,
+)
 
 
 @contextmanager
 def _training_progress():
     """Training steps on stderr: a live bar with the loss, s/step and ETA on a terminal, plain lines in logs."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TextColumn
 
     started = time.monotonic()
     first: list[int | None] = [None]  # the step a resumed run starts from: its speed counts only new steps
@@ -36,28 +39,16 @@ def _training_progress():
         return f"{(time.monotonic() - started) / done:.2f} s/step" if done > 0 else "-"
 
     if not stderr.is_terminal:
-        last = [0.0]
+        due = every(10)
 
         def log(step: int, total: int, loss: float | None) -> None:
-            now = time.monotonic()
-            if step in (1, total) or now - last[0] >= 10:
-                last[0] = now
+            if due(step in (1, total)):
                 shown = f"{loss:.4f}" if loss is not None else "-"
                 print(f"step {step}/{total} loss {shown} ({speed(step)})", file=sys.stderr, flush=True)
 
         yield log
         return
-    with Progress(
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[speed]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=stderr,
-    ) as bar:
+    with progress_bar("training", TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}")) as bar:
         task = bar.add_task("train", total=None, loss="-", speed="-")
 
         def update(step: int, total: int, loss: float | None) -> None:

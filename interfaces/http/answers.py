@@ -15,7 +15,8 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from interfaces.http.routes import ServiceDep
 from interfaces.http.schemas import AnswerResponse, answer_error, answer_response, error_responses
-from retriever.answer import AnswerEvent, AnswerRequest, Delta, Done, Failed
+from interfaces.requests import AnswerRequest, history
+from retriever.answer import AnswerEvent, Delta, Done, Failed
 
 answering = APIRouter(prefix="/v1", tags=["answers"])
 
@@ -47,7 +48,7 @@ async def answer(body: AnswerRequest, service: ServiceDep) -> Any:
     Follow-ups ("lalu apa hukumannya?") carry the earlier turns in `messages`; `searched_query` shows what was
     searched. Without a language model (TAFSIR_LLM_BASE_URL) the answer is extractive; when no passage is close
     to the question, `mode` is `not_found` and no language model is asked."""
-    events = service.answerer.stream(body.question, body.messages, body.options())
+    events = service.answerer.stream(body.question, history(body.messages), body.options())
     # Retrieval runs before the first event: a store or model error is an ordinary error response.
     first = await run_in_threadpool(next, events, None)
     if body.stream:

@@ -168,26 +168,23 @@ def install_docs(app: FastAPI) -> None:
     def root(request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/")  # behind a proxy that strips a prefix
 
+    def page(request: Request, render, name: str, assets: dict[str, str], **options) -> HTMLResponse:
+        """``render`` (FastAPI's page) over this app's schema, its ``assets`` (argument -> file) served here."""
+        base = root(request)
+        served = {argument: f"{base}{DOCS_ASSETS_URL}/{file}" for argument, file in assets.items()}
+        return render(openapi_url=f"{base}{app.openapi_url}", title=f"{app.title} - {name}", **served, **options)
+
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
-        base = root(request)
-        return get_swagger_ui_html(
-            openapi_url=f"{base}{app.openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{base}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{base}{DOCS_ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{base}{DOCS_ASSETS_URL}/favicon.png",
-            # Swagger UI would otherwise show a badge image from validator.swagger.io
-            swagger_ui_parameters={"validatorUrl": None},
-        )
+        assets = {
+            "swagger_js_url": "swagger-ui-bundle.js",
+            "swagger_css_url": "swagger-ui.css",
+            "swagger_favicon_url": "favicon.png",
+        }
+        # Swagger UI would otherwise show a badge image from validator.swagger.io
+        return page(request, get_swagger_ui_html, "Swagger UI", assets, swagger_ui_parameters={"validatorUrl": None})
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        base = root(request)
-        return get_redoc_html(
-            openapi_url=f"{base}{app.openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{base}{DOCS_ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{base}{DOCS_ASSETS_URL}/favicon.png",
-            with_google_fonts=False,
-        )
+        assets = {"redoc_js_url": "redoc.standalone.js", "redoc_favicon_url": "favicon.png"}
+        return page(request, get_redoc_html, "ReDoc", assets, with_google_fonts=False)

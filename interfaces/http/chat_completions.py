@@ -28,8 +28,9 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from interfaces.http.errors import ApiError, error_response
 from interfaces.http.routes import ServiceDep
 from interfaces.http.schemas import AnswerResponse, answer_error, answer_response, error_responses
+from interfaces.requests import MAX_TURN_CHARS, MAX_TURNS, RetrieveFilter, search_options
 from retriever.answer import Answer, AnswerEvent, Delta, Done, Failed, Turn, sources_footer
-from retriever.search import MAX_K, MAX_QUERY_CHARS, MAX_TURN_CHARS, MAX_TURNS, RetrieveFilter, SearchOptions
+from retriever.search import MAX_K, MAX_QUERY_CHARS, SearchOptions
 from services.store.base import Mode
 
 MODEL_ID = "tafsir-rag"
@@ -109,9 +110,7 @@ class ChatCompletionRequest(BaseModel):
         ]
 
     def options(self) -> SearchOptions:
-        return SearchOptions(
-            k=self.k, mode=self.mode, filter=self.filter.to_point_filter() if self.filter is not None else None
-        )
+        return search_options(self.k, self.mode, self.filter)
 
 
 class ModelCard(BaseModel):

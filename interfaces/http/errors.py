@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from interfaces.http.schemas import ErrorResponse
-from retriever.search import humane_errors
+from interfaces.requests import humane_errors
 from services.model_source import EmbeddingModelError
 from services.store.base import StoreError
 

@@ -12,7 +12,6 @@ from starlette.concurrency import run_in_threadpool
 
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import (
-    AyahChunk,
     AyahResponse,
     EditionOut,
     EditionsResponse,
@@ -23,8 +22,8 @@ from interfaces.http.schemas import (
     error_responses,
 )
 from interfaces.http.service import Service
+from interfaces.requests import MAX_EDITION_CHARS, RetrieveRequest
 from retriever.ayah import AyahNotStored, lookup_ayah
-from retriever.search import MAX_EDITION_CHARS, RetrieveRequest
 from services.store.base import edition_language
 
 
@@ -68,16 +67,7 @@ async def ayah(
         raise ApiError(404, "no_such_ayah", str(exc)) from None
     except AyahNotStored as exc:
         raise ApiError(404, "ayah_not_stored", str(exc)) from None
-    return AyahResponse(
-        citation=found.citation,
-        surah=found.surah,
-        surah_name=found.surah_name,
-        surah_name_ar=found.surah_name_ar,
-        ayah=found.ayah,
-        translation=found.translation,
-        arabic=found.arabic,
-        chunks=[AyahChunk(**vars(c)) for c in found.chunks],
-    )
+    return AyahResponse.model_validate(found)
 
 
 @retrieval.get("/editions", response_model=EditionsResponse)

@@ -1,16 +1,21 @@
-"""The bodies the HTTP API sends, and their OpenAPI error entries (requests are ``retriever.search.RetrieveRequest``,
-the same model the CLI validates with)."""
+"""The bodies the HTTP API sends, and their OpenAPI error entries (what it receives is ``interfaces/requests.py``'s,
+the models the CLI validates with too)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from retriever.search import Passage
 
+# Output models read a ``Passage`` by its attributes (``from_attributes``): a field of a passage is named once,
+# in the model that shows it.
+
 
 class DocumentMetadata(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     surah: int
     surah_name: str
     ayah: int
@@ -29,11 +34,19 @@ class DocumentMetadata(BaseModel):
 
 
 class Document(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str = Field(description="The Qdrant point id (UUIDv5 of edition:surah:ayah:chunk).")
     text: str = Field(description="The chunk's tafsir text.")
     citation: str = Field(description='E.g. "QS Al-Baqarah [2]: 255".')
     score: float = Field(description="Relevance; 0 for neighbouring ayat added as context.")
     metadata: DocumentMetadata
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metadata_of_a_passage(cls, value: Any) -> Any:
+        """A ``Passage`` carries its metadata in its own fields."""
+        return {**vars(value), "metadata": value} if isinstance(value, Passage) else value
 
 
 class RetrieveResponse(BaseModel):
@@ -42,6 +55,8 @@ class RetrieveResponse(BaseModel):
 
 
 class AyahChunk(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     edition: str
     chunk: int
@@ -50,6 +65,8 @@ class AyahChunk(BaseModel):
 
 
 class AyahResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     citation: str
     surah: int
     surah_name: str
@@ -118,24 +135,7 @@ def error_responses(*statuses: int, openai: bool = False) -> dict[int | str, dic
 
 
 def document(passage: Passage) -> Document:
-    return Document(
-        id=passage.id,
-        text=passage.text,
-        citation=passage.citation,
-        score=passage.score,
-        metadata=DocumentMetadata(
-            surah=passage.surah,
-            surah_name=passage.surah_name,
-            ayah=passage.ayah,
-            chunk=passage.chunk,
-            chunks=passage.chunks,
-            edition=passage.edition,
-            translation=passage.translation,
-            arabic=passage.arabic,
-            context_for=passage.context_for,
-            also_in=list(passage.also_in),
-        ),
-    )
+    return Document.model_validate(passage)
 
 
 # --- answers (POST /v1/answer, and the sources of /v1/chat/completions) ---------------------------------------
@@ -200,21 +200,7 @@ def sources(answer) -> list[Source]:
     """The passages of a ``retriever.answer.Answer``, numbered as the model saw them."""
     cited = set(answer.cited)
     return [
-        Source(
-            number=number,
-            cited=number in cited,
-            id=p.id,
-            citation=p.citation,
-            surah=p.surah,
-            surah_name=p.surah_name,
-            ayah=p.ayah,
-            edition=p.edition,
-            also_in=list(p.also_in),
-            score=p.score,
-            text=p.text,
-            translation=p.translation,
-            arabic=p.arabic,
-        )
+        Source.model_validate({**vars(p), "number": number, "cited": number in cited})
         for number, p in enumerate(answer.passages, start=1)
     ]
 

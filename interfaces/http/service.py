@@ -62,20 +62,19 @@ class Service:
             return
         if self.store_error is not None:
             return
-        from ingest.schedule import IngestScheduler, Schedule, alias_missing, ingest_check, ingest_job, scheduled_lock
+        from ingest.schedule import Schedule, ScheduledIngest
 
-        store, embedder = self.engine.store, self.engine.embedder
-        source, edition = settings.ingest_source, settings.ingest_edition
-        lock = scheduled_lock(settings, source, edition)
-        self.scheduler = IngestScheduler(
-            Schedule.parse(settings.ingest_schedule),
+        runs = ScheduledIngest(
+            settings,
+            self.engine.store,
+            self.engine.embedder,
+            settings.ingest_source,
+            settings.ingest_edition,
             # A run that would replace the built-in edition (or most of one) is refused, logged and counted under
             # tafsir_ingest_runs{outcome="refused"} unless TAFSIR_INGEST_REPLACE allows it (ingest/pipeline.py).
-            ingest_job(settings, store, embedder, source, edition, lock, replace=settings.ingest_replace),
-            lock,
-            run_first=alias_missing(settings, store),
-            check=ingest_check(settings, store, embedder, source, edition, replace=settings.ingest_replace),
-        ).start()
+            replace=settings.ingest_replace,
+        )
+        self.scheduler = runs.worker(Schedule.parse(settings.ingest_schedule)).start()
         log.info("scheduled re-ingestion in this process: %s", settings.ingest_schedule)
 
     def readiness(self) -> ReadyResponse:

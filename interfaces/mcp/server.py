@@ -26,19 +26,12 @@ from typing import Annotated
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from retriever.answer import Answerer, AnswerFailed, Turn
+from interfaces.requests import MAX_EDITION_CHARS, MAX_TURNS, Turn, history
+from retriever.answer import Answerer, AnswerFailed
 from retriever.ayah import AyahNotStored, lookup_ayah
-from retriever.search import (
-    MAX_EDITION_CHARS,
-    MAX_K,
-    MAX_QUERY_CHARS,
-    MAX_TURNS,
-    Passage,
-    SearchOptions,
-    TafsirFilter,
-)
+from retriever.search import MAX_K, MAX_QUERY_CHARS, Passage, SearchOptions, TafsirFilter
 from services.model_source import EmbeddingModelError
 from services.quran import SURAH_COUNT
 from services.store.base import PointFilter, StoreError
@@ -51,6 +44,8 @@ INSTRUCTIONS = (
 
 
 class PassageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read from a Passage's attributes
+
     citation: str = Field(description="E.g. 'QS Al-Baqarah [2]: 255'.")
     surah: int
     surah_name: str
@@ -95,17 +90,7 @@ class AnswerOut(BaseModel):
 
 
 def passage_out(passage: Passage) -> PassageOut:
-    return PassageOut(
-        citation=passage.citation,
-        surah=passage.surah,
-        surah_name=passage.surah_name,
-        ayah=passage.ayah,
-        edition=passage.edition,
-        score=passage.score,
-        text=passage.text,
-        translation=passage.translation,
-        arabic=passage.arabic,
-    )
+    return PassageOut.model_validate(passage)
 
 
 # The filters every search-backed tool takes besides its own (one collection holds many editions: docs/SCALING.md).
@@ -205,17 +190,8 @@ def build_server(answerer: Answerer, warm_up: Callable[[], None] | None = None) 
             found = await in_thread(lookup_ayah, engine, surah, ayah)
         except (ValueError, AyahNotStored) as exc:
             raise ToolError(str(exc)) from None
-        return AyahOut(
-            citation=found.citation,
-            surah=found.surah,
-            surah_name=found.surah_name,
-            surah_name_ar=found.surah_name_ar,
-            ayah=found.ayah,
-            translation=found.translation,
-            arabic=found.arabic,
-            tafsir=[c.text for c in found.chunks],
-            editions=sorted({c.edition for c in found.chunks}),
-        )
+        tafsir, editions = [c.text for c in found.chunks], sorted({c.edition for c in found.chunks})
+        return AyahOut.model_validate({**vars(found), "tafsir": tafsir, "editions": editions})
 
     @server.tool(
         description=(
@@ -247,7 +223,7 @@ def build_server(answerer: Answerer, warm_up: Callable[[], None] | None = None) 
             raise ToolError("question is blank: ask in Indonesian, e.g. 'Siapa Thalut?'")
         options = SearchOptions(filter=point_filter(edition=edition, language=language))
         try:
-            result = await in_thread(answerer.answer, question, messages, options)
+            result = await in_thread(answerer.answer, question, history(messages), options)
         except AnswerFailed as failed:
             found = ", ".join(p.citation for p in failed.answer.passages) or "none"
             raise ToolError(f"{failed.error.message}. Passages found: {found}.") from None
@@ -256,7 +232,7 @@ def build_server(answerer: Answerer, warm_up: Callable[[], None] | None = None) 
             answer=result.text,
             mode=str(result.mode),
             sources=[
-                SourceOut(number=n, cited=n in cited, **passage_out(p).model_dump())
+                SourceOut.model_validate({**vars(p), "number": n, "cited": n in cited})
                 for n, p in enumerate(result.passages, start=1)
             ],
             searched_query=result.searched_query,

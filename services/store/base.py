@@ -192,6 +192,18 @@ class StoredHash:
     sparse_hash: str | None = None
     dense_hash: str | None = None  # None on points stored before it existed
 
+    @classmethod
+    def of(cls, point_id: object, payload: dict | None) -> StoredHash:
+        """The hashes a stored point's payload holds (either store's record)."""
+        payload = payload or {}
+        return cls(
+            str(point_id),
+            str(payload.get("content_hash", "")),
+            str(payload.get("edition", "")),
+            payload.get("sparse_hash"),
+            payload.get("dense_hash"),
+        )
+
 
 class Mode(enum.StrEnum):
     DENSE = "dense"

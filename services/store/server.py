@@ -402,15 +402,7 @@ class ServerStore:
                 ),
                 physical,
             )
-            for record in records:
-                payload = record.payload or {}
-                yield StoredHash(
-                    str(record.id),
-                    str(payload.get("content_hash", "")),
-                    str(payload.get("edition", "")),
-                    payload.get("sparse_hash"),
-                    payload.get("dense_hash"),
-                )
+            yield from (StoredHash.of(record.id, record.payload) for record in records)
             if offset is None:
                 return
 

@@ -161,31 +161,18 @@ class TafsirRAGRetriever(BaseRetriever):
         status = response.status_code
         code, message = _service_message(response)
         said = f"The tafsir-rag service at {url} answered {status}: {message}"
-        if status == 401:
-            return TafsirRAGError(
-                f"{said} Pass api_key= (or set the TAFSIR_API_KEY environment variable) to the key the service "
-                "was started with (its TAFSIR_API_KEY).",
-                url=url,
-                status=status,
-                code=code,
-                parameter="api_key",
-            )
-        if status == 403:
-            return TafsirRAGError(
-                f"{said} Check api_key: it must equal the service's TAFSIR_API_KEY.",
-                url=url,
-                status=status,
-                code=code,
-                parameter="api_key",
-            )
-        if status == 404:
-            return TafsirRAGError(
-                f"{said} Is base_url={self.base_url!r} a tafsir-rag service?",
-                url=url,
-                status=status,
-                code=code,
-                parameter="base_url",
-            )
+        advice = {  # what to check, and the parameter that sets it
+            401: (
+                "Pass api_key= (or set the TAFSIR_API_KEY environment variable) to the key the service was started "
+                "with (its TAFSIR_API_KEY).",
+                "api_key",
+            ),
+            403: ("Check api_key: it must equal the service's TAFSIR_API_KEY.", "api_key"),
+            404: (f"Is base_url={self.base_url!r} a tafsir-rag service?", "base_url"),
+        }
+        if status in advice:
+            check, parameter = advice[status]
+            return TafsirRAGError(f"{said} {check}", url=url, status=status, code=code, parameter=parameter)
         return TafsirRAGError(said, url=url, status=status, code=code, retryable=status in _RETRY_STATUSES)
 
     def _retry_delay(self, attempt: int, error: TafsirRAGError) -> float | None:

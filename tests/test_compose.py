@@ -194,3 +194,38 @@ def test_shard_number_replication_and_write_consistency_reach_the_create_collect
         if method == "PUT" and path.split("?")[0] == "/collections/tafsir-x"
     ]
     assert (create["shard_number"], create["replication_factor"], create["write_consistency_factor"]) == (3, 2, 2)
+
+
+def mount(volume: str | dict) -> tuple[str, str]:
+    """(source, target) of a volume as `config` prints it: short syntax (v1) or long (v2)."""
+    if isinstance(volume, dict):
+        return volume["source"], volume["target"]
+    source, target = volume.split(":")[:2]
+    return source, target
+
+
+@needs_compose
+def test_every_tafsir_container_shares_one_named_volume_at_the_images_model_cache(services):
+    """The model is exported once (minutes) into TAFSIR_MODEL_CACHE: a named volume there, shared by the api and
+    the worker, keeps each container from exporting it again."""
+    cache = re.search(r"TAFSIR_MODEL_CACHE=(\S+)", (ROOT / "Dockerfile").read_text()).group(1)
+    for name in ("api", "ingest", "api-cluster", "ingest-cluster"):
+        mounts = {mount(m) for m in services[name].get("volumes", [])}
+        assert ("model-cache", cache) in mounts, f"{name}: no model-cache volume at {cache}: {mounts}"
+
+
+def test_every_file_the_dockerfile_copies_exists():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    sources = [s for line in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M) for s in line.split()]
+    assert sources and [s for s in sources if not (ROOT / s).exists()] == []
+
+
+def test_compose_commands_in_readme_and_comments_use_docker_compose_v2():
+    """`docker compose` (the v2 plugin); `docker-compose` only as the file's name or Debian's package."""
+    for path in (ROOT / "README.md", ROOT / "docker-compose.yml", ROOT / "Dockerfile"):
+        v1 = [
+            line
+            for line in path.read_text().splitlines()
+            if re.search(r"docker-compose (up|run|logs|--|config|down|exec|ps)", line)
+        ]
+        assert v1 == [], f"{path.name}: {v1}"

@@ -30,7 +30,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DEV_QUESTIONS = ROOT.parent / "shared" / "data" / "dev_questions.jsonl"
+DEV_QUESTIONS = ROOT / "services" / "evaluation_questions.jsonl"  # the 40 natural questions shipped with the project
 REPLY = (
     "Menurut tafsir, Allah Maha Esa dan tempat bergantung segala sesuatu [1]. Dia tidak beranak dan tidak pula "
     "diperanakkan [2], dan tidak ada sesuatu pun yang setara dengan Dia. Karena itu manusia diperintahkan untuk "

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEV_QUESTIONS = ROOT.parent / "shared" / "data" / "dev_questions.jsonl"
+DEV_QUESTIONS = ROOT / "services" / "evaluation_questions.jsonl"  # the 40 natural questions shipped with the project
 
 SEPARATOR = " … "
 TRANSLATION_MARK = " (terjemahan)"

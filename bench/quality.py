@@ -16,8 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_QUERIES = [SHARED / "dev_questions.jsonl", SHARED / "dev_translation_queries.jsonl"]
+# the natural questions shipped with the project; any labelled query file can be given instead
+QUESTIONS = ROOT / "services"
+DEFAULT_QUERIES = [QUESTIONS / "evaluation_questions.jsonl", QUESTIONS / "question_set" / "dev.jsonl"]
 DEFAULT_BACKENDS = ["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"]
 METRICS = ("ndcg@10", "recall@10", "recall@1", "hit@10")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DEFAULT_QUERIES = ROOT.parent / "shared" / "data" / "dev_questions.jsonl"
+DEFAULT_QUERIES = ROOT / "services" / "evaluation_questions.jsonl"  # the 40 natural questions shipped with the project
 
 
 def percentile(values: list[float], q: float) -> float:

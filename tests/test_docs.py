@@ -15,8 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from services.settings import Settings
 from tests.conftest import ROOT
+from tests.test_references import anchor, headings
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # The reference the README links to: pages a user reads, held to the README's rules (measured times, commands).
@@ -48,11 +51,6 @@ def unknown_setting_names(paths: list[Path], root: Path = ROOT) -> list[str]:
                     f"{path.relative_to(root)}:{number}: {name} is not a setting of services/settings.py{hint}"
                 )
     return problems
-
-
-def test_every_tafsir_name_in_the_docs_is_a_real_setting():
-    problems = unknown_setting_names(DOCS)
-    assert not problems, "\n".join(problems)
 
 
 def test_a_misspelled_setting_name_is_caught_with_its_file_and_line(tmp_path):
@@ -197,8 +195,10 @@ def unknown_commands(paths: list[Path], root: Path = ROOT) -> list[str]:
     return problems
 
 
-def test_every_command_the_docs_show_exists_with_its_options():
-    problems = unknown_commands(DOCS)
+@pytest.mark.parametrize("check", [unknown_setting_names, unknown_commands], ids=["setting names", "commands"])
+def test_every_setting_name_and_command_in_the_docs_is_real(check):
+    """Each ``TAFSIR_*`` name is a setting; each `tafsir ...` shown is a command of the CLI with options it has."""
+    problems = check(DOCS)
     assert not problems, "\n".join(problems)
 
 
@@ -215,52 +215,7 @@ def test_a_wrong_command_or_option_is_caught_with_its_file_and_line(tmp_path):
     ]
 
 
-# --- links and tables of contents --------------------------------------------------------------------------
-
-
-def anchor(heading: str) -> str:
-    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
-    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-
-def headings(path: Path, level: str = "#+") -> list[str]:
-    found, in_code = [], False
-    for _, line in lines_of(path):
-        if line.startswith("```"):
-            in_code = not in_code
-        elif not in_code and (m := re.match(rf"^{level} (.+)$", line)):
-            found.append(m.group(1))
-    return found
-
-
-def broken_links(paths: list[Path]) -> list[str]:
-    problems = []
-    for path in paths:
-        for number, line in lines_of(path):
-            for target in re.findall(r"\]\(([^)\s]+)\)", line):
-                if re.match(r"[a-z]+:", target):
-                    continue
-                file, _, fragment = target.partition("#")
-                linked = (path.parent / file).resolve() if file else path
-                if not linked.exists():
-                    problems.append(f"{path.name}:{number}: {target}: no file {file}")
-                elif fragment and linked.suffix == ".md" and fragment not in {anchor(h) for h in headings(linked)}:
-                    problems.append(f"{path.name}:{number}: {target}: no heading #{fragment} in {linked.name}")
-    return problems
-
-
-def test_every_relative_link_and_anchor_in_the_docs_resolves():
-    problems = broken_links(DOCS)
-    assert not problems, "\n".join(problems)
-
-
-def test_a_link_to_a_missing_heading_is_caught(tmp_path):
-    (tmp_path / "A.md").write_text("# A\n\n## Move to a Qdrant server (dashboard, cluster)\n")
-    (tmp_path / "B.md").write_text("[x](A.md#move-to-a-qdrant-server-dashboard-cluster) [y](A.md#gone) [z](C.md)\n")
-    assert broken_links([tmp_path / "B.md"]) == [
-        "B.md:1: A.md#gone: no heading #gone in A.md",
-        "B.md:1: C.md: no file C.md",
-    ]
+# --- tables of contents (links and their anchors: tests/test_references.py) ---------------------------------
 
 
 def test_each_reference_page_opens_with_a_table_of_contents_of_its_sections():

@@ -338,6 +338,8 @@ def old_corpus(source: Source) -> Source:
 
 
 OLD_INGESTED_AT = "2025-01-01T00:00:00+00:00"
+# What the previous release copied from each chunk into its payload.
+OLD_CHUNK_FIELDS = ("text", "edition", "surah", "ayah", "chunk", "chunks", "char_start", "char_end", "tokens")
 
 
 def store_as_the_previous_release(pipeline: IngestPipeline, source: Source) -> int:
@@ -361,19 +363,11 @@ def store_as_the_previous_release(pipeline: IngestPipeline, source: Source) -> i
     for chunk, vector in zip(chunks, vectors, strict=True):
         ayah, info = index[chunk.surah, chunk.ayah], surah_info(chunk.surah)
         payload = {
-            "text": chunk.text,
-            "edition": chunk.edition,
-            "surah": chunk.surah,
+            **{field: getattr(chunk, field) for field in OLD_CHUNK_FIELDS},
             "surah_name": info.name,
             "surah_name_ar": info.name_ar,
-            "ayah": chunk.ayah,
-            "chunk": chunk.chunk,
-            "chunks": chunk.chunks,
             "translation": ayah.translation,
             "arabic": ayah.arabic,
-            "char_start": chunk.char_start,
-            "char_end": chunk.char_end,
-            "tokens": chunk.tokens,
             "content_hash": content_hash(chunk.text, ayah.translation or "", ayah.arabic or "", spec.fingerprint),
             "sparse_hash": content_hash("bm25-v2: the previous release's BM25 settings"),
             "model": spec.model,

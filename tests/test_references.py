@@ -1,5 +1,6 @@
 """Every file the project's comments, docstrings and docs name is in the repository: a user's clone has nothing
-else, so a pointer to a file outside it (or one since moved) sends a reader nowhere."""
+else, so a pointer to a file outside it (or one since moved) sends a reader nowhere. Likewise every relative link
+of a Markdown page, and the heading its ``#anchor`` names."""
 
 from __future__ import annotations
 
@@ -58,6 +59,36 @@ def bases_of(path: Path, root: Path) -> list[Path]:
     return [root, *packages]
 
 
+# A Markdown link's target: [text](target), not an absolute address (https:, mailto:).
+LINK = re.compile(r"\]\((?![a-z]+:)([^)\s]+)\)")
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def headings(path: Path, level: str = "#+") -> list[str]:
+    """The headings of a Markdown page (of one ``level``, e.g. "##"), code blocks left out."""
+    found, in_code = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (m := re.match(rf"^{level} (.+)$", line)):
+            found.append(m.group(1))
+    return found
+
+
+def broken_link(page: Path, target: str) -> str | None:
+    file, _, fragment = target.partition("#")
+    linked = (page.parent / file).resolve() if file else page
+    if not linked.exists():
+        return f"{target}: no file {file}"
+    if fragment and linked.suffix == ".md" and fragment not in {anchor(h) for h in headings(linked)}:
+        return f"{target}: no heading #{fragment} in {linked.name}"
+    return None
+
+
 def missing_references(root: Path) -> list[str]:
     problems = []
     for path in sorted(root.rglob("*")):
@@ -73,6 +104,8 @@ def missing_references(root: Path) -> list[str]:
             for name in DOCUMENT.findall(line):
                 if not (root / name).exists() and not (root / "docs" / name).exists():
                     problems.append(f"{relative}:{number}: {name} is not in the repository")
+            links = LINK.findall(line) if path.suffix == ".md" else []
+            problems += [f"{relative}:{number}: {b}" for t in links if (b := broken_link(path, t))]
     return problems
 
 
@@ -89,7 +122,11 @@ def test_a_pointer_to_a_missing_file_is_reported_with_its_file_and_line(tmp_path
         "# see services/store/base.py and ingest/pipeline\n"
     )
     (tmp_path / "README.md").write_text("Read docs/ARCHITECTURE.md.\n")
+    (tmp_path / "A.md").write_text("# A\n\n## Move to a Qdrant server (dashboard, cluster)\n")
+    (tmp_path / "B.md").write_text("[x](A.md#move-to-a-qdrant-server-dashboard-cluster) [y](A.md#gone) [z](C.md)\n")
     assert missing_references(tmp_path) == [
+        "B.md:1: A.md#gone: no heading #gone in A.md",
+        "B.md:1: C.md: no file C.md",
         "README.md:1: docs/ARCHITECTURE.md is not in the repository",
         "ingest/pipeline.py:1: DESIGN.md is not in the repository",
         "ingest/pipeline.py:3: services/store/base.py is not in the repository",

@@ -16,6 +16,7 @@ from services.embedding import Embedder
 from services.settings import Settings
 from services.store import open_store
 from services.store.base import Mode, PointFilter
+from tests.conftest import engine_over
 
 
 def passage(edition: str, surah: int, ayah: int, text: str, score: float = 1.0) -> Passage:
@@ -58,18 +59,9 @@ def edition(name: str, surahs) -> Source:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, tiny_model):
     """One embedded store holding surahs 108-114 twice, as id.test and as its copy my.copy."""
-    settings = Settings(
-        _env_file=None, qdrant_path=tmp_path_factory.mktemp("merge") / "qdrant", embedding_model=str(tiny_model)
-    )
-    store = open_store(settings)
-    embedder = Embedder(settings)
-    try:
-        pipeline = IngestPipeline(settings, store, embedder)
-        pipeline.run(edition("id.test", range(108, 115)))
-        pipeline.run(edition("my.copy", range(108, 115)))
-        yield SearchEngine(settings, store=store, embedder=embedder)
-    finally:
-        store.close()
+    copies = edition("id.test", range(108, 115)), edition("my.copy", range(108, 115))
+    with engine_over(tmp_path_factory.mktemp("merge"), tiny_model, *copies) as built:
+        yield built
 
 
 @pytest.mark.parametrize("mode", list(Mode))

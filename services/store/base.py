@@ -412,6 +412,18 @@ def list_requests(request: SearchRequest) -> list[SearchRequest]:
     ]
 
 
+def search_params(request: SearchRequest, index: IndexConfig, types: Any) -> Any:
+    """The search parameters of one list in either adapter's types (``types``: qdrant_edge, or qdrant_client's
+    ``models``; both name them ``SearchParams`` and ``QuantizationSearchParams``); None for the store's default."""
+    if request.exact:
+        return types.SearchParams(exact=True, quantization=types.QuantizationSearchParams(ignore=True))
+    if index.hnsw_ef is None and index.quantization is Quantization.NONE:
+        return None
+    # Rescoring re-ranks the int8 candidates by their original vectors: the recall of int8 without its error.
+    rescore = types.QuantizationSearchParams(rescore=True) if index.quantization is Quantization.INT8 else None
+    return types.SearchParams(hnsw_ef=index.hnsw_ef, quantization=rescore)
+
+
 def fuse(results: Sequence[Iterable[Hit]], request: SearchRequest) -> list[Hit]:
     """The answer to ``request`` from the hits of each of its :func:`list_requests`, in the same order.
 

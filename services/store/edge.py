@@ -31,31 +31,7 @@ import qdrant_edge as edge
 
 from services import locking
 from services.files import fsync_folder, write_atomically
-from services.store.base import (
-    SPARSE_VECTORS,
-    CollectionInfo,
-    CollectionSpec,
-    Hit,
-    IndexConfig,
-    PayloadIndex,
-    PointFilter,
-    PointToStore,
-    SearchRequest,
-    SparseUpdate,
-    StoredHash,
-    StoreError,
-    StoreLockedError,
-    attach_payloads,
-    check_search_request,
-    complete_ties,
-    fuse,
-    list_requests,
-    matches_nothing,
-    missing_collection_error,
-    present_lists,
-    reading_order,
-    standard_payload_indexes,
-)
+from services.store import base
 from services.store.edge_types import (
     edge_field_index,
     edge_filter,
@@ -83,9 +59,9 @@ class _OpenShard:
 class EdgeStore:
     """``VectorStore`` on Qdrant Edge shards in one folder."""
 
-    def __init__(self, path: Path, index: IndexConfig | None = None) -> None:
+    def __init__(self, path: Path, index: base.IndexConfig | None = None) -> None:
         self.path = Path(path)
-        self.index = index or IndexConfig()  # applied to collections created from now on; hnsw_ef to every search
+        self.index = index or base.IndexConfig()  # applied to collections created from now on; hnsw_ef to every search
         self.location = str(self.path)
         self.archive_root = self.path / "sources"
         self._collections = self.path / "collections"
@@ -94,7 +70,7 @@ class EdgeStore:
             self._collections.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _acquire_store_lock(self.path)
         except OSError as exc:
-            raise StoreError(
+            raise base.StoreError(
                 f"Cannot use {self.path} for the embedded Qdrant store: {exc}. "
                 "Set TAFSIR_QDRANT_PATH to a writable folder."
             ) from exc
@@ -152,25 +128,25 @@ class EdgeStore:
                 if folder.is_dir() and not folder.name.startswith(".") and folder.name not in self._dropping
             )
 
-    def collection_info(self, name: str) -> CollectionInfo | None:
+    def collection_info(self, name: str) -> base.CollectionInfo | None:
         """``None`` when neither a collection nor an alias has this name."""
         try:
             with self._use(name) as (physical, shard):
                 points = shard.count(edge.CountRequest(exact=True))
         except _Missing:
             return None
-        return CollectionInfo(name=physical, spec=self._read_spec(physical), points=points)
+        return base.CollectionInfo(name=physical, spec=self._read_spec(physical), points=points)
 
-    def create_collection(self, name: str, spec: CollectionSpec, index: IndexConfig | None = None) -> None:
+    def create_collection(self, name: str, spec: base.CollectionSpec, index: base.IndexConfig | None = None) -> None:
         _check_name(name)
         with self._cond:
             self._check_open()
             self._cond.wait_for(lambda: name not in self._dropping)
             folder = self._collections / name
             if folder.exists():
-                raise StoreError(f"Collection {name!r} already exists in {self.location}.")
+                raise base.StoreError(f"Collection {name!r} already exists in {self.location}.")
             if name in self._alias_map(tolerant=True):
-                raise StoreError(f"{name!r} is already an alias in {self.location}; pick another name.")
+                raise base.StoreError(f"{name!r} is already an alias in {self.location}; pick another name.")
             # Built aside and renamed into place: a crash half-way leaves no half-made collection.
             # The shard is closed before the rename and opened again at its final path on first use.
             staging = self._collections / f".building-{name}-{uuid.uuid4().hex}"
@@ -181,7 +157,7 @@ class EdgeStore:
                     # The edition index is a tenant one: Qdrant keeps each edition's points together on disk, so a
                     # search filtered by edition reads one edition's
                     # (https://qdrant.tech/documentation/guides/multiple-partitions/).
-                    for payload_index in standard_payload_indexes():
+                    for payload_index in base.standard_payload_indexes():
                         shard.update(edge_field_index(payload_index))
                     shard.flush()
                 finally:
@@ -191,7 +167,7 @@ class EdgeStore:
                 fsync_folder(self._collections)
             except Exception as exc:
                 shutil.rmtree(staging, ignore_errors=True)
-                raise StoreError(f"Could not create collection {name!r} in {self._collections}: {exc}") from exc
+                raise base.StoreError(f"Could not create collection {name!r} in {self._collections}: {exc}") from exc
 
     def drop_collection(self, name: str) -> None:
         """Close and delete a physical collection (and aliases to it, as Qdrant does).
@@ -235,15 +211,15 @@ class EdgeStore:
         with self._cond:
             self._check_open()
             if not self._exists(name):
-                raise missing_collection_error(name, self.location)
+                raise base.missing_collection_error(name, self.location)
             if (self._collections / alias).exists():
-                raise StoreError(f"{alias!r} is a collection in {self.location}; an alias cannot take its name.")
+                raise base.StoreError(f"{alias!r} is a collection in {self.location}; an alias cannot take its name.")
             aliases = self._alias_map(tolerant=True)
             self._write_aliases({**aliases, alias: name})
 
     # --- points --------------------------------------------------------------------------------------
 
-    def upsert(self, name: str, points: Sequence[PointToStore]) -> None:
+    def upsert(self, name: str, points: Sequence[base.PointToStore]) -> None:
         if not points:
             return
         operation = edge.UpdateOperation.upsert_points([edge_point(point) for point in points])
@@ -254,7 +230,7 @@ class EdgeStore:
             except Exception as exc:
                 raise self._failure("upsert into", physical, exc) from exc
 
-    def update_sparse(self, name: str, updates: Sequence[SparseUpdate]) -> None:
+    def update_sparse(self, name: str, updates: Sequence[base.SparseUpdate]) -> None:
         if not updates:
             return
         operations = [
@@ -275,7 +251,7 @@ class EdgeStore:
         """Add the sparse vectors of ``SPARSE_VECTORS`` that the collection lacks (made before they existed), empty
         until points get them (``update_sparse``); the names added. Edge records them in the shard's config."""
         with self._use(name) as (physical, shard):
-            missing = [n for n in SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
+            missing = [n for n in base.SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
             try:
                 for vector in missing:
                     # Edge's operation takes no memory setting: the added index is Qdrant's default (in RAM).
@@ -300,50 +276,52 @@ class EdgeStore:
             except Exception as exc:
                 raise self._failure("delete from", physical, exc) from exc
 
-    def count(self, name: str, filter: PointFilter | None = None) -> int:
+    def count(self, name: str, filter: base.PointFilter | None = None) -> int:
         with self._use(name) as (physical, shard):
-            if matches_nothing(filter):
+            if base.matches_nothing(filter):
                 return 0
             try:
                 return shard.count(edge.CountRequest(exact=True, filter=edge_filter(filter)))
             except Exception as exc:
                 raise self._failure("count", physical, exc) from exc
 
-    def search(self, name: str, request: SearchRequest) -> list[Hit]:
-        check_search_request(request)
+    def search(self, name: str, request: base.SearchRequest) -> list[base.Hit]:
+        base.check_search_request(request)
         with self._use(name) as (physical, shard):
-            if matches_nothing(request.filter):
+            if base.matches_nothing(request.filter):
                 return []
-            request = present_lists(request, self._sparse_vectors(physical), physical, self.location)
+            request = base.present_lists(request, self._sparse_vectors(physical), physical, self.location)
             try:
                 results = [
-                    complete_ties(lambda limit, part=part: self._scored(shard, part, limit), part)
-                    for part in list_requests(request)
+                    base.complete_ties(lambda limit, part=part: self._scored(shard, part, limit), part)
+                    for part in base.list_requests(request)
                 ]
-                ranked = fuse(results, request)
+                ranked = base.fuse(results, request)
                 records = shard.retrieve([hit.id for hit in ranked], with_payload=True, with_vector=False)
             except Exception as exc:
                 raise self._failure("search", physical, exc) from exc
-        return attach_payloads(ranked, {str(record.id): record.payload or {} for record in records})
+        return base.attach_payloads(ranked, {str(record.id): record.payload or {} for record in records})
 
-    def _scored(self, shard: edge.EdgeShard, request: SearchRequest, limit: int) -> list[Hit]:
-        return [Hit(str(point.id), point.score) for point in shard.query(edge_query(request, self.index, limit))]
+    def _scored(self, shard: edge.EdgeShard, request: base.SearchRequest, limit: int) -> list[base.Hit]:
+        return [base.Hit(str(point.id), point.score) for point in shard.query(edge_query(request, self.index, limit))]
 
-    def retrieve(self, name: str, filter: PointFilter, limit: int = 1000) -> list[Hit]:
+    def retrieve(self, name: str, filter: base.PointFilter, limit: int = 1000) -> list[base.Hit]:
         """Points matching ``filter`` (at most ``limit``, taken in id order) in reading order."""
         with self._use(name) as (physical, shard):
-            if matches_nothing(filter) or limit < 1:
+            if base.matches_nothing(filter) or limit < 1:
                 return []
             request = edge.ScrollRequest(limit=limit, filter=edge_filter(filter), with_payload=True, with_vector=False)
             try:
                 records, _ = shard.scroll(request)
             except Exception as exc:
                 raise self._failure("read", physical, exc) from exc
-        return sorted((Hit(str(record.id), 0.0, record.payload or {}) for record in records), key=reading_order)
+        return sorted(
+            (base.Hit(str(record.id), 0.0, record.payload or {}) for record in records), key=base.reading_order
+        )
 
-    def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[StoredHash]:
+    def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[base.StoredHash]:
         physical = self._physical_name(name)  # pinned: a swap of the alias mid-way changes nothing
-        point_filter = edge_filter(PointFilter(editions=[edition])) if edition is not None else None
+        point_filter = edge_filter(base.PointFilter(editions=[edition])) if edition is not None else None
         offset: edge.PointId | None = None
         while True:
             request = edge.ScrollRequest(
@@ -359,7 +337,7 @@ class EdgeStore:
                     records, offset = shard.scroll(request)
                 except Exception as exc:
                     raise self._failure("read", physical, exc) from exc
-            yield from (StoredHash.of(record.id, record.payload) for record in records)
+            yield from (base.StoredHash.of(record.id, record.payload) for record in records)
             if offset is None:
                 return
 
@@ -391,7 +369,7 @@ class EdgeStore:
         try:
             config = json.loads(config_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise StoreError(f"Cannot read {config_file}: {exc}. {_REBUILD}") from exc
+            raise base.StoreError(f"Cannot read {config_file}: {exc}. {_REBUILD}") from exc
         return {
             **config,
             "hnsw_ef": self.index.hnsw_ef,
@@ -404,7 +382,7 @@ class EdgeStore:
 
     def scroll_points(
         self, name: str, offset: str | None = None, limit: int = SCROLL_PAGE
-    ) -> tuple[list[PointToStore], str | None]:
+    ) -> tuple[list[base.PointToStore], str | None]:
         request = edge.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True)
         with self._use(name) as (physical, shard):
             try:
@@ -413,12 +391,12 @@ class EdgeStore:
                 raise self._failure("read", physical, exc) from exc
         return [stored_point(record) for record in records], None if following is None else str(following)
 
-    def payload_indexes(self, name: str) -> list[PayloadIndex]:
+    def payload_indexes(self, name: str) -> list[base.PayloadIndex]:
         with self._use(name) as (_, shard):
             schema = shard.info().payload_schema
         return sorted((stored_payload_index(field, info) for field, info in schema.items()), key=lambda i: i.field)
 
-    def create_payload_index(self, name: str, index: PayloadIndex) -> None:
+    def create_payload_index(self, name: str, index: base.PayloadIndex) -> None:
         with self._use(name) as (physical, shard):
             try:
                 shard.update(edge_field_index(index))
@@ -430,7 +408,7 @@ class EdgeStore:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError(f"The store at {self.location} is closed.")
+            raise base.StoreError(f"The store at {self.location} is closed.")
 
     def _exists(self, name: str) -> bool:
         return _NAME.fullmatch(name) is not None and name not in self._dropping and (self._collections / name).is_dir()
@@ -448,7 +426,7 @@ class EdgeStore:
         if target is None:
             raise _Missing(name, self.location)
         if not self._exists(target):
-            raise StoreError(
+            raise base.StoreError(
                 f"Alias {name!r} in {self._aliases_file} points to collection {target!r}, "
                 f"which is missing from {self._collections}. {_REBUILD}"
             )
@@ -473,11 +451,11 @@ class EdgeStore:
     def _load(self, name: str) -> _OpenShard:
         folder = self._collections / name / "shard"
         if not folder.is_dir():
-            raise StoreError(f"The shard folder {folder} is missing. {_REBUILD}")
+            raise base.StoreError(f"The shard folder {folder} is missing. {_REBUILD}")
         try:
             entry = _OpenShard(edge.EdgeShard.load(str(folder)))
         except Exception as exc:
-            raise StoreError(f"Could not open the shard {folder}: {exc}. {_REBUILD}") from exc
+            raise base.StoreError(f"Could not open the shard {folder}: {exc}. {_REBUILD}") from exc
         self._shards[name] = entry
         return entry
 
@@ -491,26 +469,26 @@ class EdgeStore:
         try:
             names = frozenset(json.loads(config.read_text(encoding="utf-8")).get("sparse_vectors") or {})
         except (OSError, ValueError) as exc:
-            raise StoreError(f"{config} is unreadable ({exc}). {_REBUILD}") from exc
+            raise base.StoreError(f"{config} is unreadable ({exc}). {_REBUILD}") from exc
         with self._cond:
             self._sparse_names[physical] = names
         return names
 
-    def _read_spec(self, name: str) -> CollectionSpec | None:
+    def _read_spec(self, name: str) -> base.CollectionSpec | None:
         spec_file = self._collections / name / "spec.json"
         if not spec_file.exists():
             return None
         try:
-            return CollectionSpec(**json.loads(spec_file.read_text(encoding="utf-8")))
+            return base.CollectionSpec(**json.loads(spec_file.read_text(encoding="utf-8")))
         except (ValueError, TypeError) as exc:
-            raise StoreError(f"{spec_file} is unreadable ({exc}). {_REBUILD}") from exc
+            raise base.StoreError(f"{spec_file} is unreadable ({exc}). {_REBUILD}") from exc
 
     def _alias_map(self, tolerant: bool = False) -> dict[str, str]:
         """The alias pointers; a damaged file is an error for readers, and is replaced by writers."""
         if self._aliases is None:
             try:
                 self._aliases = _read_aliases(self._aliases_file)
-            except StoreError:
+            except base.StoreError:
                 if not tolerant:
                     raise
                 log.warning("%s is damaged; it will be rewritten with the next alias change", self._aliases_file)
@@ -521,13 +499,13 @@ class EdgeStore:
         _write_json_atomically(self._aliases_file, aliases)
         self._aliases = dict(aliases)
 
-    def _failure(self, action: str, name: str, exc: Exception) -> StoreError:
-        return StoreError(f"Qdrant Edge could not {action} collection {name!r} in {self.location}: {exc}")
+    def _failure(self, action: str, name: str, exc: Exception) -> base.StoreError:
+        return base.StoreError(f"Qdrant Edge could not {action} collection {name!r} in {self.location}: {exc}")
 
 
-class _Missing(StoreError):
+class _Missing(base.StoreError):
     def __init__(self, name: str, location: str) -> None:
-        super().__init__(str(missing_collection_error(name, location)))
+        super().__init__(str(base.missing_collection_error(name, location)))
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -536,7 +514,7 @@ class _Missing(StoreError):
 def _check_name(name: str) -> None:
     # Names become folder names: no separators, no hidden or relative names.
     if not _NAME.fullmatch(name):
-        raise StoreError(
+        raise base.StoreError(
             f"{name!r} is not a valid collection or alias name: use letters, digits, '_', '-' and '.', "
             "not starting with '.' or '-'."
         )
@@ -548,11 +526,11 @@ def _read_aliases(path: Path) -> dict[str, str]:
     try:
         aliases = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise StoreError(f"The alias file {path} is damaged ({exc}). {_REBUILD}") from exc
+        raise base.StoreError(f"The alias file {path} is damaged ({exc}). {_REBUILD}") from exc
     if not isinstance(aliases, dict) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in aliases.items()
     ):
-        raise StoreError(f"The alias file {path} is damaged (expected {{alias: collection}}). {_REBUILD}")
+        raise base.StoreError(f"The alias file {path} is damaged (expected {{alias: collection}}). {_REBUILD}")
     return aliases
 
 
@@ -564,7 +542,7 @@ def _acquire_store_lock(path: Path) -> int:
     try:
         return locking.acquire(path / ".lock")
     except locking.LockHeld as held:
-        raise StoreLockedError(
+        raise base.StoreLockedError(
             f"The embedded Qdrant store at {path} is in use by {held.holder}. "
             "Stop it, or set TAFSIR_QDRANT_PATH to another folder. In embedded mode `tafsir serve` "
             "runs scheduled re-ingestion itself; to share one store between processes, use a Qdrant "

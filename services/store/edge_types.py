@@ -10,31 +10,18 @@ from typing import Any
 
 import qdrant_edge as edge
 
-from services.store.base import (
-    DENSE,
-    SPARSE_VECTORS,
-    CollectionSpec,
-    IndexConfig,
-    PayloadIndex,
-    PointFilter,
-    PointToStore,
-    Quantization,
-    SearchRequest,
-    SparseVector,
-    candidate_limit,
-    check_resolved,
-)
+from services.store import base
 
 # Below this many points a segment's dense vectors are compared one by one rather than through HNSW (Qdrant's
 # default full_scan_threshold is in KB; Edge's HnswIndexConfig asks for it, so we give Qdrant's 10 000).
 FULL_SCAN_THRESHOLD_KB = 10_000
 
 
-def shard_config(spec: CollectionSpec, index: IndexConfig | None = None) -> edge.EdgeConfig:
+def shard_config(spec: base.CollectionSpec, index: base.IndexConfig | None = None) -> edge.EdgeConfig:
     """A new shard's configuration; Edge records it in the shard (``edge_config.json``) and keeps it on load."""
-    index = index or IndexConfig()
+    index = index or base.IndexConfig()
     quantization = None
-    if index.quantization is Quantization.INT8:
+    if index.quantization is base.Quantization.INT8:
         # quantile 0.99 drops the extreme 1 % of values from the int8 range (Qdrant's recommended setting,
         # https://qdrant.tech/documentation/guides/quantization/#setting-up-scalar-quantization).
         quantization = edge.ScalarQuantizationConfig(
@@ -42,7 +29,7 @@ def shard_config(spec: CollectionSpec, index: IndexConfig | None = None) -> edge
         )
     return edge.EdgeConfig(
         vectors={
-            DENSE: edge.EdgeVectorParams(
+            base.DENSE: edge.EdgeVectorParams(
                 size=spec.dense_size,
                 distance=edge.Distance.Cosine,
                 memory=edge.Memory.Cold if index.vectors_on_disk else edge.Memory.Cached,
@@ -52,7 +39,7 @@ def shard_config(spec: CollectionSpec, index: IndexConfig | None = None) -> edge
             name: edge.EdgeSparseVectorParams(
                 modifier=edge.Modifier.Idf, memory=edge.Memory.Cold if index.sparse_on_disk else None
             )
-            for name in SPARSE_VECTORS
+            for name in base.SPARSE_VECTORS
         },
         payload_memory=edge.Memory.Cold if index.payload_on_disk else edge.Memory.Cached,
         hnsw_config=edge.HnswIndexConfig(
@@ -63,33 +50,25 @@ def shard_config(spec: CollectionSpec, index: IndexConfig | None = None) -> edge
     )
 
 
-def search_params(request: SearchRequest, index: IndexConfig) -> edge.SearchParams | None:
-    if request.exact:
-        return edge.SearchParams(exact=True, quantization=edge.QuantizationSearchParams(ignore=True))
-    if index.hnsw_ef is None and index.quantization is Quantization.NONE:
-        return None
-    # Rescoring re-ranks the int8 candidates by their original vectors: the recall of int8 without its error.
-    rescore = edge.QuantizationSearchParams(rescore=True) if index.quantization is Quantization.INT8 else None
-    return edge.SearchParams(hnsw_ef=index.hnsw_ef, quantization=rescore)
-
-
-def edge_point(point: PointToStore) -> edge.Point:
-    vectors: dict[str, Any] = {DENSE: list(point.dense)}
+def edge_point(point: base.PointToStore) -> edge.Point:
+    vectors: dict[str, Any] = {base.DENSE: list(point.dense)}
     vectors.update((name, edge_sparse(vector)) for name, vector in point.sparse.items())
     return edge.Point(point.id, vectors, point.payload)
 
 
-def stored_point(record: Any) -> PointToStore:
+def stored_point(record: Any) -> base.PointToStore:
     """A scrolled record (with vector and payload) as a whole point, ready to upsert elsewhere."""
     vectors = dict(record.vector or {})
-    dense = vectors.pop(DENSE, None) or []
+    dense = vectors.pop(base.DENSE, None) or []
     sparse = {
-        name: SparseVector(list(v.indices), list(v.values)) for name, v in vectors.items() if name in SPARSE_VECTORS
+        name: base.SparseVector(list(v.indices), list(v.values))
+        for name, v in vectors.items()
+        if name in base.SPARSE_VECTORS
     }
-    return PointToStore(str(record.id), list(dense), sparse, dict(record.payload or {}))
+    return base.PointToStore(str(record.id), list(dense), sparse, dict(record.payload or {}))
 
 
-def edge_field_index(index: PayloadIndex) -> edge.UpdateOperation:
+def edge_field_index(index: base.PayloadIndex) -> edge.UpdateOperation:
     """The operation that creates ``index``; a tenant keyword index carries Qdrant's tenant flag."""
     try:
         schema: Any = getattr(edge.PayloadSchemaType, index.kind.capitalize())
@@ -100,17 +79,17 @@ def edge_field_index(index: PayloadIndex) -> edge.UpdateOperation:
     return edge.UpdateOperation.create_field_index(index.field, schema)
 
 
-def stored_payload_index(field: str, info: Any) -> PayloadIndex:
+def stored_payload_index(field: str, info: Any) -> base.PayloadIndex:
     kind = str(info.data_type).rpartition(".")[2].lower()  # PayloadSchemaType.Keyword -> keyword
-    return PayloadIndex(field, kind, tenant=bool(getattr(info.params, "is_tenant", None)))
+    return base.PayloadIndex(field, kind, tenant=bool(getattr(info.params, "is_tenant", None)))
 
 
-def edge_sparse(vector: SparseVector) -> edge.SparseVector:
+def edge_sparse(vector: base.SparseVector) -> edge.SparseVector:
     return edge.SparseVector(list(vector.indices), list(vector.values))
 
 
-def edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
-    check_resolved(point_filter)
+def edge_filter(point_filter: base.PointFilter | None) -> edge.Filter | None:
+    base.check_resolved(point_filter)
     if point_filter is None:
         return None
     must: list[Any] = []
@@ -135,17 +114,19 @@ def edge_filter(point_filter: PointFilter | None) -> edge.Filter | None:
     return edge.Filter(must=must) if must else None
 
 
-def edge_query(request: SearchRequest, index: IndexConfig | None = None, limit: int | None = None) -> edge.QueryRequest:
+def edge_query(
+    request: base.SearchRequest, index: base.IndexConfig | None = None, limit: int | None = None
+) -> edge.QueryRequest:
     """A search of one list (see ``list_requests``: a fusion is made of several, fused by the caller) for ``limit``
     candidates (default: ``candidate_limit``)."""
     (using, _), *more = request.lists()
     if more:
         raise ValueError("one list at a time: split a fusion with list_requests")
-    vector = list(request.dense or []) if using == DENSE else edge_sparse(request.sparse)
+    vector = list(request.dense or []) if using == base.DENSE else edge_sparse(request.sparse)
     return edge.QueryRequest(
         query=edge.Query.Nearest(vector, using=using),
-        params=search_params(request, index or IndexConfig()),
-        limit=limit or candidate_limit(request),
+        params=base.search_params(request, index or base.IndexConfig(), edge),
+        limit=limit or base.candidate_limit(request),
         filter=edge_filter(request.filter),
         with_payload=False,  # fetched for the returned hits only: see attach_payloads
         with_vector=False,

@@ -27,37 +27,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from services.store.base import (
-    DENSE,
-    INDEX_KEY,
-    SPARSE_VECTORS,
-    CollectionInfo,
-    CollectionSpec,
-    Hit,
-    IndexConfig,
-    PayloadIndex,
-    PointFilter,
-    PointToStore,
-    Quantization,
-    SearchRequest,
-    SparseUpdate,
-    SparseVector,
-    StoredHash,
-    StoreError,
-    TransientStoreError,
-    attach_payloads,
-    candidate_limit,
-    check_resolved,
-    check_search_request,
-    complete_ties,
-    fuse,
-    list_requests,
-    matches_nothing,
-    missing_collection_error,
-    present_lists,
-    reading_order,
-    standard_payload_indexes,
-)
+from services.store import base
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +76,7 @@ def call_with_retries(
             if not is_transient(exc):
                 raise
             if attempt == tries:
-                raise TransientStoreError(
+                raise base.TransientStoreError(
                     f"The Qdrant server at {location} did not answer after {tries} tries "
                     f"(last error: {_describe(exc)}). Check that it is running and that "
                     "TAFSIR_QDRANT_URL points at it, or unset TAFSIR_QDRANT_URL to use the embedded store."
@@ -134,10 +104,10 @@ class ServerStore:
         shard_number: int | None = None,
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
-        index: IndexConfig | None = None,
+        index: base.IndexConfig | None = None,
     ) -> None:
         self.client = client
-        self.index = index or IndexConfig()  # applied to collections created from now on; hnsw_ef to every search
+        self.index = index or base.IndexConfig()  # applied to collections created from now on; hnsw_ef to every search
         self.location = location
         self.archive_root = None  # the server keeps its own data; a rebuild reads its collections back
         self._tries = tries
@@ -156,7 +126,7 @@ class ServerStore:
         url: str,
         api_key: str | None = None,
         timeout: float = 30.0,
-        index: IndexConfig | None = None,
+        index: base.IndexConfig | None = None,
         **layout: int | None,
     ) -> ServerStore:
         """A store on the server at ``url`` (or, ``local:PATH``, qdrant-client's local mode in the folder PATH).
@@ -200,7 +170,7 @@ class ServerStore:
         response = self._call("list collections", self.client.get_collections)
         return sorted(collection.name for collection in response.collections)
 
-    def collection_info(self, name: str) -> CollectionInfo | None:
+    def collection_info(self, name: str) -> base.CollectionInfo | None:
         """``None`` when neither a collection nor an alias has this name."""
         physical = self.resolve_alias(name) or name
         try:
@@ -210,21 +180,21 @@ class ServerStore:
         points = self.count(physical)
         metadata = info.config.metadata or {}
         stored = metadata.get(SPEC_KEY)
-        spec = CollectionSpec(**stored) if isinstance(stored, dict) else None
-        return CollectionInfo(name=physical, spec=spec, points=points)
+        spec = base.CollectionSpec(**stored) if isinstance(stored, dict) else None
+        return base.CollectionInfo(name=physical, spec=spec, points=points)
 
-    def create_collection(self, name: str, spec: CollectionSpec, index: IndexConfig | None = None) -> None:
+    def create_collection(self, name: str, spec: base.CollectionSpec, index: base.IndexConfig | None = None) -> None:
         index = index or self.index
         # collection_exists is true for an alias too in local mode; the server refuses either clash.
         if self._call("check collection", lambda: self.client.collection_exists(name)):
-            raise StoreError(f"Collection {name!r} already exists on {self.location}.")
+            raise base.StoreError(f"Collection {name!r} already exists on {self.location}.")
         recorded = {key: value for key, value in index.described().items() if key != "hnsw_ef"}
         self._call(
             "create collection",
             lambda: self.client.create_collection(
                 collection_name=name,
                 vectors_config={
-                    DENSE: models.VectorParams(
+                    base.DENSE: models.VectorParams(
                         size=spec.dense_size, distance=models.Distance.COSINE, on_disk=index.vectors_on_disk
                     )
                 },
@@ -233,12 +203,12 @@ class ServerStore:
                         modifier=models.Modifier.IDF,
                         index=models.SparseIndexParams(on_disk=True) if index.sparse_on_disk else None,
                     )
-                    for name in SPARSE_VECTORS
+                    for name in base.SPARSE_VECTORS
                 },
                 metadata={
                     SPEC_KEY: asdict(spec),
-                    INDEX_KEY: recorded,
-                    PAYLOAD_INDEXES_KEY: [asdict(i) for i in standard_payload_indexes()],
+                    base.INDEX_KEY: recorded,
+                    PAYLOAD_INDEXES_KEY: [asdict(i) for i in base.standard_payload_indexes()],
                 },
                 **_index_arguments(index),
                 **self._layout,
@@ -246,7 +216,7 @@ class ServerStore:
         )
         # is_tenant on the edition index: the server keeps each edition's points together (Qdrant >= 1.11,
         # https://qdrant.tech/documentation/guides/multiple-partitions/).
-        for payload_index in standard_payload_indexes():
+        for payload_index in base.standard_payload_indexes():
             self._create_payload_index(name, payload_index)
 
     def drop_collection(self, name: str) -> None:
@@ -267,13 +237,13 @@ class ServerStore:
 
     # --- points --------------------------------------------------------------------------------------
 
-    def upsert(self, name: str, points: Sequence[PointToStore]) -> None:
+    def upsert(self, name: str, points: Sequence[base.PointToStore]) -> None:
         if not points:
             return
         structs = [
             models.PointStruct(
                 id=point.id,
-                vector={DENSE: list(point.dense), **{n: _server_sparse(v) for n, v in point.sparse.items()}},
+                vector={base.DENSE: list(point.dense), **{n: _server_sparse(v) for n, v in point.sparse.items()}},
                 payload=point.payload,
             )
             for point in points
@@ -281,7 +251,7 @@ class ServerStore:
         # Upserting by id is idempotent, so a retry after a lost answer is safe.
         self._call("upsert", lambda: self.client.upsert(name, points=structs, wait=True), name)
 
-    def update_sparse(self, name: str, updates: Sequence[SparseUpdate]) -> None:
+    def update_sparse(self, name: str, updates: Sequence[base.SparseUpdate]) -> None:
         if not updates:
             return
         vectors = [
@@ -300,7 +270,7 @@ class ServerStore:
         """Add the sparse vectors of ``SPARSE_VECTORS`` that the collection lacks (made before they existed), empty
         until points get them (``update_sparse``); the names added."""
         physical = self.resolve_alias(name) or name
-        missing = [n for n in SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
+        missing = [n for n in base.SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
         for vector in missing:
             # The call takes the modifier only: the added index lives where the server keeps indexes by default.
             config = models.SparseVectorNameConfig(sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF))
@@ -328,17 +298,17 @@ class ServerStore:
         selector = models.PointIdsList(points=point_ids)
         self._call("delete", lambda: self.client.delete(name, points_selector=selector, wait=True), name)
 
-    def count(self, name: str, filter: PointFilter | None = None) -> int:
-        if matches_nothing(filter):
+    def count(self, name: str, filter: base.PointFilter | None = None) -> int:
+        if base.matches_nothing(filter):
             self._require(name)
             return 0
         point_filter = _server_filter(filter)
         result = self._call("count", lambda: self.client.count(name, count_filter=point_filter, exact=True), name)
         return result.count
 
-    def search(self, name: str, request: SearchRequest) -> list[Hit]:
-        check_search_request(request)
-        if matches_nothing(request.filter):
+    def search(self, name: str, request: base.SearchRequest) -> list[base.Hit]:
+        base.check_search_request(request)
+        if base.matches_nothing(request.filter):
             self._require(name)
             return []
         known = self._known_sparse.get(name, set())
@@ -346,33 +316,33 @@ class ServerStore:
             # A vector this process has not seen in the collection: ask the server (a collection made before the
             # vector existed answers with its other lists until an ingest adds it).
             known = self._known_sparse[name] = self._sparse_vectors(name)
-            request = present_lists(request, known, name, self.location)
-        parts = list_requests(request)
+            request = base.present_lists(request, known, name, self.location)
+        parts = base.list_requests(request)
         batch = [models.QueryRequest(**_query_arguments(part, self.index)) for part in parts]
-        # One request for every list of a fusion; fused here (see list_requests)
+        # One request for every list of a fusion; fused here (see base.list_requests)
         responses = self._call("search", lambda: self.client.query_batch_points(name, requests=batch), name)
 
-        def fetch(part: SearchRequest, limit: int) -> list[Hit]:
+        def fetch(part: base.SearchRequest, limit: int) -> list[base.Hit]:
             query = models.QueryRequest(**{**_query_arguments(part, self.index), "limit": limit})
             response = self._call("search", lambda: self.client.query_batch_points(name, requests=[query]), name)[0]
-            return [Hit(str(point.id), point.score) for point in response.points]
+            return [base.Hit(str(point.id), point.score) for point in response.points]
 
         results = [
-            complete_ties(partial(fetch, part), part, [Hit(str(p.id), p.score) for p in response.points])
+            base.complete_ties(partial(fetch, part), part, [base.Hit(str(p.id), p.score) for p in response.points])
             for part, response in zip(parts, responses, strict=True)
         ]
-        ranked = fuse(results, request)
+        ranked = base.fuse(results, request)
         if not ranked:
             return []
         ids: list[models.ExtendedPointId] = [hit.id for hit in ranked]
         records = self._call(
             "search", lambda: self.client.retrieve(name, ids=ids, with_payload=True, with_vectors=False), name
         )
-        return attach_payloads(ranked, {str(record.id): record.payload or {} for record in records})
+        return base.attach_payloads(ranked, {str(record.id): record.payload or {} for record in records})
 
-    def retrieve(self, name: str, filter: PointFilter, limit: int = 1000) -> list[Hit]:
+    def retrieve(self, name: str, filter: base.PointFilter, limit: int = 1000) -> list[base.Hit]:
         """Points matching ``filter`` (at most ``limit``, taken in id order) in reading order."""
-        if matches_nothing(filter) or limit < 1:
+        if base.matches_nothing(filter) or limit < 1:
             self._require(name)
             return []
         point_filter = _server_filter(filter)
@@ -383,11 +353,13 @@ class ServerStore:
             ),
             name,
         )
-        return sorted((Hit(str(record.id), 0.0, record.payload or {}) for record in records), key=reading_order)
+        return sorted(
+            (base.Hit(str(record.id), 0.0, record.payload or {}) for record in records), key=base.reading_order
+        )
 
-    def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[StoredHash]:
+    def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[base.StoredHash]:
         physical = self.resolve_alias(name) or name  # pinned: a swap of the alias mid-way changes nothing
-        point_filter = _server_filter(PointFilter(editions=[edition])) if edition is not None else None
+        point_filter = _server_filter(base.PointFilter(editions=[edition])) if edition is not None else None
         offset: models.ExtendedPointId | None = None
         while True:
             records, offset = self._call(
@@ -402,7 +374,7 @@ class ServerStore:
                 ),
                 physical,
             )
-            yield from (StoredHash.of(record.id, record.payload) for record in records)
+            yield from (base.StoredHash.of(record.id, record.payload) for record in records)
             if offset is None:
                 return
 
@@ -422,14 +394,14 @@ class ServerStore:
         info = self._call("read collection", lambda: self.client.get_collection(physical), physical)
         config = info.config.model_dump(mode="json", exclude_none=True)
         metadata = config.pop("metadata", None) or {}
-        if INDEX_KEY in metadata:
-            config[INDEX_KEY] = metadata[INDEX_KEY]
+        if base.INDEX_KEY in metadata:
+            config[base.INDEX_KEY] = metadata[base.INDEX_KEY]
         schema = info.model_dump(mode="json")["payload_schema"]
         return {**config, "hnsw_ef": self.index.hnsw_ef, "payload_schema": schema}
 
     def scroll_points(
         self, name: str, offset: str | None = None, limit: int = SCROLL_PAGE
-    ) -> tuple[list[PointToStore], str | None]:
+    ) -> tuple[list[base.PointToStore], str | None]:
         records, following = self._call(
             "read",
             lambda: self.client.scroll(name, offset=offset, limit=limit, with_payload=True, with_vectors=True),
@@ -437,26 +409,28 @@ class ServerStore:
         )
         return [_stored_point(record) for record in records], None if following is None else str(following)
 
-    def payload_indexes(self, name: str) -> list[PayloadIndex]:
+    def payload_indexes(self, name: str) -> list[base.PayloadIndex]:
         """The server's payload schema; in local mode, which keeps no payload index, those this class made."""
         physical = self.resolve_alias(name) or name
         info = self._call("read collection", lambda: self.client.get_collection(physical), physical)
         found = {
-            field: PayloadIndex(field, str(schema.data_type.value), bool(getattr(schema.params, "is_tenant", None)))
+            field: base.PayloadIndex(
+                field, str(schema.data_type.value), bool(getattr(schema.params, "is_tenant", None))
+            )
             for field, schema in (info.payload_schema or {}).items()
         }
         for recorded in (info.config.metadata or {}).get(PAYLOAD_INDEXES_KEY) or []:
-            found.setdefault(recorded["field"], PayloadIndex(**recorded))
+            found.setdefault(recorded["field"], base.PayloadIndex(**recorded))
         return sorted(found.values(), key=lambda index: index.field)
 
-    def create_payload_index(self, name: str, index: PayloadIndex) -> None:
+    def create_payload_index(self, name: str, index: base.PayloadIndex) -> None:
         self._create_payload_index(name, index)
         info = self._call("read collection", lambda: self.client.get_collection(name), name)
         recorded = [i for i in (info.config.metadata or {}).get(PAYLOAD_INDEXES_KEY) or [] if i["field"] != index.field]
         metadata = {PAYLOAD_INDEXES_KEY: [*recorded, asdict(index)]}
         self._call("record payload index", lambda: self.client.update_collection(name, metadata=metadata), name)
 
-    def _create_payload_index(self, name: str, index: PayloadIndex) -> None:
+    def _create_payload_index(self, name: str, index: base.PayloadIndex) -> None:
         schema: models.PayloadSchemaType | models.KeywordIndexParams = models.PayloadSchemaType(index.kind)
         if index.kind == "keyword" and index.tenant:
             schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
@@ -478,27 +452,27 @@ class ServerStore:
         """One client call: retried while transient, then turned into a StoreError for people."""
         try:
             return call_with_retries(call, location=self.location, tries=self._tries, sleep=self._sleep)
-        except StoreError:
+        except base.StoreError:
             raise
         except UnexpectedResponse as exc:
             if exc.status_code == 404 and collection is not None:
                 raise _Missing(collection, self.location) from exc
             if exc.status_code in (401, 403):
-                raise StoreError(
+                raise base.StoreError(
                     f"The Qdrant server at {self.location} refused the credentials ({exc.status_code}). "
                     "Check TAFSIR_QDRANT_API_KEY."
                 ) from exc
-            raise StoreError(f"The Qdrant server at {self.location} could not {action}: {_describe(exc)}") from exc
+            raise base.StoreError(f"The Qdrant server at {self.location} could not {action}: {_describe(exc)}") from exc
         except (ValueError, RuntimeError) as exc:
             # Local mode reports server-side errors as ValueError ("Collection x not found").
             if collection is not None and "not found" in str(exc):
                 raise _Missing(collection, self.location) from exc
-            raise StoreError(f"Qdrant at {self.location} could not {action}: {exc}") from exc
+            raise base.StoreError(f"Qdrant at {self.location} could not {action}: {exc}") from exc
 
 
-class _Missing(StoreError):
+class _Missing(base.StoreError):
     def __init__(self, name: str, location: str) -> None:
-        super().__init__(str(missing_collection_error(name, location)))
+        super().__init__(str(base.missing_collection_error(name, location)))
 
 
 def _describe(exc: BaseException) -> str:
@@ -513,8 +487,8 @@ def _describe(exc: BaseException) -> str:
 # --- translation to qdrant-client models -------------------------------------------------------------
 
 
-def _server_filter(point_filter: PointFilter | None) -> models.Filter | None:
-    check_resolved(point_filter)
+def _server_filter(point_filter: base.PointFilter | None) -> models.Filter | None:
+    base.check_resolved(point_filter)
     if point_filter is None:
         return None
     must: list[models.Condition] = []
@@ -542,26 +516,26 @@ def _server_filter(point_filter: PointFilter | None) -> models.Filter | None:
     return models.Filter(must=must) if must else None
 
 
-def _stored_point(record: models.Record) -> PointToStore:
+def _stored_point(record: models.Record) -> base.PointToStore:
     """A scrolled record (with vectors and payload) as a whole point, ready to upsert elsewhere."""
     vectors = dict(record.vector) if isinstance(record.vector, dict) else {}
-    dense = vectors.pop(DENSE, None) or []
+    dense = vectors.pop(base.DENSE, None) or []
     sparse = {
-        name: SparseVector(list(vector.indices), list(vector.values))
+        name: base.SparseVector(list(vector.indices), list(vector.values))
         for name, vector in vectors.items()
-        if name in SPARSE_VECTORS and isinstance(vector, models.SparseVector)
+        if name in base.SPARSE_VECTORS and isinstance(vector, models.SparseVector)
     }
-    return PointToStore(str(record.id), [float(x) for x in dense], sparse, dict(record.payload or {}))
+    return base.PointToStore(str(record.id), [float(x) for x in dense], sparse, dict(record.payload or {}))
 
 
-def _server_sparse(vector: SparseVector) -> models.SparseVector:
+def _server_sparse(vector: base.SparseVector) -> models.SparseVector:
     return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 
-def _index_arguments(index: IndexConfig) -> dict[str, Any]:
+def _index_arguments(index: base.IndexConfig) -> dict[str, Any]:
     """``create_collection`` arguments for the index settings (as Edge's in services/store/edge_types.py)."""
     quantization = None
-    if index.quantization is Quantization.INT8:
+    if index.quantization is base.Quantization.INT8:
         quantization = models.ScalarQuantization(
             scalar=models.ScalarQuantizationConfig(
                 type=models.ScalarType.INT8, quantile=0.99, always_ram=index.quantization_always_ram
@@ -575,27 +549,18 @@ def _index_arguments(index: IndexConfig) -> dict[str, Any]:
     }
 
 
-def _search_params(request: SearchRequest, index: IndexConfig) -> models.SearchParams | None:
-    if request.exact:
-        return models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True))
-    if index.hnsw_ef is None and index.quantization is Quantization.NONE:
-        return None
-    rescore = models.QuantizationSearchParams(rescore=True) if index.quantization is Quantization.INT8 else None
-    return models.SearchParams(hnsw_ef=index.hnsw_ef, quantization=rescore)
-
-
-def _query_arguments(request: SearchRequest, index: IndexConfig | None = None) -> dict[str, Any]:
+def _query_arguments(request: base.SearchRequest, index: base.IndexConfig | None = None) -> dict[str, Any]:
     """A search of one list (see ``list_requests``: a fusion is made of several, fused by the caller)."""
     (using, _), *more = request.lists()
     if more:
         raise ValueError("one list at a time: split a fusion with list_requests")
     return {
-        "query": list(request.dense or []) if using == DENSE else _server_sparse(request.sparse),
+        "query": list(request.dense or []) if using == base.DENSE else _server_sparse(request.sparse),
         "using": using,
         "filter": _server_filter(request.filter),
-        "params": _search_params(request, index or IndexConfig()),
-        "limit": candidate_limit(request),
-        "with_payload": False,  # fetched for the returned hits only: see attach_payloads
+        "params": base.search_params(request, index or base.IndexConfig(), models),
+        "limit": base.candidate_limit(request),
+        "with_payload": False,  # fetched for the returned hits only: see base.attach_payloads
         "with_vector": False,
         "score_threshold": request.score_threshold,
     }

@@ -75,7 +75,7 @@ test: setup lint system-deps
 # The tests that need no browser, no docker-compose, no language model, no server in a subprocess and not the
 # real default model: a few minutes (markers declared in pyproject.toml, set in tests/conftest.py).
 test-fast: setup lint
-	$(BIN)/pytest -q -n 2 --dist loadfile -m "not browser and not compose and not llm and not server and not slow"
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not browser and not compose and not llm and not server and not cli and not slow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -30,9 +30,10 @@ os.environ.setdefault(
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="tafsir-user-data-")
 
 
-# Fixtures that stand for a server in a subprocess or a language model: a test using one (directly or through
-# another fixture) carries the marker, so `make test-fast` (-m "not server and not llm ...") leaves it out.
-FIXTURE_MARKERS = {"llm": "llm", "server": "server", "live_server": "server"}
+# Fixtures that stand for a server in a subprocess, a language model or the real CLI in a subprocess: a test using
+# one (directly or through another fixture) carries the marker, so `make test-fast` (-m "not server and not llm
+# and not cli ...") leaves it out.
+FIXTURE_MARKERS = {"llm": "llm", "server": "server", "live_server": "server", "cli_env": "cli", "slow_env": "cli"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

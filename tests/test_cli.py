@@ -17,6 +17,8 @@ from services.store import open_store
 from tests.conftest import cli_environment, tafsir_cmd
 from tests.malformed_sources import MALFORMED, write_case
 
+pytestmark = [pytest.mark.cli]  # the real `tafsir` in a subprocess
+
 
 def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(tafsir_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout)

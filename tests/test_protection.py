@@ -21,6 +21,8 @@ from tests.test_api import LiveServer
 from tests.test_cli import write_jsonl
 from tests.test_schedule import ingest_runs_in, run_worker
 
+pytestmark = [pytest.mark.cli]  # the real `tafsir` in a subprocess
+
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(tafsir_cmd(*args), env=env, capture_output=True, text=True, timeout=600)

@@ -58,19 +58,18 @@ def ranked_lists(engine, queries, depth: int) -> list[dict[str, list[tuple[str, 
 
 
 def fuse(lists, config: dict, formula: str) -> list[tuple[int, int]]:
-    scores: dict[str, float] = defaultdict(float)
-    where: dict[str, tuple[int, int]] = {}
+    from services.store.base import weighted_rrf
+
     k = config["rrf_k"]
-    for name in LISTS:
-        weight = config[name]
-        if weight <= 0:
-            continue
-        for rank, (point, ayah) in enumerate(lists[name][: config["prefetch_limit"]]):
-            if formula == "qdrant":
-                scores[point] += 1.0 / ((rank + 1) / weight + k - 1)
-            else:
-                scores[point] += weight / (k + rank + 1)
-            where[point] = ayah
+    ranked = {name: lists[name][: config["prefetch_limit"]] for name in LISTS if config[name] > 0}
+    where = {point: ayah for found in ranked.values() for point, ayah in found}
+    if formula == "qdrant":
+        scores = weighted_rrf((([p for p, _ in found], config[name]) for name, found in ranked.items()), k)
+    else:
+        scores = defaultdict(float)
+        for name, found in ranked.items():
+            for rank, (point, _) in enumerate(found):
+                scores[point] += config[name] / (k + rank + 1)
     order = sorted(scores, key=lambda p: (-scores[p], p))[:K]
     return [where[p] for p in order]
 

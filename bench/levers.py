@@ -70,13 +70,10 @@ def top(scores: np.ndarray, n: int) -> np.ndarray:
 
 
 def rrf(lists: list[tuple[list[str], float]], k: float) -> list[str]:
-    """Weighted RRF as services/store/base.py's ``fuse`` computes it; ties by id."""
-    scores: dict[str, float] = defaultdict(float)
-    for ranked, weight in lists:
-        if weight <= 0:
-            continue
-        for rank, point_id in enumerate(ranked[:DEPTH]):
-            scores[point_id] += 1.0 / ((rank + 1.0) / weight + k - 1.0)
+    """Weighted RRF as services/store/base.py's ``fuse`` computes it (its ``weighted_rrf``); ties by id."""
+    from services.store.base import weighted_rrf
+
+    scores = weighted_rrf(((ranked[:DEPTH], weight) for ranked, weight in lists if weight > 0), k)
     return sorted(scores, key=lambda i: (-scores[i], i))
 
 

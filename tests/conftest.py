@@ -98,20 +98,11 @@ def ingested_settings(folder: Path, tiny_model: Path, surahs: Iterable[int]):
     import dataclasses
 
     from ingest.builtin import read_builtin
-    from ingest.pipeline import IngestPipeline
     from ingest.sources import Source
-    from services.embedding import Embedder
-    from services.settings import Settings
-    from services.store import open_store
 
-    settings = Settings(_env_file=None, qdrant_path=folder / "qdrant", embedding_model=str(tiny_model))
     ayat = tuple(dataclasses.replace(a, edition="id.test") for a in read_builtin().ayat if a.surah in surahs)
-    store = open_store(settings)
-    try:
-        IngestPipeline(settings, store, Embedder(settings)).run(Source("id.test", "test", ayat))
-    finally:
-        store.close()
-    return settings
+    with engine_over(folder, tiny_model, Source("id.test", "test", ayat)) as engine:
+        return engine.settings
 
 
 @contextlib.contextmanager

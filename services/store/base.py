@@ -433,11 +433,22 @@ def fuse(results: Sequence[Iterable[Hit]], request: SearchRequest) -> list[Hit]:
     parts = list_requests(request)
     if len(parts) == 1:
         return rank_hits(next(iter(results)), request)
-    scores: dict[str, float] = {}
-    for (_, weight), part, hits in zip(request.lists(), parts, results, strict=True):
-        for rank, hit in enumerate(rank_hits(hits, part)):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / ((rank + 1.0) / weight + request.rrf_k - 1.0)
+    ranked = (
+        ((hit.id for hit in rank_hits(hits, part)), weight)
+        for (_, weight), part, hits in zip(request.lists(), parts, results, strict=True)
+    )
+    scores = weighted_rrf(ranked, request.rrf_k)
     return rank_hits((Hit(point_id, score) for point_id, score in scores.items()), request)
+
+
+def weighted_rrf(lists: Iterable[tuple[Iterable[str], float]], rrf_k: float) -> dict[str, float]:
+    """Qdrant's weighted RRF (qdrant_client/hybrid/fusion.py) of ranked id lists, each with its weight (above 0):
+    score = sum over the lists of 1 / ((rank + 1) / weight + k - 1), rank from 0."""
+    scores: dict[str, float] = {}
+    for ids, weight in lists:
+        for rank, point_id in enumerate(ids):
+            scores[point_id] = scores.get(point_id, 0.0) + 1.0 / ((rank + 1.0) / weight + rrf_k - 1.0)
+    return scores
 
 
 def recorded_model(store: VectorStore, alias: str) -> tuple[str, str] | None:

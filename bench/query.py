@@ -2,8 +2,10 @@
 
 Uses the store at TAFSIR_QDRANT_PATH (run `tafsir ingest` first) and the dev questions as queries
 (each run several times). Prints one JSON object; splits the time into query embedding and search.
+``--versus weight_dense_tr=0`` (settings fields) also times the hybrid search under those settings, each query
+under both in turn, and reports the ratio of the medians: a cost measured in one run, the same load on both.
 
-Usage: python bench/query.py [--queries FILE] [--rounds N]
+Usage: python bench/query.py [--queries FILE] [--rounds N] [--versus FIELD=VALUE ...]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=Path, default=DEFAULT_QUERIES)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--versus", nargs="*", default=[], help="settings of a second hybrid timing: field=value")
     args = parser.parse_args()
 
     from retriever.search import SearchEngine, SearchOptions
@@ -62,6 +65,26 @@ def main() -> None:
             "p95_ms": round(percentile(total, 0.95), 2),
             "embed_p50_ms": round(statistics.median(embed), 2),
             "search_p50_ms": round(statistics.median(store), 2),
+        }
+    if args.versus:
+        update = dict(item.split("=", 1) for item in args.versus)
+        other = SearchEngine(
+            Settings(**{**engine.settings.model_dump(), **update}), store=engine.store, embedder=engine.embedder
+        )
+        options = SearchOptions(k=10, mode=Mode.HYBRID)
+        timings: dict[str, list[float]] = {"defaults": [], "versus": []}
+        for _ in range(args.rounds):
+            for q in queries:
+                for name, searcher in (("defaults", engine), ("versus", other)):
+                    t0 = time.perf_counter()
+                    searcher.search(q, options)
+                    timings[name].append((time.perf_counter() - t0) * 1000)
+        medians = {name: statistics.median(values) for name, values in timings.items()}
+        report["hybrid_versus"] = {
+            "settings": update,
+            "defaults_p50_ms": round(medians["defaults"], 2),
+            "versus_p50_ms": round(medians["versus"], 2),
+            "defaults_over_versus": round(medians["defaults"] / medians["versus"], 3),
         }
     engine.store.close()
     print(json.dumps(report))

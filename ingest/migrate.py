@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from services.store.base import (
+    DENSE_TRANSLATION,
     SPARSE,
     CollectionSpec,
     Hit,
@@ -188,15 +189,16 @@ def _copy(
 
 
 def _already_copied(point: PointToStore, stored: StoredHash | None) -> bool:
-    """Whether an earlier run wrote this very point: same id and the same three hashes (a point without a
+    """Whether an earlier run wrote this very point: same id and the same four hashes (a point without a
     content hash is always written again; an upsert by id is idempotent)."""
     payload = point.payload
     if stored is None or not payload.get("content_hash"):
         return False
-    return (stored.content_hash, stored.sparse_hash, stored.dense_hash) == (
+    return (stored.content_hash, stored.sparse_hash, stored.dense_hash, stored.dense_tr_hash) == (
         payload.get("content_hash"),
         payload.get("sparse_hash"),
         payload.get("dense_hash"),
+        payload.get("dense_tr_hash"),
     )
 
 
@@ -212,14 +214,20 @@ def _check_counts(source: VectorStore, target: VectorStore, name: str) -> dict[s
 
 
 def _check_searches(source: VectorStore, target: VectorStore, name: str, samples: list[PointToStore]) -> int:
-    """The same top 10 on both sides (up to the order of equal scores) for a dense and a BM25 search from each
-    sampled point's own vectors.
+    """The same top 10 on both sides (up to the order of equal scores) for a dense, a translation-vector (where the
+    point has one) and a BM25 search from each sampled point's own vectors.
 
     Exact searches compare the data, not two HNSW graphs; no model is needed, so a store built with a model
     this machine lacks migrates too."""
     checked = 0
     for point in samples:
         requests = [SearchRequest(mode=Mode.DENSE, limit=TOP, dense=point.dense, exact=True)]
+        if point.dense_tr is not None:
+            requests.append(
+                SearchRequest(
+                    mode=Mode.DENSE, limit=TOP, dense=point.dense_tr, dense_using=DENSE_TRANSLATION, exact=True
+                )
+            )
         sparse = point.sparse.get(SPARSE)
         if sparse is not None and sparse.indices:
             requests.append(SearchRequest(mode=Mode.SPARSE, limit=TOP, sparse=sparse, exact=True))

@@ -3,11 +3,12 @@
     source ayat → chunks → diff against stored hashes → embed new/changed → upsert → delete stale
     → (new collection only) verify → move the alias → drop the old collection
 
-Incremental by default, with three hashes on each point: a chunk whose ``dense_hash`` (its text, the
+Incremental by default, with four hashes on each point: a chunk whose ``dense_hash`` (its text, the
 model, the chunking) is already stored is not embedded again; if only what else the point carries
 changed (``content_hash``: translations, transliteration, Arabic) or what its sparse vectors are made
 from (``sparse_hash``: BM25 settings and layout, neighbouring ayat), its payload and sparse vectors are
-rewritten and its dense vector stays. A different model, vector size or chunking
+rewritten and its dense vector stays; the translation's own vector (``dense_tr``) is embedded again only
+when ``dense_tr_hash`` (the translation it is made from) changed. A different model, vector size or chunking
 builds a new physical collection behind the alias; readers stay on the old one until the new one
 is complete and verified, and a run killed half-way is resumed by the next run.
 """
@@ -46,6 +47,7 @@ from services.sparse import (
     SparseEncoder,
 )
 from services.store.base import (
+    DENSE_TRANSLATION,
     FIRST_SPARSE_VECTORS,
     CollectionSpec,
     Hit,
@@ -78,6 +80,9 @@ class IngestSummary:
     # chunks whose payload and sparse vectors were rewritten and dense vector kept: a translation, a neighbouring
     # ayah or the BM25 layout changed, not the chunk's text
     resparsed: int = 0
+    # of those, chunks whose translation vector (dense_tr) was embedded: the translation changed, or the point was
+    # stored before the vector existed
+    translated: int = 0
     unchanged: int = 0
     deleted: int = 0
     carried_over: int = 0  # chunks of other editions moved into a rebuilt collection
@@ -159,8 +164,9 @@ class Target:
 def collection_spec(embedder: Embedder, params: ChunkingParams) -> CollectionSpec:
     # The sparse vectors' *names* shape a collection; their BM25 settings only their values, which each
     # point's sparse_hash tracks, so a BM25 change rewrites sparse vectors in place, embedding nothing. A vector
-    # added since the first collections (bm25_ar) is added to a live one in place (``VectorStore.add_sparse_vectors``)
-    # and is not part of the fingerprint, which would otherwise send every chunk to the model again.
+    # added since the first collections (bm25_ar, dense_tr) is added to a live one in place
+    # (``VectorStore.add_vectors``) and is not part of the fingerprint, which would otherwise send every chunk to the
+    # model again.
     layout = f"{params.limit}/{params.overlap}" + ("/translation-heading" if params.translation_heading else "")
     names = ",".join(FIRST_SPARSE_VECTORS)
     fingerprint = content_hash(embedder.identity, str(embedder.dimension), layout, names)
@@ -263,6 +269,7 @@ class EditionWork:
         self.index = ayat_index(ayat)
         self.embed: list[Chunk] = []
         self.resparse: list[Chunk] = []
+        self.translate: set[str] = set()  # ids of resparse chunks whose translation vector is embedded (again)
         self.stale: set[str] = set()
         self._weights: dict[tuple[int, int], dict[int, float]] = {}
 
@@ -273,6 +280,10 @@ class EditionWork:
         return [
             a for key in ((chunk.surah, chunk.ayah - 1), (chunk.surah, chunk.ayah + 1)) if (a := self.index.get(key))
         ]
+
+    def translation(self, chunk: Chunk) -> str | None:
+        """What the chunk's translation vector (``dense_tr``) is made from; None: the ayah has no translation."""
+        return translation_text(self.ayah(chunk))
 
     def sparse_hash(self, chunk: Chunk) -> str:
         """What a chunk's sparse vectors depend on beyond its own ayah: BM25 settings and neighbours."""
@@ -378,8 +389,11 @@ class IngestPipeline:
                     continue
                 # The text is the same: keep the dense vector, rewrite the rest if anything else changed.
                 content_changed = held.content_hash != self._content_hash(chunk, ayah, spec)
-                if content_changed or held.sparse_hash != job.sparse_hash(chunk):
+                translation_changed = held.dense_tr_hash != self._dense_tr_hash(ayah, spec)
+                if content_changed or translation_changed or held.sparse_hash != job.sparse_hash(chunk):
                     job.resparse.append(chunk)
+                    if translation_changed:
+                        job.translate.add(chunk.id)
             job.stale = set(stored) - {c.id for c in job.chunks}
             work.append(job)
             if edition == source.edition:
@@ -388,6 +402,7 @@ class IngestPipeline:
                 summary.unchanged = len(job.chunks) - len(job.embed)
                 summary.embedded = len(job.embed)
                 summary.resparsed = len(job.resparse)
+                summary.translated = len(job.translate)
                 summary.deleted = loss.deleted
                 summary.stored, summary.replaced = loss.stored, loss.replaced
             else:
@@ -402,10 +417,10 @@ class IngestPipeline:
             self.store.create_collection(target.name, spec)
             target = dataclasses.replace(target, exists=True)
         elif not dry_run:
-            # A collection made before a sparse vector existed gets it now; the resparse above fills it.
-            added = self.store.add_sparse_vectors(target.name)
+            # A collection made before a vector existed gets it now; the resparse above fills it.
+            added = self.store.add_vectors(target.name)
             if added:
-                log.info("added sparse vector(s) %s to %s", ", ".join(added), target.name)
+                log.info("added vector(s) %s to %s", ", ".join(added), target.name)
         summary.seconds = round(time.perf_counter() - started, 3)
         return IngestPlan(target, spec, work, summary, refusal)
 
@@ -460,7 +475,8 @@ class IngestPipeline:
 
     def _execute(self, plan: IngestPlan, progress: ProgressCallback | None) -> None:
         target, spec, work = plan.target, plan.spec, plan.work
-        total = sum(len(job.embed) for job in work)
+        # A chunk embedded on its translation alone counts as one unit of work too.
+        total = sum(len(job.embed) + len(job.translate) for job in work)
         self._unindexed = 0  # points written since the store last built its indexes
         done = 0
         if progress:
@@ -475,19 +491,27 @@ class IngestPipeline:
                     vectors = self.embedder.encode_documents(
                         [c.model_text for c in batch], self.settings.embed_batch_size
                     )
+                    translations = self._translation_vectors(batch, job)
                     if pending is not None:
                         done += pending.result()  # re-raises a failed upsert here, before more work
                         if progress:
                             progress(done, total)
-                    pending = writer.submit(self._upsert, target.name, batch, vectors, job, spec)
+                    pending = writer.submit(self._upsert, target.name, batch, vectors, translations, job, spec)
             if pending is not None:
                 done += pending.result()
                 if progress:
                     progress(done, total)
         for job in work:
             for batch in _batches(job.resparse, self.settings.upsert_batch_size):
-                updates = [SparseUpdate(c.id, job.sparse_vectors(c), self._payload(c, job, spec)) for c in batch]
+                translations = self._translation_vectors([c for c in batch if c.id in job.translate], job)
+                updates = [
+                    SparseUpdate(c.id, job.sparse_vectors(c), self._payload(c, job, spec), translations.get(c.id))
+                    for c in batch
+                ]
                 self.store.update_sparse(target.name, updates)
+                if progress and translations:
+                    done += len(translations)
+                    progress(done, total)
             # Stale points go only after the new ones are in: a run that fails before this point loses nothing.
             if job.stale:
                 self.store.delete(target.name, sorted(job.stale))
@@ -568,6 +592,23 @@ class IngestPipeline:
             *([ayah.translation_en] if ayah.translation_en else []),
         )
 
+    @staticmethod
+    def _dense_tr_hash(ayah: Ayah, spec: CollectionSpec) -> str | None:
+        """What the translation vector is computed from: the translation, and the model; None when there is none."""
+        text = translation_text(ayah)
+        return content_hash(DENSE_TRANSLATION, text, spec.fingerprint) if text else None
+
+    def _translation_vectors(self, batch: Sequence[Chunk], job: EditionWork) -> dict[str, list[float]]:
+        """The translation vector of each chunk of ``batch`` whose ayah has a translation, by chunk id; each text is
+        embedded once (the chunks of one ayah share it)."""
+        texts = {chunk.id: text for chunk in batch if (text := job.translation(chunk))}
+        unique = list(dict.fromkeys(texts.values()))
+        if not unique:
+            return {}
+        vectors = self.embedder.encode_documents(unique, self.settings.embed_batch_size)
+        by_text = {text: vector.tolist() for text, vector in zip(unique, vectors, strict=True)}
+        return {chunk_id: by_text[text] for chunk_id, text in texts.items()}
+
     def _dense_is_current(self, held: StoredHash, chunk: Chunk, ayah: Ayah, spec: CollectionSpec) -> bool:
         if held.dense_hash is not None:
             return held.dense_hash == self._dense_hash(chunk, spec)
@@ -599,13 +640,20 @@ class IngestPipeline:
             "char_end": chunk.char_end,
             "tokens": chunk.tokens,
             "dense_hash": self._dense_hash(chunk, spec),
+            "dense_tr_hash": self._dense_tr_hash(ayah, spec),
             "content_hash": self._content_hash(chunk, ayah, spec),
             "sparse_hash": job.sparse_hash(chunk),
             "model": spec.model,
         }
 
     def _upsert(
-        self, collection: str, batch: Sequence[Chunk], vectors: Sequence, job: EditionWork, spec: CollectionSpec
+        self,
+        collection: str,
+        batch: Sequence[Chunk],
+        vectors: Sequence,
+        translations: dict[str, list[float]],
+        job: EditionWork,
+        spec: CollectionSpec,
     ) -> int:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         points = [
@@ -614,6 +662,7 @@ class IngestPipeline:
                 vector.tolist(),
                 job.sparse_vectors(chunk),
                 {**self._payload(chunk, job, spec), "ingested_at": now},
+                translations.get(chunk.id),
             )
             for chunk, vector in zip(batch, vectors, strict=True)
         ]
@@ -646,6 +695,13 @@ class IngestPipeline:
                 self.store.drop_collection(name)
                 dropped.append(name)
         return dropped
+
+
+def translation_text(ayah: Ayah) -> str | None:
+    """The translation the ``dense_tr`` vector embeds: the 2019 wording where there is one (measured, issue 24:
+    docs/BENCHMARKS.md, "Levers"), else the source's own."""
+    text = (ayah.translation_2019 or ayah.translation or "").strip()
+    return text or None
 
 
 def ayat_index(ayat: Sequence[Ayah]) -> dict[tuple[int, int], Ayah]:

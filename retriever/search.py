@@ -255,6 +255,7 @@ class SearchEngine:
             prefetch_limit=max(fusion.prefetch_limit, options.k),
             rrf_k=fusion.rrf_k,
             dense_weight=fusion.dense,
+            dense_tr_weight=fusion.dense_tr,
             sparse_weights={
                 SPARSE: fusion.bm25,
                 SPARSE_CONTEXT: fusion.bm25_ctx,

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     weight_bm25_tr: float | None = Field(
         None, ge=0, description="RRF weight of BM25 on the translation alone; default: the model's."
     )
+    weight_dense_tr: float | None = Field(
+        None, ge=0, description="RRF weight of the dense vector of the ayah's translation alone; default: the model's."
+    )
     weight_bm25_ar: float | None = Field(
         None, ge=0, description="RRF weight of BM25 on the ayah's Arabic text; default: the model's, by language."
     )
@@ -313,6 +316,7 @@ class Settings(BaseSettings):
             "bm25_ctx": self.weight_bm25_ctx,
             "bm25_tr": self.weight_bm25_tr,
             "bm25_ar": self.weight_bm25_ar,
+            "dense_tr": self.weight_dense_tr,
         }
 
     @property

@@ -168,7 +168,7 @@ def test_an_ingest_adds_bm25_ar_to_a_collection_without_it_and_embeds_nothing(tm
     store = open_store(settings)
     try:
         engine = SearchEngine(settings, store=store, embedder=Embedder(settings))
-        with pytest.raises(StoreError, match=r"no sparse vector bm25_ar yet\. Run `tafsir ingest`"):
+        with pytest.raises(StoreError, match=r"no vector bm25_ar yet\. Run `tafsir ingest`"):
             engine.search("لا إكراه في الدين", SearchOptions(k=3, mode=Mode.SPARSE))
         # The Indonesian lists answer meanwhile.
         assert engine.search("tidak ada paksaan dalam agama", SearchOptions(k=3, mode=Mode.SPARSE))
@@ -201,8 +201,8 @@ def test_each_store_adds_the_sparse_vectors_a_collection_lacks(adapter, tmp_path
         both = SearchRequest(mode=Mode.SPARSE, limit=3, sparse=terms, sparse_weights={SPARSE: 1.0, SPARSE_ARABIC: 1.0})
         assert [h.id for h in store.search("c", both)] == [point_id]  # the lists it has answer
 
-        assert store.add_sparse_vectors("c") == [SPARSE_ARABIC]
-        assert store.add_sparse_vectors("c") == []
+        assert store.add_vectors("c") == [SPARSE_ARABIC]
+        assert store.add_vectors("c") == []
         from services.store.base import SparseUpdate
 
         store.update_sparse("c", [SparseUpdate(point_id, {SPARSE_ARABIC: terms}, {})])

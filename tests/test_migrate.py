@@ -74,7 +74,10 @@ def make_points(count: int, seed: int = 7) -> list[PointToStore]:
         }
         point_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"migrate:{n}"))
         vectors = {SPARSE: sparse, SPARSE_CONTEXT: sparse, SPARSE_TRANSLATION: SparseVector(terms[:1], [1.0])}
-        points.append(PointToStore(point_id, [float(x) for x in dense], vectors, payload))
+        # A translation vector on most points (a point of an ayah without a translation has none).
+        translation = [float(x) for x in rng.normal(size=SPEC.dense_size)] if n % 4 else None
+        payload["dense_tr_hash"] = f"t{n}" if translation else None
+        points.append(PointToStore(point_id, [float(x) for x in dense], vectors, payload, translation))
     return points
 
 
@@ -108,6 +111,9 @@ def assert_same_collection(source: VectorStore, target: VectorStore) -> None:
         copy = found[point_id]
         assert copy.payload == point.payload and copy.sparse == point.sparse
         assert copy.dense == pytest.approx(point.dense, rel=1e-6)
+        assert (copy.dense_tr is None) == (point.dense_tr is None)
+        if point.dense_tr is not None:
+            assert copy.dense_tr == pytest.approx(point.dense_tr, rel=1e-6)
     assert target.editions(COLLECTION) == source.editions(COLLECTION)
     assert collection_index(target.index_settings(COLLECTION), IndexConfig()) == INDEX
     assert {(i.field, i.kind, i.tenant) for i in target.payload_indexes(COLLECTION)} == {
@@ -141,6 +147,7 @@ def test_a_round_trip_embedded_server_embedded_keeps_every_point_setting_index_a
                 sparse=point.sparse[SPARSE],
                 prefetch_limit=12,
                 sparse_weights={SPARSE: 1.0, SPARSE_CONTEXT: 2.0},
+                dense_tr_weight=0.5,
                 exact=True,
             )
             assert [hit.id for hit in source.search("tafsir", request)] == [

@@ -5,15 +5,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 
+import numpy as np
 import pytest
 
 from ingest.builtin import BUILTIN_EDITION, BUILTIN_ORIGIN, read_builtin
-from ingest.pipeline import IngestPipeline
+from ingest.pipeline import IngestPipeline, translation_text
 from ingest.sources import Source
 from services.embedding import Embedder, ModelMismatchError
 from services.settings import Settings
 from services.store import open_store
-from services.store.base import PointFilter
+from services.store.base import DENSE, PointFilter
 
 BUILTIN = read_builtin()
 
@@ -47,6 +48,16 @@ def store(settings):
 @pytest.fixture
 def pipeline(settings, store) -> IngestPipeline:
     return IngestPipeline(settings, store, Embedder(settings))
+
+
+def translation_vectors(store, alias="tafsir") -> dict[str, list[float] | None]:
+    """Each stored point's dense_tr vector (None where it has none), by point id."""
+    found, offset = {}, None
+    while True:
+        points, offset = store.scroll_points(store.resolve_alias(alias), offset)
+        found |= {point.id: point.dense_tr for point in points}
+        if offset is None:
+            return found
 
 
 def stored_hashes(store, alias="tafsir") -> dict[str, str]:
@@ -130,6 +141,53 @@ def test_editing_one_ayah_reembeds_exactly_its_chunks(pipeline, store):
     assert changed == expected
     # Its neighbours (103:1 and 103:3) keep their dense vectors; only their context vectors change.
     assert summary.resparsed == 2
+
+
+def test_each_point_holds_its_ayah_translation_as_a_second_dense_vector(pipeline, store):
+    """dense_tr is the model's document vector of the ayah's 2019 wording (the older one where there is none);
+    an ayah without a translation has none, and a search of that list never returns it."""
+    source = make_source("test.one", surahs=[2], keep=[(2, 1), (2, 2), (2, 255)])
+    untranslated = make_source("test.bare", surahs=[112])
+    untranslated = dataclasses.replace(
+        untranslated,
+        ayat=tuple(dataclasses.replace(a, translation=None, translation_2019=None) for a in untranslated.ayat),
+    )
+    pipeline.run(source)
+    pipeline.run(untranslated)
+    vectors = translation_vectors(store)
+    payloads = {h.id: h.payload for h in store.retrieve("tafsir", PointFilter(), limit=1000)}
+    index = {(a.edition, a.surah, a.ayah): a for a in (*source.ayat, *untranslated.ayat)}
+    for point_id, vector in vectors.items():
+        payload = payloads[point_id]
+        ayah = index[payload["edition"], payload["surah"], payload["ayah"]]
+        if payload["edition"] == "test.bare":
+            assert vector is None and payload["dense_tr_hash"] is None
+            continue
+        assert translation_text(ayah) == ayah.translation_2019
+        expected = pipeline.embedder.encode_documents([ayah.translation_2019])[0]
+        assert vector == pytest.approx(list(expected / np.linalg.norm(expected)), abs=1e-5)
+    assert sum(v is None for v in vectors.values()) == len(untranslated.ayat)
+
+
+def test_a_changed_translation_embeds_its_translation_vector_alone(settings, store):
+    source = make_source("test.one", surahs=[103])
+    IngestPipeline(settings, store, Embedder(settings)).run(source)
+    before = translation_vectors(store)
+    new_wording = "Demi masa, sungguh manusia dalam kerugian."
+    edited = dataclasses.replace(
+        source,
+        ayat=tuple(dataclasses.replace(a, translation_2019=new_wording) if a.ayah == 2 else a for a in source.ayat),
+    )
+    embedder = CountingEmbedder(settings)
+    summary = IngestPipeline(settings, store, embedder).run(edited)
+    of_103_2 = {c.id for c in IngestPipeline(settings, store, embedder).chunk(edited.ayat) if c.ayah == 2}
+    assert (summary.embedded, summary.translated) == (0, len(of_103_2))
+    assert embedder.texts == [new_wording]  # once, and no chunk
+    after = translation_vectors(store)
+    assert {i for i in after if after[i] != before[i]} == of_103_2
+    expected = embedder.encode_documents([new_wording])[0]
+    for point_id in of_103_2:
+        assert after[point_id] == pytest.approx(list(expected / np.linalg.norm(expected)), abs=1e-5)
 
 
 def test_changing_bm25_settings_rewrites_sparse_vectors_without_embedding(settings, store):
@@ -322,12 +380,23 @@ def test_a_run_keeps_a_copy_of_its_edition_in_the_store(pipeline):
 
 
 class CountingEmbedder(Embedder):
-    """The real embedder, counting the chunk texts it embeds."""
+    """The real embedder, keeping the document texts it embeds."""
 
-    embedded = 0
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.texts: list[str] = []
+
+    @property
+    def embedded(self) -> int:
+        return len(self.texts)
+
+    def chunks_embedded(self, source: Source) -> int:
+        """The texts embedded that are not one of ``source``'s translations (embedded for the dense_tr vector)."""
+        translations = {translation_text(a) for a in source.ayat}
+        return sum(1 for text in self.texts if text not in translations)
 
     def encode_documents(self, texts, batch_size=32):
-        self.embedded += len(texts)
+        self.texts += texts
         return super().encode_documents(texts, batch_size)
 
 
@@ -345,7 +414,10 @@ OLD_CHUNK_FIELDS = ("text", "edition", "surah", "ayah", "chunk", "chunks", "char
 def store_as_the_previous_release(pipeline: IngestPipeline, source: Source) -> int:
     """Write ``source`` behind the alias exactly as the previous release did (commit 2359cba, ``_upsert``):
     ``translation`` holds the older wording, no ``dense_hash``, ``content_hash`` over text + translation +
-    Arabic + collection fingerprint, and the sparse vectors of the layout before the 2019 wording."""
+    Arabic + collection fingerprint, the sparse vectors of the layout before the 2019 wording, and a collection
+    with the chunk vector alone (no dense_tr)."""
+    from unittest import mock
+
     from ingest.chunking import content_hash
     from ingest.pipeline import ayah_texts, ayat_index, collection_spec, plan_target
     from services.quran import surah as surah_info
@@ -354,7 +426,8 @@ def store_as_the_previous_release(pipeline: IngestPipeline, source: Source) -> i
 
     store, alias = pipeline.store, pipeline.settings.collection
     spec = collection_spec(pipeline.embedder, pipeline.params)
-    target = plan_target(store, alias, spec, full=False)
+    with mock.patch("services.store.base.DENSE_VECTORS", (DENSE,)):
+        target = plan_target(store, alias, spec, full=False)
     chunks = pipeline.chunk(source.ayat)
     index = ayat_index(source.ayat)
     old_sparse = SparseEncoder(Bm25Settings.named("older-wording"))
@@ -380,7 +453,7 @@ def store_as_the_previous_release(pipeline: IngestPipeline, source: Source) -> i
     return len(points)
 
 
-def test_upgrading_rewrites_payload_and_sparse_vectors_and_embeds_nothing(settings, store):
+def test_upgrading_rewrites_payload_and_sparse_vectors_and_embeds_the_translations_alone(settings, store):
     from retriever.search import SearchEngine, SearchOptions
     from services.store.base import Mode
 
@@ -395,14 +468,18 @@ def test_upgrading_rewrites_payload_and_sparse_vectors_and_embeds_nothing(settin
     summary = IngestPipeline(settings, store, embedder).run(source)
 
     assert (summary.chunks, summary.embedded, summary.resparsed, summary.deleted) == (stored, 0, stored, 0)
-    assert embedder.embedded == 0 and not summary.rebuilt
+    # No chunk is embedded again; each ayah's translation is, once, for the vector the collection gained.
+    assert embedder.chunks_embedded(source) == 0 and not summary.rebuilt
+    assert summary.translated == stored and len(source.ayat) <= embedder.embedded <= stored
     hits = store.retrieve("tafsir", PointFilter(), limit=10_000)
     assert len(hits) == stored
     for hit in hits:
         payload = hit.payload
         assert payload["translation_2019"] and payload["translation"] == payload["translation_2019"]
-        assert payload["translation_legacy"] and payload["dense_hash"]
+        assert payload["translation_legacy"] and payload["dense_hash"] and payload["dense_tr_hash"]
         assert payload["ingested_at"] == OLD_INGESTED_AT  # the dense vector was kept, not written again
+    vectors = translation_vectors(store)
+    assert len(vectors) == stored and all(vectors.values())
     after = engine.search(only_in_2019[0], SearchOptions(k=1, mode=Mode.SPARSE))
     assert (after[0].surah, after[0].ayah) == only_in_2019[1]
     assert after[0].translation.startswith("Maka apabila engkau telah selesai (dari sesuatu urusan), tetaplah bekerja")
@@ -418,7 +495,7 @@ def test_upgrading_embeds_exactly_the_chunks_whose_text_changed(settings, store)
     embedder = CountingEmbedder(settings)
     summary = IngestPipeline(settings, store, embedder).run(edited)
     assert (summary.embedded, summary.resparsed) == (1, stored - 1)
-    assert embedder.embedded == 1
+    assert embedder.chunks_embedded(edited) == 1
 
 
 def test_a_rebuild_carries_an_edition_stored_by_the_previous_release_over_with_its_translation(

@@ -633,3 +633,82 @@ def test_sparse_mode_fuses_several_sparse_vectors(store: VectorStore) -> None:
         mode=Mode.SPARSE, limit=5, sparse=SparseVector([5], [1.0]), sparse_weights={SPARSE: 1.0, SPARSE_CONTEXT: 1.0}
     )
     assert {h.id for h in store.search("tafsir-a", request)} == {a.id, b.id}
+
+
+# --- the translation's own dense vector (dense_tr) -------------------------------------------------------
+
+
+def test_hybrid_fuses_the_translation_vector_as_one_more_list(store: VectorStore) -> None:
+    """dense_tr is searched with the query's dense vector and fused with its weight; points without one
+    (no translation) are simply absent from its list."""
+    store.create_collection("tafsir-a", SPEC)
+    near, far = [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]
+    a = point(1, 1, dense=near, terms={5: 1.0})  # the chunk vector is close to the query, its translation is not
+    b = PointToStore(**{**point(1, 2, dense=far, terms={5: 1.0}).__dict__, "dense_tr": near})
+    c = point(1, 3, dense=far, terms={5: 1.0})  # no translation vector at all
+    store.upsert("tafsir-a", [a, b, c])
+    store.update_sparse("tafsir-a", [SparseUpdate(a.id, {}, {}, far)])
+
+    only_tr = SearchRequest(mode=Mode.DENSE, limit=5, dense=near, dense_using="dense_tr")
+    assert [h.id for h in store.search("tafsir-a", only_tr)] == [b.id, a.id]
+    assert store.search("tafsir-a", only_tr)[0].score == pytest.approx(1.0)
+
+    def hybrid(dense_tr_weight: float) -> list[str]:
+        request = SearchRequest(
+            mode=Mode.HYBRID,
+            limit=3,
+            dense=near,
+            sparse=SparseVector([5], [1.0]),
+            rrf_k=1,
+            dense_weight=1.0,
+            dense_tr_weight=dense_tr_weight,
+            sparse_weights={SPARSE: 0.1},
+        )
+        return [h.id for h in store.search("tafsir-a", request)]
+
+    assert hybrid(0.0)[0] == a.id
+    assert hybrid(4.0)[0] == b.id  # the translation list outweighs the chunk list
+    chunk_list = [a.id, *sorted([b.id, c.id])]  # b and c tie (cosine 0): by id
+    sparse_list = sorted([a.id, b.id, c.id])  # all tie
+    expected = rrf([chunk_list, [b.id, a.id], sparse_list], [1.0, 4.0, 0.1], k=1)
+    assert hybrid(4.0) == sorted(expected, key=lambda i: (-expected[i], i))
+
+
+def test_scroll_points_carries_the_translation_vector(store: VectorStore) -> None:
+    store.create_collection("tafsir-a", SPEC)
+    with_tr = PointToStore(**{**point(1, 1).__dict__, "dense_tr": [0.0, 0.0, 1.0, 0.0]})
+    without = point(1, 2)
+    store.upsert("tafsir-a", [with_tr, without])
+    points, _ = store.scroll_points("tafsir-a")
+    by_id = {p.id: p for p in points}
+    assert by_id[with_tr.id].dense_tr == pytest.approx([0.0, 0.0, 1.0, 0.0])
+    assert by_id[without.id].dense_tr is None
+
+
+def test_a_collection_made_before_the_translation_vector_answers_and_gets_it_added(
+    store: VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.store import base
+
+    with monkeypatch.context() as before:  # a collection of an earlier release: the chunk vector alone
+        before.setattr(base, "DENSE_VECTORS", (base.DENSE,))
+        store.create_collection("tafsir-a", SPEC)
+    a = point(1, 1, terms={5: 1.0})
+    store.upsert("tafsir-a", [a])
+    hybrid = SearchRequest(
+        mode=Mode.HYBRID, limit=3, dense=[1.0, 0.0, 0.0, 0.0], sparse=SparseVector([5], [1.0]), dense_tr_weight=1.0
+    )
+    assert [h.id for h in store.search("tafsir-a", hybrid)] == [a.id]  # the lists it has answer
+    only_tr = SearchRequest(mode=Mode.DENSE, limit=3, dense=[1.0, 0.0, 0.0, 0.0], dense_using="dense_tr")
+    with pytest.raises(StoreError, match=r"dense_tr.*tafsir ingest"):
+        store.search("tafsir-a", only_tr)
+
+    assert store.add_vectors("tafsir-a") == ["dense_tr"]
+    assert store.add_vectors("tafsir-a") == []
+    assert store.search("tafsir-a", only_tr) == []  # there, and empty until points get it
+    store.update_sparse("tafsir-a", [SparseUpdate(a.id, {}, {"dense_tr_hash": "t"}, [0.0, 1.0, 0.0, 0.0])])
+    found = store.search("tafsir-a", only_tr)
+    assert [h.id for h in found] == [a.id] and found[0].score == pytest.approx(0.0, abs=1e-6)
+    assert [h.dense_tr_hash for h in store.iter_hashes("tafsir-a")] == ["t"]
+    points, _ = store.scroll_points("tafsir-a")
+    assert points[0].dense == pytest.approx([1.0, 0.0, 0.0, 0.0])  # the chunk vector stays

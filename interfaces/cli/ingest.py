@@ -150,6 +150,7 @@ def _print_summary(summary: IngestSummary) -> None:
             "chunks": "chunks",
             "embedded": "to embed",
             "resparsed": "to update, not embed (payload, BM25)",
+            "translated": "of them, translation vector to embed",
             "unchanged": "unchanged",
             "stored": "points of the edition stored now",
             "replaced": "of them to replace (other content)",
@@ -162,6 +163,7 @@ def _print_summary(summary: IngestSummary) -> None:
         title, caption = f"ingest {summary.edition} → {summary.alias} ({summary.collection})", None
         rows = {key: key for key in ("chunks", "embedded", "unchanged")}
         rows["resparsed"] = "of which updated, not embedded (payload, BM25)"
+        rows["translated"] = "of those, translation vector embedded"
         rows |= {key: key for key in ("deleted", "carried_over", "rebuilt", "resumed", "seconds")}
     table = Table(title=title, caption=caption, show_header=False)
     for key, label in rows.items():

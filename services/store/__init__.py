@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from services.store.base import (
     DENSE,
+    DENSE_TRANSLATION,
+    DENSE_VECTORS,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     SPARSE,
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DENSE",
+    "DENSE_TRANSLATION",
+    "DENSE_VECTORS",
     "INTEGER_INDEXES",
     "KEYWORD_INDEXES",
     "SPARSE",

@@ -13,7 +13,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-DENSE = "dense"  # name of the dense vector in every collection
+DENSE = "dense"  # name of the dense vector in every collection: the chunk behind its ayah's translation
+# A second dense vector: the ayah's translation alone (short), searched as one more list of the fusion. Added to a
+# collection made before it in place (``add_vectors``) and filled by the next ingest, as bm25_ar was; a point with
+# no translation (a user file without one) has none, and is simply not in that list.
+DENSE_TRANSLATION = "dense_tr"
+DENSE_VECTORS = (DENSE, DENSE_TRANSLATION)
 # Sparse vectors (BM25 term weights; Qdrant applies IDF with modifier=idf), see services/sparse.py:
 SPARSE = "bm25"  # the chunk's tafsir + the ayah's translation + the surah name
 SPARSE_CONTEXT = "bm25_ctx"  # the same, plus a share of the neighbouring ayat (stories span ayat)
@@ -21,8 +26,8 @@ SPARSE_TRANSLATION = "bm25_tr"  # the ayah's translation alone
 SPARSE_ARABIC = "bm25_ar"  # the ayah's Arabic text, normalised (services/arabic.py)
 SPARSE_VECTORS = (SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION, SPARSE_ARABIC)
 # The sparse vectors of the first collections: they, not the ones added since, are part of a collection's
-# fingerprint, so that a vector added later (bm25_ar) joins a live collection in place (``add_sparse_vectors``,
-# filled by the next ingest's sparse rewrite) instead of building a new one and embedding everything again.
+# fingerprint, so that a vector added later (bm25_ar, dense_tr) joins a live collection in place (``add_vectors``,
+# filled by the next ingest's rewrite) instead of building a new one and embedding everything again.
 FIRST_SPARSE_VECTORS = (SPARSE, SPARSE_CONTEXT, SPARSE_TRANSLATION)
 
 # Payload fields with an index: what the retriever filters on and what an operator filters on in
@@ -173,15 +178,21 @@ class PointToStore:
     dense: list[float]
     sparse: dict[str, SparseVector]  # by vector name; names not given are left empty
     payload: dict[str, Any]
+    dense_tr: list[float] | None = None  # the ayah's translation alone (DENSE_TRANSLATION); None: the point has none
 
 
 @dataclass(frozen=True)
 class SparseUpdate:
-    """New sparse vectors (and payload fields) for a stored point whose dense vector stays."""
+    """New sparse vectors (and payload fields, and the translation's dense vector when given) for a stored point
+    whose chunk vector stays."""
 
     id: str
     sparse: dict[str, SparseVector]
     payload: dict[str, Any]
+    dense_tr: list[float] | None = None  # None: the point's translation vector stays as it is
+
+
+HASH_FIELDS = ("content_hash", "edition", "sparse_hash", "dense_hash", "dense_tr_hash")  # what StoredHash reads
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,7 @@ class StoredHash:
     edition: str
     sparse_hash: str | None = None
     dense_hash: str | None = None  # None on points stored before it existed
+    dense_tr_hash: str | None = None  # what the translation vector was made from; None: the point has none
 
     @classmethod
     def of(cls, point_id: object, payload: dict | None) -> StoredHash:
@@ -202,6 +214,7 @@ class StoredHash:
             str(payload.get("edition", "")),
             payload.get("sparse_hash"),
             payload.get("dense_hash"),
+            payload.get("dense_tr_hash"),
         )
 
 
@@ -262,6 +275,8 @@ class SearchRequest:
     prefetch_limit: int = 50
     rrf_k: int = 60
     dense_weight: float = 1.0
+    dense_tr_weight: float = 0.0  # the translation vector's list (DENSE_TRANSLATION), searched with the same query
+    dense_using: str = DENSE  # the dense vector a dense-mode request searches (``list_requests`` sets it)
     sparse_weights: dict[str, float] = field(default_factory=lambda: {SPARSE: 1.0})
     score_threshold: float | None = None
     exact: bool = False  # every vector compared, no HNSW nor quantization: the reference recall is measured against
@@ -270,10 +285,11 @@ class SearchRequest:
         """(vector name, RRF weight) of every list this request searches, in a fixed order."""
         sparse = [(name, w) for name, w in self.sparse_weights.items() if w > 0]
         if self.mode is Mode.DENSE:
-            return [(DENSE, 1.0)]
+            return [(self.dense_using, 1.0)]
         if self.mode is Mode.SPARSE:
             return sparse
-        return ([(DENSE, self.dense_weight)] if self.dense_weight > 0 else []) + sparse
+        dense = [(DENSE, self.dense_weight), (DENSE_TRANSLATION, self.dense_tr_weight)]
+        return [(name, w) for name, w in dense if w > 0] + sparse
 
 
 @dataclass(frozen=True)
@@ -301,7 +317,7 @@ class VectorStore(Protocol):
     def iter_hashes(self, name: str, edition: str | None = None) -> Iterator[StoredHash]: ...
     def upsert(self, name: str, points: Sequence[PointToStore]) -> None: ...
     def update_sparse(self, name: str, updates: Sequence[SparseUpdate]) -> None: ...
-    def add_sparse_vectors(self, name: str) -> list[str]: ...
+    def add_vectors(self, name: str) -> list[str]: ...
     def delete(self, name: str, ids: Iterable[str]) -> None: ...
     def count(self, name: str, filter: PointFilter | None = None) -> int: ...
     def search(self, name: str, request: SearchRequest) -> list[Hit]: ...
@@ -344,21 +360,27 @@ def check_search_request(request: SearchRequest) -> None:
     unknown = set(request.sparse_weights) - set(SPARSE_VECTORS)
     if unknown:
         raise ValueError(f"unknown sparse vector(s) {sorted(unknown)}; expected some of {list(SPARSE_VECTORS)}")
+    if request.dense_using not in DENSE_VECTORS:
+        raise ValueError(f"unknown dense vector {request.dense_using!r}; expected one of {list(DENSE_VECTORS)}")
 
 
-def present_lists(request: SearchRequest, sparse_names: Iterable[str], collection: str, location: str) -> SearchRequest:
-    """``request`` without the sparse vectors that ``collection`` lacks: one made before a vector existed (bm25_ar)
-    answers with its other lists until the next ``tafsir ingest`` adds it. A request left with no list is refused,
-    naming the vector and the fix."""
-    present = set(sparse_names)
-    missing = sorted(name for name, weight in request.sparse_weights.items() if weight > 0 and name not in present)
+def present_lists(request: SearchRequest, names: Iterable[str], collection: str, location: str) -> SearchRequest:
+    """``request`` without the lists whose vectors ``collection`` lacks (``names``: the vectors it has): one made
+    before a vector existed (bm25_ar, dense_tr) answers with its other lists until the next ``tafsir ingest`` adds
+    it. A request left with no list is refused, naming the vector and the fix."""
+    present = set(names)
+    missing = sorted(name for name, _ in request.lists() if name not in present)
     if not missing:
         return request
-    kept = replace(request, sparse_weights={n: w for n, w in request.sparse_weights.items() if n in present})
-    if not kept.lists():
+    kept = replace(
+        request,
+        sparse_weights={n: w for n, w in request.sparse_weights.items() if n in present},
+        dense_tr_weight=request.dense_tr_weight if DENSE_TRANSLATION in present else 0.0,
+    )
+    if not kept.lists() or any(name not in present for name, _ in kept.lists()):
         raise StoreError(
-            f"Collection {collection!r} in {location} has no sparse vector {', '.join(missing)} yet. Run "
-            "`tafsir ingest` to add it: the run rewrites the sparse vectors only and embeds nothing again."
+            f"Collection {collection!r} in {location} has no vector {', '.join(missing)} yet. Run "
+            "`tafsir ingest` to add it: the run rewrites what the vector is made from and embeds no chunk again."
         )
     return kept
 
@@ -402,10 +424,11 @@ def list_requests(request: SearchRequest) -> list[SearchRequest]:
     return [
         replace(
             request,
-            mode=Mode.DENSE if using == DENSE else Mode.SPARSE,
+            mode=Mode.DENSE if using in DENSE_VECTORS else Mode.SPARSE,
             limit=request.prefetch_limit,
-            sparse_weights={using: 1.0} if using != DENSE else {},
+            sparse_weights={using: 1.0} if using not in DENSE_VECTORS else {},
             dense_weight=1.0,
+            dense_using=using if using in DENSE_VECTORS else DENSE,
             score_threshold=None,
         )
         for using, _ in lists

@@ -37,10 +37,10 @@ from services.store.edge_types import (
     edge_filter,
     edge_point,
     edge_query,
-    edge_sparse,
     shard_config,
     stored_payload_index,
     stored_point,
+    updated_vectors,
 )
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class EdgeStore:
         self._shards: dict[str, _OpenShard] = {}
         self._dropping: set[str] = set()
         self._aliases: dict[str, str] | None = None  # read lazily; we hold the lock, so it stays valid
-        self._sparse_names: dict[str, frozenset[str]] = {}  # per physical collection, from its shard's config
+        self._vector_names: dict[str, frozenset[str]] = {}  # per physical collection, from its shard's config
         self._closed = False
         for leftover in self._collections.glob(".*-*"):  # a create or drop interrupted by a crash
             if leftover.name.startswith((".building-", ".trash-")):
@@ -187,7 +187,7 @@ class EdgeStore:
                 entry = self._shards.get(name)
                 self._cond.wait_for(lambda: entry is None or entry.users == 0)
                 self._shards.pop(name, None)
-                self._sparse_names.pop(name, None)
+                self._vector_names.pop(name, None)
                 aliases = self._alias_map(tolerant=True)
                 if name in aliases.values():
                     self._write_aliases({alias: target for alias, target in aliases.items() if target != name})
@@ -234,9 +234,7 @@ class EdgeStore:
         if not updates:
             return
         operations = [
-            edge.UpdateOperation.update_vectors(
-                [edge.PointVectors(u.id, {n: edge_sparse(v) for n, v in u.sparse.items()}) for u in updates]
-            ),
+            edge.UpdateOperation.update_vectors([edge.PointVectors(u.id, updated_vectors(u)) for u in updates]),
             *(edge.UpdateOperation.set_payload([u.id], u.payload) for u in updates if u.payload),
         ]
         with self._use(name) as (physical, shard):
@@ -247,22 +245,29 @@ class EdgeStore:
             except Exception as exc:
                 raise self._failure("update sparse vectors in", physical, exc) from exc
 
-    def add_sparse_vectors(self, name: str) -> list[str]:
-        """Add the sparse vectors of ``SPARSE_VECTORS`` that the collection lacks (made before they existed), empty
-        until points get them (``update_sparse``); the names added. Edge records them in the shard's config."""
+    def add_vectors(self, name: str) -> list[str]:
+        """Add the vectors of ``DENSE_VECTORS`` and ``SPARSE_VECTORS`` that the collection lacks (made before they
+        existed), empty until points get them (``update_sparse``); the names added. Edge records them in the shard's
+        config."""
         with self._use(name) as (physical, shard):
-            missing = [n for n in base.SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
+            present = self._vectors(physical)
+            missing = [n for n in (*base.DENSE_VECTORS, *base.SPARSE_VECTORS) if n not in present]
             try:
                 for vector in missing:
-                    # Edge's operation takes no memory setting: the added index is Qdrant's default (in RAM).
-                    shard.update(edge.UpdateOperation.create_sparse_vector(vector, modifier=edge.Modifier.Idf))
+                    # Edge's operations take no memory setting: an added vector lives where Qdrant's default keeps it.
+                    if vector in base.DENSE_VECTORS:
+                        size = (self._read_spec(physical) or _no_spec(physical)).dense_size
+                        operation = edge.UpdateOperation.create_dense_vector(vector, size, edge.Distance.Cosine)
+                    else:
+                        operation = edge.UpdateOperation.create_sparse_vector(vector, modifier=edge.Modifier.Idf)
+                    shard.update(operation)
                 if missing:
                     shard.flush()
             except Exception as exc:
                 raise self._failure("add sparse vectors to", physical, exc) from exc
             finally:
                 with self._cond:
-                    self._sparse_names.pop(physical, None)
+                    self._vector_names.pop(physical, None)
         return missing
 
     def delete(self, name: str, ids: Iterable[str]) -> None:
@@ -290,7 +295,7 @@ class EdgeStore:
         with self._use(name) as (physical, shard):
             if base.matches_nothing(request.filter):
                 return []
-            request = base.present_lists(request, self._sparse_vectors(physical), physical, self.location)
+            request = base.present_lists(request, self._vectors(physical), physical, self.location)
             try:
                 results = [
                     base.complete_ties(lambda limit, part=part: self._scored(shard, part, limit), part)
@@ -328,7 +333,7 @@ class EdgeStore:
                 offset=offset,
                 limit=SCROLL_PAGE,
                 filter=point_filter,
-                with_payload=["content_hash", "edition", "sparse_hash", "dense_hash"],
+                with_payload=list(base.HASH_FIELDS),
                 with_vector=False,
             )
             # One page per use, so a slow consumer never holds the shard open between pages.
@@ -459,19 +464,20 @@ class EdgeStore:
         self._shards[name] = entry
         return entry
 
-    def _sparse_vectors(self, physical: str) -> frozenset[str]:
-        """The sparse vectors a collection has, as its shard's config records them (read once, kept)."""
+    def _vectors(self, physical: str) -> frozenset[str]:
+        """The vectors (dense and sparse) a collection has, as its shard's config records them (read once, kept)."""
         with self._cond:
-            known = self._sparse_names.get(physical)
+            known = self._vector_names.get(physical)
         if known is not None:
             return known
         config = self._collections / physical / "shard" / "edge_config.json"
         try:
-            names = frozenset(json.loads(config.read_text(encoding="utf-8")).get("sparse_vectors") or {})
-        except (OSError, ValueError) as exc:
+            recorded = json.loads(config.read_text(encoding="utf-8"))
+            names = frozenset(recorded.get("vectors") or {}) | frozenset(recorded.get("sparse_vectors") or {})
+        except (OSError, ValueError, AttributeError) as exc:
             raise base.StoreError(f"{config} is unreadable ({exc}). {_REBUILD}") from exc
         with self._cond:
-            self._sparse_names[physical] = names
+            self._vector_names[physical] = names
         return names
 
     def _read_spec(self, name: str) -> base.CollectionSpec | None:
@@ -509,6 +515,10 @@ class _Missing(base.StoreError):
 
 
 # --- files ----------------------------------------------------------------------------------------
+
+
+def _no_spec(physical: str) -> base.CollectionSpec:
+    raise base.StoreError(f"Collection {physical!r} records no spec (its vector size): {_REBUILD}")
 
 
 def _check_name(name: str) -> None:

@@ -29,11 +29,12 @@ def shard_config(spec: base.CollectionSpec, index: base.IndexConfig | None = Non
         )
     return edge.EdgeConfig(
         vectors={
-            base.DENSE: edge.EdgeVectorParams(
+            name: edge.EdgeVectorParams(
                 size=spec.dense_size,
                 distance=edge.Distance.Cosine,
                 memory=edge.Memory.Cold if index.vectors_on_disk else edge.Memory.Cached,
             )
+            for name in base.DENSE_VECTORS
         },
         sparse_vectors={
             name: edge.EdgeSparseVectorParams(
@@ -52,20 +53,37 @@ def shard_config(spec: base.CollectionSpec, index: base.IndexConfig | None = Non
 
 def edge_point(point: base.PointToStore) -> edge.Point:
     vectors: dict[str, Any] = {base.DENSE: list(point.dense)}
+    if point.dense_tr is not None:
+        vectors[base.DENSE_TRANSLATION] = list(point.dense_tr)
     vectors.update((name, edge_sparse(vector)) for name, vector in point.sparse.items())
     return edge.Point(point.id, vectors, point.payload)
+
+
+def updated_vectors(update: base.SparseUpdate) -> dict[str, Any]:
+    """The vectors an update writes to a stored point, by name."""
+    vectors: dict[str, Any] = {n: edge_sparse(v) for n, v in update.sparse.items()}
+    if update.dense_tr is not None:
+        vectors[base.DENSE_TRANSLATION] = list(update.dense_tr)
+    return vectors
 
 
 def stored_point(record: Any) -> base.PointToStore:
     """A scrolled record (with vector and payload) as a whole point, ready to upsert elsewhere."""
     vectors = dict(record.vector or {})
     dense = vectors.pop(base.DENSE, None) or []
+    translation = vectors.pop(base.DENSE_TRANSLATION, None)
     sparse = {
         name: base.SparseVector(list(v.indices), list(v.values))
         for name, v in vectors.items()
         if name in base.SPARSE_VECTORS
     }
-    return base.PointToStore(str(record.id), list(dense), sparse, dict(record.payload or {}))
+    return base.PointToStore(
+        str(record.id),
+        list(dense),
+        sparse,
+        dict(record.payload or {}),
+        list(translation) if translation is not None else None,
+    )
 
 
 def edge_field_index(index: base.PayloadIndex) -> edge.UpdateOperation:
@@ -122,7 +140,7 @@ def edge_query(
     (using, _), *more = request.lists()
     if more:
         raise ValueError("one list at a time: split a fusion with list_requests")
-    vector = list(request.dense or []) if using == base.DENSE else edge_sparse(request.sparse)
+    vector = list(request.dense or []) if using in base.DENSE_VECTORS else edge_sparse(request.sparse)
     return edge.QueryRequest(
         query=edge.Query.Nearest(vector, using=using),
         params=base.search_params(request, index or base.IndexConfig(), edge),

@@ -118,7 +118,7 @@ class ServerStore:
             "replication_factor": replication_factor,
             "write_consistency_factor": write_consistency_factor,
         }
-        self._known_sparse: dict[str, set[str]] = {}  # per collection or alias searched: its sparse vectors
+        self._known_vectors: dict[str, set[str]] = {}  # per collection or alias searched: its vectors
 
     @classmethod
     def connect(
@@ -194,9 +194,10 @@ class ServerStore:
             lambda: self.client.create_collection(
                 collection_name=name,
                 vectors_config={
-                    base.DENSE: models.VectorParams(
+                    vector: models.VectorParams(
                         size=spec.dense_size, distance=models.Distance.COSINE, on_disk=index.vectors_on_disk
                     )
+                    for vector in base.DENSE_VECTORS
                 },
                 sparse_vectors_config={
                     name: models.SparseVectorParams(
@@ -243,7 +244,11 @@ class ServerStore:
         structs = [
             models.PointStruct(
                 id=point.id,
-                vector={base.DENSE: list(point.dense), **{n: _server_sparse(v) for n, v in point.sparse.items()}},
+                vector={
+                    base.DENSE: list(point.dense),
+                    **({base.DENSE_TRANSLATION: list(point.dense_tr)} if point.dense_tr is not None else {}),
+                    **{n: _server_sparse(v) for n, v in point.sparse.items()},
+                },
                 payload=point.payload,
             )
             for point in points
@@ -255,7 +260,14 @@ class ServerStore:
         if not updates:
             return
         vectors = [
-            models.PointVectors(id=u.id, vector={n: _server_sparse(v) for n, v in u.sparse.items()}) for u in updates
+            models.PointVectors(
+                id=u.id,
+                vector={
+                    **{n: _server_sparse(v) for n, v in u.sparse.items()},
+                    **({base.DENSE_TRANSLATION: list(u.dense_tr)} if u.dense_tr is not None else {}),
+                },
+            )
+            for u in updates
         ]
         self._call("update vectors", lambda: self.client.update_vectors(name, points=vectors, wait=True), name)
         payloads = [
@@ -266,14 +278,22 @@ class ServerStore:
         if payloads:
             self._call("set payload", lambda: self.client.batch_update_points(name, payloads, wait=True), name)
 
-    def add_sparse_vectors(self, name: str) -> list[str]:
-        """Add the sparse vectors of ``SPARSE_VECTORS`` that the collection lacks (made before they existed), empty
-        until points get them (``update_sparse``); the names added."""
+    def add_vectors(self, name: str) -> list[str]:
+        """Add the vectors of ``DENSE_VECTORS`` and ``SPARSE_VECTORS`` that the collection lacks (made before they
+        existed), empty until points get them (``update_sparse``); the names added."""
         physical = self.resolve_alias(name) or name
-        missing = [n for n in base.SPARSE_VECTORS if n not in self._sparse_vectors(physical)]
+        present = self._vectors(physical)
+        missing = [n for n in (*base.DENSE_VECTORS, *base.SPARSE_VECTORS) if n not in present]
         for vector in missing:
-            # The call takes the modifier only: the added index lives where the server keeps indexes by default.
-            config = models.SparseVectorNameConfig(sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF))
+            # The calls take no storage settings: an added vector lives where the server keeps vectors by default.
+            config: models.DenseVectorNameConfig | models.SparseVectorNameConfig
+            if vector in base.DENSE_VECTORS:
+                size = self._vector_size(physical)
+                config = models.DenseVectorNameConfig(
+                    dense=models.DenseVectorConfig(size=size, distance=models.Distance.COSINE)
+                )
+            else:
+                config = models.SparseVectorNameConfig(sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF))
             self._call(
                 "add a sparse vector",
                 lambda vector=vector, config=config: self.client.create_vector_name(physical, vector, config),
@@ -287,9 +307,16 @@ class ServerStore:
             index=models.SparseIndexParams(on_disk=True) if self.index.sparse_on_disk else None,
         )
 
-    def _sparse_vectors(self, name: str) -> set[str]:
-        info = self._call("read collection", lambda: self.client.get_collection(name), name)
-        return set(info.config.params.sparse_vectors or {})
+    def _vectors(self, name: str) -> set[str]:
+        """The vectors (dense and sparse) the collection has."""
+        params = self._call("read collection", lambda: self.client.get_collection(name), name).config.params
+        dense = params.vectors if isinstance(params.vectors, dict) else {}
+        return set(dense) | set(params.sparse_vectors or {})
+
+    def _vector_size(self, name: str) -> int:
+        params = self._call("read collection", lambda: self.client.get_collection(name), name).config.params
+        vectors = params.vectors if isinstance(params.vectors, dict) else {}
+        return vectors[base.DENSE].size
 
     def delete(self, name: str, ids: Iterable[str]) -> None:
         point_ids: list[models.ExtendedPointId] = list(ids)
@@ -311,11 +338,11 @@ class ServerStore:
         if base.matches_nothing(request.filter):
             self._require(name)
             return []
-        known = self._known_sparse.get(name, set())
-        if any(w > 0 and n not in known for n, w in request.sparse_weights.items()):
+        known = self._known_vectors.get(name, set())
+        if any(n not in known for n, _ in request.lists()):
             # A vector this process has not seen in the collection: ask the server (a collection made before the
             # vector existed answers with its other lists until an ingest adds it).
-            known = self._known_sparse[name] = self._sparse_vectors(name)
+            known = self._known_vectors[name] = self._vectors(name)
             request = base.present_lists(request, known, name, self.location)
         parts = base.list_requests(request)
         batch = [models.QueryRequest(**_query_arguments(part, self.index)) for part in parts]
@@ -369,7 +396,7 @@ class ServerStore:
                     scroll_filter=point_filter,
                     limit=SCROLL_PAGE,
                     offset=offset,
-                    with_payload=["content_hash", "edition", "sparse_hash", "dense_hash"],
+                    with_payload=list(base.HASH_FIELDS),
                     with_vectors=False,
                 ),
                 physical,
@@ -520,12 +547,19 @@ def _stored_point(record: models.Record) -> base.PointToStore:
     """A scrolled record (with vectors and payload) as a whole point, ready to upsert elsewhere."""
     vectors = dict(record.vector) if isinstance(record.vector, dict) else {}
     dense = vectors.pop(base.DENSE, None) or []
+    translation = vectors.pop(base.DENSE_TRANSLATION, None)
     sparse = {
         name: base.SparseVector(list(vector.indices), list(vector.values))
         for name, vector in vectors.items()
         if name in base.SPARSE_VECTORS and isinstance(vector, models.SparseVector)
     }
-    return base.PointToStore(str(record.id), [float(x) for x in dense], sparse, dict(record.payload or {}))
+    return base.PointToStore(
+        str(record.id),
+        [float(x) for x in dense],
+        sparse,
+        dict(record.payload or {}),
+        [float(x) for x in translation] if isinstance(translation, list) else None,
+    )
 
 
 def _server_sparse(vector: base.SparseVector) -> models.SparseVector:
@@ -555,7 +589,7 @@ def _query_arguments(request: base.SearchRequest, index: base.IndexConfig | None
     if more:
         raise ValueError("one list at a time: split a fusion with list_requests")
     return {
-        "query": list(request.dense or []) if using == base.DENSE else _server_sparse(request.sparse),
+        "query": list(request.dense or []) if using in base.DENSE_VECTORS else _server_sparse(request.sparse),
         "using": using,
         "filter": _server_filter(request.filter),
         "params": base.search_params(request, index or base.IndexConfig(), models),

@@ -8,10 +8,11 @@
   chunk of the collection; the dense list is then searched with the mapped query. Its control is the same exact
   search with the query as it is (``exact_dense``), since this script searches the chunk vectors with numpy.
 
-Today's ranking is rebuilt from the store's own lists (each list searched alone through the project's engine, then
-``services/store/base.py``'s ``fuse``), so the baseline equals `tafsir eval`. A lever adds or replaces one list and
-fuses again with the same formula; metrics are `tafsir eval`'s (ayah level), and each lever is compared with the
-baseline by bench/compare.py's paired bootstrap. Prints one JSON object.
+The defaults the levers were measured against (before the translation vector was adopted: ``weight_dense_tr=0``)
+are rebuilt from the store's own lists (each list searched alone through the project's engine, then
+``services/store/base.py``'s ``fuse``), so the baseline equals `tafsir eval` with TAFSIR_WEIGHT_DENSE_TR=0. A lever
+adds or replaces one list and fuses again with the same formula; metrics are `tafsir eval`'s (ayah level), and each
+lever is compared with the baseline by bench/compare.py's paired bootstrap. Prints one JSON object.
 
 Usage: TAFSIR_QDRANT_PATH=<a copy of a store> python bench/levers.py [--choose dev] [--report held builtin]
        [--floor FILE] [--work FOLDER]
@@ -185,7 +186,9 @@ def main() -> None:
     from services.evaluation import NAMED_QUERIES, load_queries
     from services.settings import Settings
 
-    engine = SearchEngine(Settings())
+    # The baseline is the fusion these levers were measured against: without the translation vector, since adopted
+    # (a store holds it now, and the lever below computes the same list with numpy).
+    engine = SearchEngine(Settings(weight_dense_tr=0.0))
     store, collection = engine.store, engine.settings.collection
     corpus = read_corpus(store, store.resolve_alias(collection))
     study = Study(engine, corpus)

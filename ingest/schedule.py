@@ -286,7 +286,10 @@ def run_check(check: IngestJob) -> dict[str, Any] | None:
         return_freed_memory()
     INGEST_CHECKS.labels(outcome="ok").inc()
     record = {"outcome": "ok", "seconds": round(time.perf_counter() - started, 3)}
-    record |= {key: summary[key] for key in ("edition", "collection", "chunks", "embedded", "resparsed", "deleted")}
+    record |= {
+        key: summary[key]
+        for key in ("edition", "collection", "chunks", "embedded", "resparsed", "translated", "deleted")
+    }
     record["rebuild"] = summary["rebuilt"]
     _log_event("ingest_check", logging.INFO, record)
     return summary

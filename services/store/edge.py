@@ -243,7 +243,7 @@ class EdgeStore:
                     shard.update(operation)
                 shard.flush()
             except Exception as exc:
-                raise self._failure("update sparse vectors in", physical, exc) from exc
+                raise self._failure("update vectors in", physical, exc) from exc
 
     def add_vectors(self, name: str) -> list[str]:
         """Add the vectors of ``DENSE_VECTORS`` and ``SPARSE_VECTORS`` that the collection lacks (made before they
@@ -264,7 +264,7 @@ class EdgeStore:
                 if missing:
                     shard.flush()
             except Exception as exc:
-                raise self._failure("add sparse vectors to", physical, exc) from exc
+                raise self._failure("add vectors to", physical, exc) from exc
             finally:
                 with self._cond:
                     self._vector_names.pop(physical, None)

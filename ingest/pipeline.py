@@ -58,6 +58,7 @@ from services.store.base import (
     StoredHash,
     StoreError,
     VectorStore,
+    recorded_vectors,
 )
 
 log = logging.getLogger(__name__)
@@ -377,6 +378,9 @@ class IngestPipeline:
             # re-embed them from their stored text with the new model.
             editions += self._carried_editions(target.previous, full, besides=source.edition)
 
+        # A collection without the translation vector (made before it, or the vector removed since) gets it below:
+        # every translation is then embedded, whatever hash its points hold.
+        refill = target.exists and DENSE_TRANSLATION not in recorded_vectors(self.store.index_settings(target.name))
         work = []
         for edition, ayat in editions:
             job = EditionWork(edition, ayat, self.chunk(ayat), self.sparse)
@@ -389,7 +393,8 @@ class IngestPipeline:
                     continue
                 # The text is the same: keep the dense vector, rewrite the rest if anything else changed.
                 content_changed = held.content_hash != self._content_hash(chunk, ayah, spec)
-                translation_changed = held.dense_tr_hash != self._dense_tr_hash(ayah, spec)
+                wanted = self._dense_tr_hash(ayah, spec)
+                translation_changed = held.dense_tr_hash != wanted or (refill and wanted is not None)
                 if content_changed or translation_changed or held.sparse_hash != job.sparse_hash(chunk):
                     job.resparse.append(chunk)
                     if translation_changed:

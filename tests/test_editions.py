@@ -353,6 +353,34 @@ def test_status_shows_the_index_settings_the_collection_was_built_with_and_those
     assert report["index_at_rebuild"] == {"hnsw_m": 32, "quantization": "none"}
 
 
+def test_status_names_the_vectors_a_collection_lacks_until_an_ingest_adds_them(tmp_path, tiny_model):
+    """An operator upgrading a store sees which vectors the next `tafsir ingest` adds (here dense_tr, taken off a
+    collection as an earlier release made it), and that the ingest added them."""
+    import qdrant_edge as edge
+
+    from services.store.base import DENSE_TRANSLATION, DENSE_VECTORS, SPARSE_VECTORS
+
+    env = store_env(tiny_model, tmp_path / "qdrant")
+    source = write_jsonl(tmp_path / "satu.jsonl", "id.satu", [112])
+    assert run(env, "ingest", "--source", str(source)).returncode == 0
+    report = json.loads(run(env, "status", "--json").stdout)
+    assert report["vectors"] == {"present": [*DENSE_VECTORS, *SPARSE_VECTORS], "added_by_next_ingest": []}
+
+    store = EdgeStore(tmp_path / "qdrant")
+    with store._use("tafsir") as (_, shard):
+        shard.update(edge.UpdateOperation.delete_vector_name(DENSE_TRANSLATION))
+        shard.flush()
+    store.close()
+    report = json.loads(run(env, "status", "--json").stdout)
+    assert report["vectors"]["added_by_next_ingest"] == [DENSE_TRANSLATION]
+    assert "added_by_next_ingest: dense_tr" in run(env, "status").stdout.replace("\n", " ")
+
+    upgraded = run(env, "ingest", "--source", str(source), "--json")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout)["embedded"] == 0 and json.loads(upgraded.stdout)["translated"] > 0
+    assert json.loads(run(env, "status", "--json").stdout)["vectors"]["added_by_next_ingest"] == []
+
+
 def test_python_search_filters_by_edition_and_by_language(three_editions):
     env, _ = three_editions
     settings = Settings(

@@ -27,7 +27,8 @@ from interfaces.cli.common import (
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print as one JSON object.")] = False,
 ) -> None:
-    """What the alias points at: collection, points, model, vector size, editions; and the built-in texts."""
+    """What the alias points at: collection, points, model, vector size, vectors, editions; and the built-in
+    texts."""
     from ingest.builtin import BUILTIN_TEXTS
     from services.collection_model import model_settings
 
@@ -57,7 +58,8 @@ def status(
     for key, value in report.items():
         if isinstance(value, dict):
             table.add_row(
-                key, ", ".join(f"{e}: {', '.join(n) if isinstance(n, list) else n}" for e, n in value.items())
+                key,
+                ", ".join(f"{e}: {(', '.join(n) or 'none') if isinstance(n, list) else n}" for e, n in value.items()),
             )
         elif key == "builtin_texts":
             for text in value:
@@ -72,12 +74,20 @@ def _index(store, name: str, settings) -> dict[str, Any]:
     """The live collection's index settings as recorded, and the settings that differ: they apply to the next
     collection, `tafsir ingest --rebuild` (docs/SCALING.md, "Index settings")."""
     from services.store import index_config
-    from services.store.base import recorded_index
+    from services.store.base import DENSE_VECTORS, SPARSE_VECTORS, recorded_index, recorded_vectors
 
-    recorded = recorded_index(store.index_settings(name))
+    reported = store.index_settings(name)
+    recorded = recorded_index(reported)
     wanted = index_config(settings).described()
     pending = sorted(key for key, value in recorded.items() if wanted[key] != value)
-    return {"index": recorded, "index_at_rebuild": {key: wanted[key] for key in pending}}
+    # A vector added since the collection was made (bm25_ar, dense_tr) joins it at the next `tafsir ingest`.
+    present = recorded_vectors(reported)
+    missing = [name for name in (*DENSE_VECTORS, *SPARSE_VECTORS) if name not in present]
+    return {
+        "index": recorded,
+        "index_at_rebuild": {key: wanted[key] for key in pending},
+        "vectors": {"present": present, "added_by_next_ingest": missing},
+    }
 
 
 def _languages(editions: dict[str, int]) -> dict[str, list[str]]:

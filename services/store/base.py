@@ -116,6 +116,16 @@ def recorded_index(reported: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def recorded_vectors(reported: dict[str, Any]) -> list[str]:
+    """The vectors a store reports for a collection (its ``index_settings``; Edge's config names them at the top, a
+    server's under ``params``), in the order of :data:`DENSE_VECTORS` and :data:`SPARSE_VECTORS`, others last."""
+    params = reported.get("params") or {}
+    dense = reported.get("vectors") or params.get("vectors") or {}
+    sparse = reported.get("sparse_vectors") or params.get("sparse_vectors") or {}
+    order = {name: place for place, name in enumerate((*DENSE_VECTORS, *SPARSE_VECTORS))}
+    return sorted([*dense, *sparse], key=lambda name: (order.get(name, len(order)), name))
+
+
 def collection_index(reported: dict[str, Any], default: IndexConfig) -> IndexConfig:
     """The full :class:`IndexConfig` a collection was created with, from what its store reports
     (``index_settings``): every setting it reports, ``default``'s for the rest. ``tafsir migrate`` creates the

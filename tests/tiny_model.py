@@ -16,16 +16,17 @@ def build_tiny_model(folder: Path, texts: Iterable[str], dim: int = 32, vocab_si
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
     from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(
-        texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False)
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer = Tokenizer(
+        WordPiece(deterministic_vocab(texts, normalizer, pre_tokenizer, vocab_size), unk_token="[UNK]")
     )
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -60,3 +61,25 @@ def build_tiny_model(folder: Path, texts: Iterable[str], dim: int = 32, vocab_si
     out = folder / "model"
     model.save(str(out))
     return out
+
+
+def deterministic_vocab(texts: Iterable[str], normalizer, pre_tokenizer, size: int) -> dict[str, int]:
+    """A WordPiece vocabulary that is the same in every process: the special tokens, every character (alone and
+    as a ``##`` continuation), then the most frequent words, ties by the word. The tokenizers library's
+    WordPieceTrainer breaks ties between equally frequent merges in hash-map order, which differs between processes:
+    the model, hence every cosine, changed from one test run to the next."""
+    from collections import Counter
+
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    characters = sorted({character for word in words for character in word})
+    tokens = [*SPECIAL, *characters, *(f"##{c}" for c in characters)]
+    known = set(tokens)
+    for word, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])):
+        if len(tokens) >= size:
+            break
+        if word not in known:
+            tokens.append(word)
+            known.add(word)
+    return {token: number for number, token in enumerate(tokens)}

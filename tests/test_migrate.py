@@ -4,6 +4,7 @@ search of a copy identical to its source's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.migrate import AliasTaken, migrate
+from ingest.migrate import AliasTaken, VerificationError, migrate
 from services.store.base import (
     SPARSE,
     SPARSE_CONTEXT,
@@ -160,6 +161,27 @@ def test_a_round_trip_embedded_server_embedded_keeps_every_point_setting_index_a
     finally:
         for store in (source, server, back):
             store.close()
+
+
+def test_a_copy_whose_translation_vectors_differ_fails_the_check_and_the_alias_stays(tmp_path, monkeypatch):
+    """The check searches each sampled point's translation vector on both sides too: a copy that lost them is
+    caught, though its points, payloads, chunk vectors and counts are all equal."""
+    build_source(tmp_path / "edge", 60)
+    source = EdgeStore(tmp_path / "edge")
+    server = ServerStore.connect(f"local:{tmp_path / 'server'}")
+    upsert = ServerStore.upsert
+
+    def without_translations(self, name, points):
+        upsert(self, name, [dataclasses.replace(point, dense_tr=None) for point in points])
+
+    monkeypatch.setattr(ServerStore, "upsert", without_translations)
+    try:
+        with pytest.raises(VerificationError, match="dense search from point"):
+            migrate(source, server, "tafsir", batch=64, sample=60)
+        assert server.resolve_alias("tafsir") is None
+    finally:
+        source.close()
+        server.close()
 
 
 def test_an_existing_target_alias_is_kept_unless_replace_is_given(tmp_path):

@@ -712,3 +712,26 @@ def test_a_collection_made_before_the_translation_vector_answers_and_gets_it_add
     assert [h.dense_tr_hash for h in store.iter_hashes("tafsir-a")] == ["t"]
     points, _ = store.scroll_points("tafsir-a")
     assert points[0].dense == pytest.approx([1.0, 0.0, 0.0, 0.0])  # the chunk vector stays
+
+
+def test_the_vectors_a_store_reports_are_its_named_ones_in_a_fixed_order(store: VectorStore) -> None:
+    from services.store.base import DENSE_VECTORS, SPARSE_VECTORS, recorded_vectors
+
+    store.create_collection("tafsir-a", SPEC)
+    assert recorded_vectors(store.index_settings("tafsir-a")) == [*DENSE_VECTORS, *SPARSE_VECTORS]
+
+
+def test_a_server_collection_with_one_unnamed_vector_reports_no_vector_names() -> None:
+    """A collection made elsewhere (one unnamed dense vector): its parameters are not vector names."""
+    from qdrant_client import models
+
+    from services.store.base import recorded_vectors
+
+    store = ServerStore(QdrantClient(location=":memory:"), ":memory:")
+    try:
+        store.client.create_collection(
+            "elsewhere", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
+        )
+        assert recorded_vectors(store.index_settings("elsewhere")) == []
+    finally:
+        store.close()

@@ -117,13 +117,16 @@ def recorded_index(reported: dict[str, Any]) -> dict[str, Any]:
 
 
 def recorded_vectors(reported: dict[str, Any]) -> list[str]:
-    """The vectors a store reports for a collection (its ``index_settings``; Edge's config names them at the top, a
-    server's under ``params``), in the order of :data:`DENSE_VECTORS` and :data:`SPARSE_VECTORS`, others last."""
+    """The named vectors a store reports for a collection (its ``index_settings``, or a server's collection params;
+    Edge's config names them at the top, a server's under ``params``), in the order of :data:`DENSE_VECTORS` and
+    :data:`SPARSE_VECTORS`, others last. A collection made elsewhere with one unnamed dense vector reports its
+    parameters there instead (``{"size": ..., "distance": ...}``): no name."""
     params = reported.get("params") or {}
     dense = reported.get("vectors") or params.get("vectors") or {}
     sparse = reported.get("sparse_vectors") or params.get("sparse_vectors") or {}
+    named = [name for name, config in dense.items() if isinstance(config, dict)]
     order = {name: place for place, name in enumerate((*DENSE_VECTORS, *SPARSE_VECTORS))}
-    return sorted([*dense, *sparse], key=lambda name: (order.get(name, len(order)), name))
+    return sorted([*named, *sparse], key=lambda name: (order.get(name, len(order)), name))
 
 
 def collection_index(reported: dict[str, Any], default: IndexConfig) -> IndexConfig:

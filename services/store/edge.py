@@ -472,8 +472,7 @@ class EdgeStore:
             return known
         config = self._collections / physical / "shard" / "edge_config.json"
         try:
-            recorded = json.loads(config.read_text(encoding="utf-8"))
-            names = frozenset(recorded.get("vectors") or {}) | frozenset(recorded.get("sparse_vectors") or {})
+            names = frozenset(base.recorded_vectors(json.loads(config.read_text(encoding="utf-8"))))
         except (OSError, ValueError, AttributeError) as exc:
             raise base.StoreError(f"{config} is unreadable ({exc}). {_REBUILD}") from exc
         with self._cond:

@@ -282,20 +282,21 @@ class ServerStore:
         """Add the vectors of ``DENSE_VECTORS`` and ``SPARSE_VECTORS`` that the collection lacks (made before they
         existed), empty until points get them (``update_sparse``); the names added."""
         physical = self.resolve_alias(name) or name
-        present = self._vectors(physical)
+        params = self._params(physical)
+        present = set(base.recorded_vectors(params.model_dump()))
         missing = [n for n in (*base.DENSE_VECTORS, *base.SPARSE_VECTORS) if n not in present]
         for vector in missing:
             # The calls take no storage settings: an added vector lives where the server keeps vectors by default.
             config: models.DenseVectorNameConfig | models.SparseVectorNameConfig
             if vector in base.DENSE_VECTORS:
-                size = self._vector_size(physical)
+                size = params.vectors[base.DENSE].size  # this project's collections: named vectors, a dict
                 config = models.DenseVectorNameConfig(
                     dense=models.DenseVectorConfig(size=size, distance=models.Distance.COSINE)
                 )
             else:
                 config = models.SparseVectorNameConfig(sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF))
             self._call(
-                "add a sparse vector",
+                "add a vector",
                 lambda vector=vector, config=config: self.client.create_vector_name(physical, vector, config),
                 physical,
             )
@@ -307,16 +308,12 @@ class ServerStore:
             index=models.SparseIndexParams(on_disk=True) if self.index.sparse_on_disk else None,
         )
 
+    def _params(self, name: str) -> models.CollectionParams:
+        return self._call("read collection", lambda: self.client.get_collection(name), name).config.params
+
     def _vectors(self, name: str) -> set[str]:
         """The vectors (dense and sparse) the collection has."""
-        params = self._call("read collection", lambda: self.client.get_collection(name), name).config.params
-        dense = params.vectors if isinstance(params.vectors, dict) else {}
-        return set(dense) | set(params.sparse_vectors or {})
-
-    def _vector_size(self, name: str) -> int:
-        params = self._call("read collection", lambda: self.client.get_collection(name), name).config.params
-        vectors = params.vectors if isinstance(params.vectors, dict) else {}
-        return vectors[base.DENSE].size
+        return set(base.recorded_vectors(self._params(name).model_dump()))
 
     def delete(self, name: str, ids: Iterable[str]) -> None:
         point_ids: list[models.ExtendedPointId] = list(ids)
